@@ -1,0 +1,5 @@
+"""`python -m kubehoist` is the CLI."""
+
+from kubehoist.cli import main
+
+main()

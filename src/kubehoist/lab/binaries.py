@@ -1,0 +1,229 @@
+"""The lab's Kubernetes and etcd binaries: where they are, and building them.
+
+They are built from the Go module proxy with the consumer modules in `gomod/`
+(k8s.io/kubernetes needs each staging module replaced by its v0.X.Y release) into a
+cache outside the repository, keyed by version, so that a cold build happens once per
+machine. `KUBEHOIST_BIN_DIR` points at ready binaries instead (for example the official
+release binaries): then nothing is built, only the versions are checked.
+
+The build runs under an exclusive file lock, into a temporary directory renamed into
+place at the end, so two racing builds neither corrupt nor repeat each other's work.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubehoist.errors import KubehoistError
+from kubehoist.lab.spec import ETCD_VERSION, KUBERNETES_VERSION
+
+KUBE_BINARIES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubeadm",
+    "kubectl",
+)
+ALL_BINARIES = (*KUBE_BINARIES, "etcd")
+GOMOD_DIR = Path(__file__).parent / "gomod"
+_STAMP = ".complete"
+
+
+def cache_root() -> Path:
+    if env := os.environ.get("KUBEHOIST_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kubehoist"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Where each binary of one Kubernetes and one etcd version lives."""
+
+    kube_dir: Path
+    etcd_dir: Path
+
+    def path(self, name: str) -> Path:
+        if name not in ALL_BINARIES:
+            raise KeyError(name)
+        return (self.etcd_dir if name == "etcd" else self.kube_dir) / name
+
+    def missing(self) -> list[str]:
+        return [n for n in ALL_BINARIES if not os.access(self.path(n), os.X_OK)]
+
+
+def locate(
+    kubernetes_version: str = KUBERNETES_VERSION, etcd_version: str = ETCD_VERSION
+) -> Binaries:
+    """The binaries' places; they may not exist yet (see `ensure`)."""
+    if env := os.environ.get("KUBEHOIST_BIN_DIR"):
+        d = Path(env)
+        return Binaries(kube_dir=d, etcd_dir=d)
+    root = cache_root() / "bin"
+    return Binaries(
+        kube_dir=root / f"kubernetes-{kubernetes_version}",
+        etcd_dir=root / f"etcd-{etcd_version}",
+    )
+
+
+def ensure(
+    kubernetes_version: str = KUBERNETES_VERSION,
+    etcd_version: str = ETCD_VERSION,
+    *,
+    log: Iterator[None] | None = None,
+    progress: bool = True,
+) -> Binaries:
+    """Return ready binaries of these versions, building what the cache lacks."""
+    bins = locate(kubernetes_version, etcd_version)
+    if os.environ.get("KUBEHOIST_BIN_DIR"):
+        if missing := bins.missing():
+            raise KubehoistError(
+                f"KUBEHOIST_BIN_DIR={bins.kube_dir}: missing or not executable: "
+                + ", ".join(missing)
+            )
+    else:
+        _build_into(
+            bins.kube_dir,
+            module_dir=GOMOD_DIR / "kubernetes",
+            packages=[f"k8s.io/kubernetes/cmd/{b}" for b in KUBE_BINARIES],
+            ldflags=_kube_ldflags(kubernetes_version),
+            what=f"Kubernetes {kubernetes_version}",
+            progress=progress,
+        )
+        _build_into(
+            bins.etcd_dir,
+            module_dir=GOMOD_DIR / "etcd",
+            packages=["go.etcd.io/etcd/server/v3"],
+            ldflags=_etcd_ldflags(),
+            what=f"etcd {etcd_version}",
+            rename={"v3": "etcd"},
+            progress=progress,
+        )
+    check_versions(bins, kubernetes_version, etcd_version)
+    return bins
+
+
+def _kube_ldflags(version: str) -> str:
+    m = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", version)
+    if not m:
+        raise KubehoistError(f"Kubernetes version {version!r} is not of the form vX.Y.Z")
+    major, minor = m.group(1), m.group(2)
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+        ]
+    return " ".join(flags)
+
+
+def _etcd_ldflags() -> str:
+    return "-s -w"
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_into(
+    dest: Path,
+    *,
+    module_dir: Path,
+    packages: list[str],
+    ldflags: str,
+    what: str,
+    rename: dict[str, str] | None = None,
+    progress: bool,
+) -> None:
+    if (dest / _STAMP).exists():
+        return
+    go = shutil.which("go")
+    if go is None:
+        raise KubehoistError(
+            f"cannot build {what}: no `go` on PATH (install Go >= 1.26, "
+            "or set KUBEHOIST_BIN_DIR to a directory of ready binaries)"
+        )
+    with _locked(dest.parent / f".{dest.name}.lock"):
+        if (dest / _STAMP).exists():  # another build finished while we waited
+            return
+        tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
+        cmd = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/", *packages]
+        if progress:
+            print(f"building {what} into {dest} (a cold build takes a while)", file=sys.stderr)
+        start = time.monotonic()
+        log_path = dest.parent / f"{dest.name}.build.log"
+        with open(log_path, "w") as log_fh:
+            proc = subprocess.run(
+                cmd, cwd=module_dir, env=env, stdout=log_fh, stderr=subprocess.STDOUT
+            )
+        if proc.returncode != 0:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise KubehoistError(
+                f"building {what} failed (go build exit {proc.returncode}): {tail[0]} "
+                f"(full log: {log_path})"
+            )
+        for old, new in (rename or {}).items():
+            (tmp / old).rename(tmp / new)
+        (tmp / _STAMP).write_text(f"built in {time.monotonic() - start:.0f}s\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        if progress:
+            print(f"built {what} in {time.monotonic() - start:.0f}s", file=sys.stderr)
+
+
+def _version_of(path: Path, *args: str) -> str:
+    try:
+        out = subprocess.run(
+            [str(path), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+    except OSError as exc:
+        raise KubehoistError(f"{path}: cannot run: {exc.strerror}") from exc
+    return out.stdout + out.stderr
+
+
+def check_versions(bins: Binaries, kubernetes_version: str, etcd_version: str) -> None:
+    """Every binary must report the pinned version (a wrong one is a clear error)."""
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        text = _version_of(bins.path(name), "--version")
+        found = re.search(r"Kubernetes (v\S+)", text)
+        if not found or found.group(1) != kubernetes_version:
+            raise KubehoistError(
+                f"{bins.path(name)}: version {found.group(1) if found else 'unknown'}, "
+                f"want {kubernetes_version}"
+            )
+    text = _version_of(bins.path("kubeadm"), "version", "-o", "short")
+    if text.strip() != kubernetes_version:
+        raise KubehoistError(
+            f"{bins.path('kubeadm')}: version {text.strip() or 'unknown'}, "
+            f"want {kubernetes_version}"
+        )
+    text = _version_of(bins.path("etcd"), "--version")
+    found = re.search(r"etcd Version: (\S+)", text)
+    if not found or f"v{found.group(1)}" != etcd_version:
+        raise KubehoistError(
+            f"{bins.path('etcd')}: version {found.group(1) if found else 'unknown'}, "
+            f"want {etcd_version}"
+        )
