@@ -1,0 +1,292 @@
+"""`kubehoist lab …`: build the binaries, bring a lab up, show it, take it down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kubehoist.errors import KubehoistError
+from kubehoist.lab import binaries as binmod
+from kubehoist.lab import kubeadm, supervisor
+from kubehoist.lab import spec as specmod
+from kubehoist.lab.spec import LabSpec
+
+ROOT_HELP = "Lab root directory [env KUBEHOIST_LAB_ROOT; default /var/lib/kubehoist/lab]."
+
+
+def _root_option(f: Any) -> Any:
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="KUBEHOIST_LAB_ROOT",
+        default=specmod.DEFAULT_ROOT,
+        show_default=False,
+        help=ROOT_HELP,
+    )(f)
+
+
+def _load(root: Path) -> LabSpec:
+    root = root.resolve()
+    if not (root / "lab.json").exists():
+        raise KubehoistError(f"no lab at {root} (run `kubehoist lab up --root {root}`)")
+    try:
+        return LabSpec.load(root)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise KubehoistError(f"{root / 'lab.json'}: unreadable: {exc}") from exc
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise KubehoistError("the lab needs root (it creates network and mount namespaces)")
+    if shutil.which("ip") is None:
+        raise KubehoistError("the lab needs iproute2's `ip` on PATH (apt-get install iproute2)")
+
+
+@click.group()
+def lab() -> None:
+    """A local lab: real Kubernetes binaries, kubeadm-made, on one machine."""
+
+
+@lab.command("build")
+def build() -> None:
+    """Build (or find in the cache) the lab's Kubernetes and etcd binaries."""
+    start = time.monotonic()
+    bins = binmod.ensure()
+    for name in binmod.ALL_BINARIES:
+        path = bins.path(name)
+        click.echo(f"{name:<24} {path.stat().st_size / 2**20:7.1f} MiB  {path}")
+    click.echo(f"ready in {time.monotonic() - start:.1f}s", err=True)
+
+
+@lab.command("up")
+@_root_option
+@click.option("--control-planes", type=click.IntRange(1, 9), default=1, show_default=True)
+@click.option("--workers", type=click.IntRange(0, 50), default=2, show_default=True)
+@click.option(
+    "--host-port",
+    type=click.IntRange(1, 65535),
+    default=specmod.DEFAULT_HOST_PORT,
+    show_default=True,
+    help="Port on 127.0.0.1 where the host reaches the API server.",
+)
+@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait.")
+def up(root: Path, control_planes: int, workers: int, host_port: int, timeout: float) -> None:
+    """Bring a lab up (or start a stopped one again, keeping its state)."""
+    _need_root()
+    root = root.resolve()
+    if (root / "lab.json").exists():
+        spec = _load(root)
+        if supervisor.is_running(spec):
+            click.echo(f"lab at {root} is already running", err=True)
+            _print_usage(spec)
+            return
+        if (len(spec.control_planes), len(spec.workers)) != (control_planes, workers) and (
+            click.get_current_context().get_parameter_source("workers")
+            != click.core.ParameterSource.DEFAULT
+            or click.get_current_context().get_parameter_source("control_planes")
+            != click.core.ParameterSource.DEFAULT
+        ):
+            raise KubehoistError(
+                f"lab at {root} has {len(spec.control_planes)} control plane(s) and "
+                f"{len(spec.workers)} worker(s); `kubehoist lab down --purge` it first"
+            )
+    else:
+        try:
+            spec = specmod.plan(
+                root, control_planes=control_planes, workers=workers, host_port=host_port
+            )
+        except ValueError as exc:
+            raise KubehoistError(str(exc)) from exc
+        spec.save()
+    bins = binmod.ensure()
+    generated = spec.root / ".kubeadm-generated"
+    if not generated.exists():
+        click.echo("kubeadm: certificates, kubeconfigs and static pod manifests", err=True)
+        kubeadm.generate(spec, bins)
+        supervisor.prepare_supervised_manifests(spec)
+        generated.write_text("done\n")
+    supervisor.host_kubeconfig(
+        spec,
+        spec.api_node.root(spec.root) / "etc/kubernetes/admin.conf",
+        spec.admin_kubeconfig,
+    )
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    spec.logs_dir.mkdir(parents=True, exist_ok=True)
+    supervisor.state_path(spec).unlink(missing_ok=True)
+    with open(spec.logs_dir / "supervisor.log", "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kubehoist", "lab", "supervise", "--root", str(spec.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
+        )
+    _wait_up(spec, proc, timeout)
+    _print_usage(spec)
+
+
+def _wait_up(spec: LabSpec, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while time.monotonic() < deadline:
+        state = supervisor.read_state(spec)
+        phase = state.get("phase", "")
+        message = state.get("message", "")
+        if message and message != shown:
+            click.echo(f"lab: {message}", err=True)
+            shown = message
+        if phase == "ready":
+            return
+        if phase == "failed" or proc.poll() is not None:
+            _stop(spec, quiet=True)
+            raise KubehoistError(
+                f"lab failed to start: {message or 'supervisor exited'} "
+                f"(see {spec.logs_dir / 'supervisor.log'})"
+            )
+        time.sleep(0.3)
+    _stop(spec, quiet=True)
+    raise KubehoistError(f"lab not ready after {timeout:.0f}s (see {spec.logs_dir}/)")
+
+
+def _print_usage(spec: LabSpec) -> None:
+    kc = spec.admin_kubeconfig
+    click.echo(
+        f"lab ready: {len(spec.control_planes)} control plane(s), {len(spec.workers)} worker(s)\n"
+        f"  export KUBECONFIG={kc}\n"
+        f"  kubectl --kubeconfig {kc} get nodes\n"
+        f"  kubehoist --kubeconfig {kc} status"
+    )
+
+
+def _stop(spec: LabSpec, *, quiet: bool = False, timeout: float = 90) -> None:
+    pid_file = spec.run_dir / "supervisor.pid"
+    if supervisor.is_running(spec) and pid_file.exists():
+        pid = int(pid_file.read_text().strip() or 0)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while supervisor.is_running(spec) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if supervisor.is_running(spec):
+                if not quiet:
+                    click.echo(
+                        f"supervisor {pid} did not stop in {timeout:.0f}s; killing", err=True
+                    )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(0.5)
+    asyncio.run(supervisor.cleanup_leftovers(spec))
+
+
+@lab.command("down")
+@_root_option
+@click.option("--purge", is_flag=True, help="Also delete the lab root (all its state).")
+def down(root: Path, purge: bool) -> None:
+    """Stop everything the lab runs (its state stays unless --purge)."""
+    _need_root()
+    root = root.resolve()
+    if not (root / "lab.json").exists():
+        if purge and root.exists():
+            shutil.rmtree(root)
+        click.echo(f"no lab at {root}", err=True)
+        return
+    spec = _load(root)
+    _stop(spec)
+    if purge:
+        supervisor.purge(spec)
+        click.echo(f"lab at {root} stopped and deleted", err=True)
+    else:
+        click.echo(f"lab at {root} stopped", err=True)
+
+
+@lab.command("status")
+@_root_option
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def status(root: Path, output: str) -> None:
+    """Components, pids, health and nodes of the lab (exit 1 unless it is up)."""
+    spec = _load(root)
+    info = lab_status(spec)
+    if output == "json":
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        click.echo(f"lab {spec.root}  ({info['phase']})  API https://127.0.0.1:{spec.host_port}")
+        click.echo(f"  supervisor  pid {info['supervisor_pid'] or '-'}")
+        for name, p in info["processes"].items():
+            click.echo(f"  {name:<15} pid {p['pid'] or '-':<8} restarts {p['restarts']}")
+        click.echo(f"  readyz      {'ok' if info['readyz'] else 'not ready'}")
+        click.echo(f"  {'NODE':<12} {'ROLE':<14} {'READY':<6} {'IP':<14} PODCIDR")
+        for n in info["nodes"]:
+            click.echo(
+                f"  {n['name']:<12} {n['role']:<14} {n['ready']:<6} {n['ip']:<14} {n['podCIDR']}"
+            )
+    if info["phase"] != "ready" or not info["readyz"]:
+        sys.exit(1)
+
+
+def lab_status(spec: LabSpec) -> dict[str, Any]:
+    running = supervisor.is_running(spec)
+    state = supervisor.read_state(spec) if running else {}
+    nodes: dict[str, str] = {}
+    readyz = False
+    if running:
+        readyz = supervisor.Supervisor(spec, binmod.locate())._readyz()
+        if readyz:
+            nodes = _node_readiness(spec)
+    return {
+        "root": str(spec.root),
+        "phase": state.get("phase", "down") if running else "down",
+        "supervisor_pid": state.get("supervisor_pid"),
+        "processes": state.get("processes", {}),
+        "readyz": readyz,
+        "nodes": [
+            {
+                "name": n.name,
+                "role": "control-plane" if n.control_plane else "worker",
+                "ip": n.ip,
+                "podCIDR": n.pod_cidr,
+                "ready": nodes.get(n.name, "-"),
+            }
+            for n in spec.nodes
+        ],
+    }
+
+
+def _node_readiness(spec: LabSpec) -> dict[str, str]:
+    from lightkube import Client
+    from lightkube.config.kubeconfig import KubeConfig
+    from lightkube.resources.core_v1 import Node
+
+    client = Client(KubeConfig.from_file(str(spec.admin_kubeconfig)), trust_env=False)
+    out: dict[str, str] = {}
+    for node in client.list(Node):
+        assert node.metadata is not None and node.metadata.name is not None
+        ready = "Unknown"
+        for c in (node.status.conditions if node.status else None) or []:
+            if c.type == "Ready":
+                ready = c.status
+        out[node.metadata.name] = ready
+    return out
+
+
+@lab.command("supervise", hidden=True)
+@_root_option
+def supervise(root: Path) -> None:
+    """(internal) The lab's supervisor process; `lab up` starts it."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    spec = _load(root)
+    sys.exit(supervisor.supervise(spec, binmod.locate(spec.kubernetes_version, spec.etcd_version)))

@@ -1,0 +1,45 @@
+"""Names kubehoist stamps on everything it creates: labels, annotations, field manager.
+
+One module so that render (which creates the objects), pivot (which applies them) and
+rollback/guard (which must find and remove only kubehoist's own objects) agree on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+FIELD_MANAGER: Final = "kubehoist"
+"""The server-side apply field manager of every write kubehoist makes."""
+
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE: Final = "kubehoist"
+NAME_LABEL: Final = "app.kubernetes.io/name"
+"""Set to the component name (kube-controller-manager, kube-scheduler)."""
+PART_OF_LABEL: Final = "app.kubernetes.io/part-of"
+PART_OF_VALUE: Final = "kubehoist"
+
+ANNOTATION_PREFIX: Final = "kubehoist.io/"
+SOURCE_SHA256_ANNOTATION: Final = ANNOTATION_PREFIX + "source-manifest-sha256"
+"""On the Deployment: sha256 of the static pod manifest it was rendered from."""
+CREDENTIALS_SHA256_ANNOTATION: Final = ANNOTATION_PREFIX + "credentials-sha256"
+"""On the pod template: sha256 over the credentials, so new credentials roll the pods."""
+
+CREDENTIALS_DIR: Final = "/etc/kubehoist/credentials"
+"""Where the credentials Secret (or, in image mode, the baked files) appear in the pod."""
+
+NONROOT_UID: Final = 65532
+"""The uid/gid the rendered pods run as (the distroless "nonroot" user)."""
+
+
+def selector_labels(component: str) -> dict[str, str]:
+    """Labels that select exactly kubehoist's pods of one component (never a mirror pod)."""
+    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: component}
+
+
+def object_labels(component: str, *, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Labels for every object kubehoist creates for `component`."""
+    labels = dict(extra or {})
+    labels.update(selector_labels(component))
+    labels[PART_OF_LABEL] = PART_OF_VALUE
+    return labels

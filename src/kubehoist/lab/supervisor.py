@@ -1,0 +1,339 @@
+"""The lab supervisor: one long-lived process per lab that owns everything running.
+
+`lab up` starts it detached; it sets up the network, runs etcd and kube-apiserver
+(restarting them if they die), the forwarders, every node's heartbeats and lab
+kubelet, and tears all of it down on SIGTERM (`lab down`). It holds an exclusive lock
+on `run/supervisor.lock` for its whole life: that lock is how other commands know a
+lab is running, and it is released by the kernel even if the supervisor is killed.
+Its progress and the pids it runs go to `run/state.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import importlib
+import json
+import logging
+import os
+import shutil
+import signal
+import ssl
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import KubeConfig
+
+from kubehoist.errors import KubehoistError
+from kubehoist.lab import forward, kubeadm, netns
+from kubehoist.lab.binaries import Binaries
+from kubehoist.lab.nodeagent import NodeAgent
+from kubehoist.lab.procs import ProcSpec, Supervised, command_from_manifest
+from kubehoist.lab.spec import API_PORT, LabNode, LabSpec
+
+log = logging.getLogger("kubehoist.lab")
+
+SUPERVISED_DIR = "etc/kubernetes/lab-supervised"  # where the lab keeps the manifests it runs
+
+
+# --- files shared with the CLI -------------------------------------------------------
+def lock_path(spec: LabSpec) -> Path:
+    return spec.run_dir / "supervisor.lock"
+
+
+def state_path(spec: LabSpec) -> Path:
+    return spec.run_dir / "state.json"
+
+
+def read_state(spec: LabSpec) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(state_path(spec).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def is_running(spec: LabSpec) -> bool:
+    """True while a supervisor holds this lab's lock."""
+    try:
+        fh = open(lock_path(spec), "a")  # noqa: SIM115
+    except OSError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def host_kubeconfig(spec: LabSpec, source: Path, dest: Path) -> None:
+    """Copy a kubeconfig with its server pointed at the host's forwarder."""
+    data: Any = yaml.safe_load(source.read_text())
+    for cluster in data.get("clusters", []):
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{spec.host_port}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.chmod(tmp, 0o600)
+    tmp.replace(dest)
+
+
+def node_kubeconfig(spec: LabSpec, node: LabNode) -> Path:
+    """The host-side copy of a node's kubelet.conf (identity system:node:<name>)."""
+    return spec.run_dir / f"kubelet-{node.name}.conf"
+
+
+def prepare_supervised_manifests(spec: LabSpec) -> None:
+    """Move etcd and kube-apiserver manifests out of the kubelet's way: the supervisor
+    runs them (only on the first control plane; the others get a forwarder instead)."""
+    for node in spec.control_planes:
+        root = node.root(spec.root)
+        dst = root / SUPERVISED_DIR
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("etcd.yaml", "kube-apiserver.yaml"):
+            src = node.manifests_dir(spec.root) / name
+            if src.exists():
+                src.replace(dst / name)
+
+
+# --- the supervisor ------------------------------------------------------------------
+class Supervisor:
+    def __init__(self, spec: LabSpec, binaries: Binaries) -> None:
+        self.spec = spec
+        self.binaries = binaries
+        self.procs: dict[str, Supervised] = {}
+        self.servers: list[asyncio.Server] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.kubelet_tasks: list[asyncio.Task[None]] = []
+        self.clients: list[AsyncClient] = []
+        self.phase = "starting"
+        self.message = ""
+        self.started = time.time()
+        self._stop = asyncio.Event()
+
+    # state -------------------------------------------------------------------------
+    def write_state(self) -> None:
+        data = {
+            "phase": self.phase,
+            "message": self.message,
+            "supervisor_pid": os.getpid(),
+            "started": self.started,
+            "updated": time.time(),
+            "processes": {
+                name: {"pid": p.pid, "restarts": p.restarts} for name, p in self.procs.items()
+            },
+            "forwards": len(self.servers),
+            "kubelets": len(self.kubelet_tasks),
+        }
+        tmp = state_path(self.spec).with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(state_path(self.spec))
+
+    # steps -------------------------------------------------------------------------
+    def _network(self) -> None:
+        netns.teardown(self.spec)
+        netns.create_lan(self.spec)
+        for node in self.spec.nodes:
+            netns.create_node(self.spec, node)
+
+    def _start_control_plane(self) -> None:
+        node = self.spec.api_node
+        root = node.root(self.spec.root)
+        for name, binary in (("etcd", "etcd"), ("kube-apiserver", "kube-apiserver")):
+            argv = command_from_manifest(root / SUPERVISED_DIR / f"{name}.yaml", root)
+            proc = Supervised(
+                ProcSpec(
+                    name=name,
+                    argv=argv,
+                    netns=node.netns,
+                    log_path=self.spec.logs_dir / f"{name}.log",
+                ),
+                self.binaries.path(binary),
+            )
+            proc.start()
+            self.procs[name] = proc
+
+    async def _start_forwards(self) -> None:
+        api = self.spec.api_node
+        fwds = [
+            forward.Forward(None, "127.0.0.1", self.spec.host_port, api.netns, api.ip, API_PORT),
+            forward.Forward(
+                self.spec.lan_netns, self.spec.lan_gateway, API_PORT, api.netns, api.ip, API_PORT
+            ),
+        ]
+        # Control planes without an API server of their own reach the one on the first
+        # control plane at their own address, where kubeadm's kubeconfigs point.
+        for node in self.spec.control_planes[1:]:
+            fwds.append(forward.Forward(node.netns, node.ip, API_PORT, api.netns, api.ip, API_PORT))
+        for fwd in fwds:
+            try:
+                self.servers.append(await forward.serve(fwd))
+            except OSError as exc:
+                raise KubehoistError(f"cannot listen for {fwd.describe()}: {exc.strerror}") from exc
+
+    def _readyz(self) -> bool:
+        ctx = ssl.create_default_context(cafile=str(self.spec.pki_dir / "ca.crt"))
+        url = f"https://127.0.0.1:{self.spec.host_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=3) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    async def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
+        while time.monotonic() < deadline:
+            if await loop.run_in_executor(None, self._readyz):
+                return
+            await asyncio.sleep(0.5)
+        raise KubehoistError(
+            f"kube-apiserver not ready after {timeout:.0f}s (see {self.spec.logs_dir}/)"
+        )
+
+    def _client_for(self, kubeconfig: Path) -> AsyncClient:
+        client = AsyncClient(KubeConfig.from_file(str(kubeconfig)), trust_env=False)
+        self.clients.append(client)
+        return client
+
+    async def _start_nodes(self) -> None:
+        agents: list[NodeAgent] = []
+        for node in self.spec.nodes:
+            conf = node_kubeconfig(self.spec, node)
+            host_kubeconfig(
+                self.spec, node.root(self.spec.root) / "etc/kubernetes/kubelet.conf", conf
+            )
+            agent = NodeAgent(self.spec, node, self._client_for(conf))
+            agents.append(agent)
+            self.tasks.append(asyncio.create_task(agent.run(), name=f"node-{node.name}"))
+        await asyncio.wait_for(asyncio.gather(*(a.registered.wait() for a in agents)), timeout=60)
+
+    async def _kubeadm_phases(self) -> None:
+        marker = self.spec.run_dir / "kubeadm-uploaded"
+        if marker.exists():
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, kubeadm.after_api_ready, self.spec, self.binaries)
+        marker.write_text("done\n")
+
+    def _start_kubelets(self) -> None:
+        try:
+            module = importlib.import_module("kubehoist.lab.kubelet")
+        except ModuleNotFoundError:
+            log.warning("no lab kubelet in this build: static pods will not run")
+            return
+        kubelet_cls = getattr(module, "Kubelet", None)
+        if kubelet_cls is None:
+            log.warning("kubehoist.lab.kubelet has no Kubelet: static pods will not run")
+            return
+        for node in self.spec.nodes:
+            kubelet = kubelet_cls(self.spec, node, self.binaries, node_kubeconfig(self.spec, node))
+            self.kubelet_tasks.append(
+                asyncio.create_task(kubelet.run(), name=f"kubelet-{node.name}")
+            )
+
+    async def _watch_tasks(self) -> None:
+        """Log (and keep the state file fresh about) background tasks that die."""
+        while not self._stop.is_set():
+            for task in [*self.tasks, *self.kubelet_tasks]:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("task %s died: %r", task.get_name(), task.exception())
+            self.write_state()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=5)
+
+    # life --------------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        try:
+            self.write_state()
+            self._network()
+            self._start_control_plane()
+            await self._start_forwards()
+            self.message = "waiting for kube-apiserver"
+            self.write_state()
+            await self.wait_ready()
+            self.message = "registering nodes"
+            self.write_state()
+            await self._start_nodes()
+            await self._kubeadm_phases()
+            self._start_kubelets()
+            self.phase, self.message = "ready", ""
+            self.write_state()
+            log.info("lab ready")
+            await self._watch_tasks()
+        except Exception as exc:
+            self.phase = "failed"
+            self.message = exc.message if isinstance(exc, KubehoistError) else repr(exc)
+            log.exception("lab failed")
+            self.write_state()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        log.info("stopping the lab")
+        for task in self.kubelet_tasks:
+            task.cancel()
+        for task in self.kubelet_tasks:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, timeout=60)
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for name in ("kube-apiserver", "etcd"):
+            if name in self.procs:
+                await self.procs[name].stop()
+        for server in self.servers:
+            server.close()
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        await cleanup_leftovers(self.spec)
+        if self.phase != "failed":
+            self.phase = "stopped"
+        self.write_state()
+
+
+async def cleanup_leftovers(spec: LabSpec) -> None:
+    """Remove what a lab may leave behind: the kubelets' pods and the namespaces."""
+    try:
+        module = importlib.import_module("kubehoist.lab.kubelet")
+    except ModuleNotFoundError:
+        module = None
+    cleanup = getattr(module, "cleanup_node", None) if module else None
+    if cleanup is not None:
+        for node in spec.nodes:
+            try:
+                await cleanup(spec, node)
+            except Exception as exc:
+                log.warning("cleanup of node %s: %r", node.name, exc)
+    netns.teardown(spec)
+
+
+def supervise(spec: LabSpec, binaries: Binaries) -> int:
+    """The supervisor's main (in the detached process)."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(lock_path(spec), "a")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.error("another supervisor runs this lab")
+        return 1
+    (spec.run_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    asyncio.run(Supervisor(spec, binaries).run())
+    return 0
+
+
+def purge(spec: LabSpec) -> None:
+    shutil.rmtree(spec.root, ignore_errors=True)

@@ -1,0 +1,167 @@
+"""Lab, part 1: a real control plane made by kubeadm, nodes kept Ready."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import ConfigMap, Node
+
+from kubehoist.lab.binaries import locate
+from kubehoist.lab.procs import command_from_manifest, die_with_parent
+from tests.e2e.conftest import LabHandle, kubehoist
+
+pytestmark = pytest.mark.lab
+
+# kube-controller-manager's default --node-monitor-grace-period in v1.36.
+NODE_MONITOR_GRACE = 50
+
+
+def test_apiserver_ready(lab: LabHandle) -> None:
+    out = lab.kubectl("get", "--raw", "/readyz").stdout
+    assert out.strip() == "ok"
+    version = json.loads(lab.kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"] == lab.spec.kubernetes_version
+
+
+def test_kubeadm_wrote_the_node_files(lab: LabHandle) -> None:
+    for node in lab.spec.control_planes:
+        manifest = node.manifests_dir(lab.spec.root) / "kube-controller-manager.yaml"
+        pod = yaml.safe_load(manifest.read_text())
+        command = pod["spec"]["containers"][0]["command"]
+        assert command[0] == "kube-controller-manager"
+        # Paths are the real node paths: the lab does not rewrite kubeadm's manifests.
+        assert "--kubeconfig=/etc/kubernetes/controller-manager.conf" in command
+        conf = yaml.safe_load(
+            (node.root(lab.spec.root) / "etc/kubernetes/controller-manager.conf").read_text()
+        )
+        assert conf["clusters"][0]["cluster"]["server"] == f"https://{node.ip}:6443"
+    kubeadm_cm = lab.client.get(ConfigMap, "kubeadm-config", namespace="kube-system")
+    assert kubeadm_cm.data is not None
+    cluster = yaml.safe_load(kubeadm_cm.data["ClusterConfiguration"])
+    assert cluster["controlPlaneEndpoint"] == lab.spec.control_plane_endpoint
+    assert cluster["kubernetesVersion"] == lab.spec.kubernetes_version
+
+
+def test_nodes_registered_as_kubeadm_does(lab: LabHandle) -> None:
+    nodes = {n.metadata.name: n for n in lab.client.list(Node) if n.metadata}
+    assert set(nodes) == {n.name for n in lab.spec.nodes}
+    for spec_node in lab.spec.nodes:
+        node = nodes[spec_node.name]
+        assert node.spec is not None and node.metadata is not None
+        assert node.spec.podCIDR == spec_node.pod_cidr
+        labels = node.metadata.labels or {}
+        taints = {(t.key, t.effect) for t in node.spec.taints or []}
+        if spec_node.control_plane:
+            assert "node-role.kubernetes.io/control-plane" in labels
+            assert ("node-role.kubernetes.io/control-plane", "NoSchedule") in taints
+        else:
+            assert not any(k.startswith("node-role.kubernetes.io/") for k in labels)
+            assert not taints
+        assert node.status is not None
+        assert {a.address for a in node.status.addresses or []} >= {spec_node.ip}
+
+
+def test_object_round_trip(lab: LabHandle) -> None:
+    name = f"roundtrip-{int(time.time())}"
+    lab.client.create(
+        ConfigMap(metadata=ObjectMeta(name=name, namespace="default"), data={"k": "v"})
+    )
+    got = lab.client.get(ConfigMap, name, namespace="default")
+    assert got.data == {"k": "v"}
+    out = lab.kubectl("get", "configmap", name, "-n", "default", "-o", "jsonpath={.data.k}")
+    assert out.stdout == "v"
+
+
+def _lease_renewed_recently(lab: LabHandle, name: str, within: float) -> bool:
+    try:
+        lease = lab.client.get(Lease, name, namespace="kube-system")
+    except Exception:
+        return False
+    renew = lease.spec.renewTime if lease.spec else None
+    if renew is None:
+        return False
+    return (dt.datetime.now(dt.UTC) - renew).total_seconds() < within
+
+
+@pytest.fixture(scope="module")
+def controller_manager(lab: LabHandle) -> Iterator[None]:
+    """A running kube-controller-manager: the lab kubelet's static pod when the lab
+    has a kubelet, else kubeadm's manifest run as a plain process (lab part 1)."""
+    proc: subprocess.Popen[bytes] | None = None
+    if importlib.util.find_spec("kubehoist.lab.kubelet") is None:
+        node = lab.spec.api_node
+        root = node.root(lab.spec.root)
+        argv = command_from_manifest(
+            root / "etc/kubernetes/manifests/kube-controller-manager.yaml", root
+        )
+        log = open(lab.spec.logs_dir / "test-kube-controller-manager.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", node.netns, str(locate().path("kube-controller-manager")),
+             *argv[1:]],
+            stdout=log, stderr=log, preexec_fn=die_with_parent,
+        )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while not _lease_renewed_recently(lab, "kube-controller-manager", 15):
+        assert time.monotonic() < deadline, "kube-controller-manager never held its lease"
+        time.sleep(1)
+    yield
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_nodes_stay_ready_past_the_grace_period(lab: LabHandle, controller_manager: None) -> None:
+    # The node-lifecycle controller runs (its controller manager leads) and would mark a
+    # node NotReady and taint it unreachable after the grace period without heartbeats.
+    time.sleep(NODE_MONITOR_GRACE + 15)
+    for node in lab.client.list(Node):
+        assert node.status is not None and node.spec is not None and node.metadata is not None
+        ready = [c for c in node.status.conditions or [] if c.type == "Ready"]
+        assert ready and ready[0].status == "True", node.metadata.name
+        bad = {t.key for t in node.spec.taints or []} & {
+            "node.kubernetes.io/unreachable",
+            "node.kubernetes.io/not-ready",
+        }
+        assert not bad, (node.metadata.name, bad)
+
+
+def test_lab_status_reports_components(lab: LabHandle) -> None:
+    out = lab.kubehoist("lab", "status", "-o", "json")
+    info = json.loads(out.stdout)
+    assert info["phase"] == "ready" and info["readyz"] is True
+    for name in ("etcd", "kube-apiserver"):
+        pid = info["processes"][name]["pid"]
+        assert pid and Path(f"/proc/{pid}").exists()
+    assert {n["ready"] for n in info["nodes"]} == {"True"}
+
+
+def test_up_on_a_running_lab_says_so(lab: LabHandle) -> None:
+    pid_before = json.loads(lab.kubehoist("lab", "status", "-o", "json").stdout)["supervisor_pid"]
+    out = kubehoist("lab", "up", "--root", str(lab.spec.root))
+    assert "already running" in out.stderr
+    pid_after = json.loads(lab.kubehoist("lab", "status", "-o", "json").stdout)["supervisor_pid"]
+    assert pid_before == pid_after
+
+
+def test_apiserver_is_restarted_when_it_dies(lab: LabHandle) -> None:
+    info = json.loads(lab.kubehoist("lab", "status", "-o", "json").stdout)
+    old = info["processes"]["kube-apiserver"]["pid"]
+    subprocess.run(["kill", "-9", str(old)], check=True)
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, "kube-apiserver did not come back"
+        info = json.loads(lab.kubehoist("lab", "status", "-o", "json", check=False).stdout)
+        new = info["processes"].get("kube-apiserver", {}).get("pid")
+        if new and new != old and info["readyz"]:
+            break
+        time.sleep(1)

@@ -1,0 +1,59 @@
+"""`lab down` leaves nothing behind; a stopped lab comes back with its state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kubehoist.lab import netns
+from tests.e2e.conftest import kubehoist, lab_root, start_lab
+
+pytestmark = pytest.mark.lab
+
+
+def _processes_under(root: Path) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(root) in cmdline:
+            found.append(f"{pid}: {cmdline[:120]}")
+    return found
+
+
+def _mounts_under(root: Path) -> list[str]:
+    return [
+        line for line in Path("/proc/self/mounts").read_text().splitlines() if str(root) in line
+    ]
+
+
+def test_down_leaves_nothing_and_up_restarts(tmp_path: Path) -> None:
+    root = lab_root().parent / "lifecycle"
+    handle = start_lab(root, 16643, workers=1)
+    spec = handle.spec
+    try:
+        assert netns.lab_namespaces(spec), "the lab made no network namespaces"
+        assert _processes_under(spec.root), "the lab runs no process"
+        marker = f"kept-{os.getpid()}"
+        handle.kubectl("create", "configmap", marker, "-n", "default")
+
+        kubehoist("lab", "down", "--root", str(spec.root))
+        assert _processes_under(spec.root) == []
+        assert netns.lab_namespaces(spec) == []
+        assert _mounts_under(spec.root) == []
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert f"kh{spec.lab_id}" not in links
+
+        # A stopped lab starts again with its etcd data and PKI.
+        kubehoist("lab", "up", "--root", str(spec.root))
+        handle.kubectl("get", "configmap", marker, "-n", "default")
+    finally:
+        kubehoist("lab", "down", "--purge", "--root", str(spec.root), check=False)
+    assert not spec.root.exists()
