@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
+import importlib
 import json
 import subprocess
 import time
@@ -60,7 +60,13 @@ def test_nodes_registered_as_kubeadm_does(lab: LabHandle) -> None:
         assert node.spec is not None and node.metadata is not None
         assert node.spec.podCIDR == spec_node.pod_cidr
         labels = node.metadata.labels or {}
-        taints = {(t.key, t.effect) for t in node.spec.taints or []}
+        # node.kubernetes.io/* taints come and go with the node-lifecycle controller
+        # (see test_nodes_stay_ready_past_the_grace_period); here only kubeadm's.
+        taints = {
+            (t.key, t.effect)
+            for t in node.spec.taints or []
+            if not t.key.startswith("node.kubernetes.io/")
+        }
         if spec_node.control_plane:
             assert "node-role.kubernetes.io/control-plane" in labels
             assert ("node-role.kubernetes.io/control-plane", "NoSchedule") in taints
@@ -93,12 +99,20 @@ def _lease_renewed_recently(lab: LabHandle, name: str, within: float) -> bool:
     return (dt.datetime.now(dt.UTC) - renew).total_seconds() < within
 
 
+def _lab_has_kubelet() -> bool:
+    try:
+        importlib.import_module("kubehoist.lab.kubelet").Kubelet  # noqa: B018
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 def controller_manager(lab: LabHandle) -> Iterator[None]:
     """A running kube-controller-manager: the lab kubelet's static pod when the lab
     has a kubelet, else kubeadm's manifest run as a plain process (lab part 1)."""
     proc: subprocess.Popen[bytes] | None = None
-    if importlib.util.find_spec("kubehoist.lab.kubelet") is None:
+    if not _lab_has_kubelet():
         node = lab.spec.api_node
         root = node.root(lab.spec.root)
         argv = command_from_manifest(

@@ -288,5 +288,7 @@ def supervise(root: Path) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for noisy in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     spec = _load(root)
     sys.exit(supervisor.supervise(spec, binmod.locate(spec.kubernetes_version, spec.etcd_version)))

@@ -106,7 +106,7 @@ def ensure(
             packages=["go.etcd.io/etcd/server/v3"],
             ldflags=_etcd_ldflags(),
             what=f"etcd {etcd_version}",
-            rename={"v3": "etcd"},
+            output_name="etcd",
             progress=progress,
         )
     check_versions(bins, kubernetes_version, etcd_version)
@@ -151,7 +151,7 @@ def _build_into(
     packages: list[str],
     ldflags: str,
     what: str,
-    rename: dict[str, str] | None = None,
+    output_name: str | None = None,
     progress: bool,
 ) -> None:
     if (dest / _STAMP).exists():
@@ -169,7 +169,10 @@ def _build_into(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=readonly -buildvcs=false")
-        cmd = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/", *packages]
+        # One package may be named (etcd's main package is `.../server/v3`); several go
+        # into the directory under their own names.
+        out = str(tmp / output_name) if output_name else f"{tmp}/"
+        cmd = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", out, *packages]
         if progress:
             print(f"building {what} into {dest} (a cold build takes a while)", file=sys.stderr)
         start = time.monotonic()
@@ -185,8 +188,6 @@ def _build_into(
                 f"building {what} failed (go build exit {proc.returncode}): {tail[0]} "
                 f"(full log: {log_path})"
             )
-        for old, new in (rename or {}).items():
-            (tmp / old).rename(tmp / new)
         (tmp / _STAMP).write_text(f"built in {time.monotonic() - start:.0f}s\n")
         shutil.rmtree(dest, ignore_errors=True)
         tmp.rename(dest)

@@ -225,13 +225,9 @@ class Supervisor:
 
     def _start_kubelets(self) -> None:
         try:
-            module = importlib.import_module("kubehoist.lab.kubelet")
-        except ModuleNotFoundError:
-            log.warning("no lab kubelet in this build: static pods will not run")
-            return
-        kubelet_cls = getattr(module, "Kubelet", None)
-        if kubelet_cls is None:
-            log.warning("kubehoist.lab.kubelet has no Kubelet: static pods will not run")
+            kubelet_cls = importlib.import_module("kubehoist.lab.kubelet").Kubelet
+        except (ImportError, AttributeError) as exc:
+            log.warning("no lab kubelet (%s): static pods will not run", exc)
             return
         for node in self.spec.nodes:
             kubelet = kubelet_cls(self.spec, node, self.binaries, node_kubeconfig(self.spec, node))
@@ -308,10 +304,9 @@ class Supervisor:
 async def cleanup_leftovers(spec: LabSpec) -> None:
     """Remove what a lab may leave behind: the kubelets' pods and the namespaces."""
     try:
-        module = importlib.import_module("kubehoist.lab.kubelet")
-    except ModuleNotFoundError:
-        module = None
-    cleanup = getattr(module, "cleanup_node", None) if module else None
+        cleanup = importlib.import_module("kubehoist.lab.kubelet").cleanup_node
+    except (ImportError, AttributeError):
+        cleanup = None
     if cleanup is not None:
         for node in spec.nodes:
             try:
