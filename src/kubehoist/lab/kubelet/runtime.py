@@ -1,0 +1,212 @@
+"""The container runtime of the lab: how a container's command, environment and
+launch spec are derived (pure), and starting and stopping one launcher process per
+container, with its output appended to the container's log file.
+
+Container IDs are `lab://<32 hex>`, new for every start, as a real runtime's are.
+Logs live where the kubelet keeps them:
+`<node-root>/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restartCount>.log`
+(the raw output of both streams, without the CRI timestamp prefix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from kubehoist.lab.kubelet.images import Image
+from kubehoist.lab.kubelet.launcher import PARENT_ENV, LaunchSpec, Mount
+from kubehoist.lab.kubelet.podspec import Container, PodSpec
+from kubehoist.lab.kubelet.status import now
+from kubehoist.lab.spec import API_PORT, LAN_SUBNET
+
+CONTAINER_ID_PREFIX = "lab://"
+_SRC_DIR = str(Path(__file__).resolve().parents[3])
+
+
+def new_container_id() -> str:
+    return CONTAINER_ID_PREFIX + uuid.uuid4().hex
+
+
+def log_dir(node_root: Path, pod: PodSpec, container: str) -> Path:
+    return node_root / "var" / "log" / "pods" / f"{pod.namespace}_{pod.name}_{pod.uid}" / container
+
+
+def log_path(node_root: Path, pod: PodSpec, container: str, restart_count: int) -> Path:
+    return log_dir(node_root, pod, container) / f"{restart_count}.log"
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: `$$` is a literal `$`, unknown names stay."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _VAR.sub(sub, text)
+
+
+def argv_for(container: Container, image: Image, env: Mapping[str, str]) -> tuple[str, ...]:
+    """command/args over the image's ENTRYPOINT/CMD, by Kubernetes' rules."""
+    if container.command:
+        argv = container.command + container.args
+    elif container.args:
+        argv = image.entrypoint + container.args
+    else:
+        argv = image.entrypoint + image.cmd
+    return tuple(expand(a, env) for a in argv)
+
+
+def base_env(pod: PodSpec, image: Image, hostname: str) -> dict[str, str]:
+    """The environment before the container's own `env`: the image's, HOSTNAME, and
+    the in-cluster API address. The lab has no kube-proxy, so KUBERNETES_SERVICE_HOST
+    points at the control-plane endpoint rather than the `kubernetes` Service's IP."""
+    env = dict(image.env)
+    env["HOSTNAME"] = hostname
+    endpoint = str(LAN_SUBNET.network_address + 1)
+    env.update(
+        {
+            "KUBERNETES_SERVICE_HOST": endpoint,
+            "KUBERNETES_SERVICE_PORT": str(API_PORT),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(API_PORT),
+            "KUBERNETES_PORT": f"tcp://{endpoint}:{API_PORT}",
+        }
+    )
+    return env
+
+
+def hosts_file(pod_ip: str, hostname: str) -> str:
+    return (
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{pod_ip}\t{hostname}\n"
+    )
+
+
+def launch_spec(
+    *,
+    container: Container,
+    image: Image,
+    env: Mapping[str, str],
+    hostname: str,
+    pod_ip: str,
+    netns: str,
+    mounts: tuple[Mount, ...],
+    state_dir: Path,
+) -> LaunchSpec:
+    return LaunchSpec(
+        argv=argv_for(container, image, env),
+        env=tuple(env.items()),
+        rootfs=str(state_dir / "rootfs"),
+        hostname=hostname,
+        pid_file=str(state_dir / "pid"),
+        netns=netns,
+        working_dir=container.working_dir or image.working_dir,
+        image_files=tuple(
+            Mount(source=str(f.source), target=f.target, read_only=True) for f in image.files
+        ),
+        mounts=mounts,
+        hosts=hosts_file(pod_ip, hostname),
+        run_as_user=container.run_as_user,
+        run_as_group=container.run_as_group,
+        read_only_root=container.read_only_root,
+    )
+
+
+@dataclass
+class ContainerProcess:
+    """One start of a container: its launcher process and where its traces are."""
+
+    container_id: str
+    process: asyncio.subprocess.Process
+    state_dir: Path
+    log: Path
+    started_at: datetime
+    _exit: int | None = field(default=None)
+
+    @property
+    def pid1(self) -> int | None:
+        """The host PID of the container's first process (for exec probes)."""
+        try:
+            return int((self.state_dir / "pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    async def wait(self) -> int:
+        """Exit code as a runtime reports it: 128+N for a process killed by signal N."""
+        code = await self.process.wait()
+        self._exit = 128 - code if code < 0 else code
+        return self._exit
+
+    async def stop(self, grace: float) -> int:
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(max(grace, 0.0)):
+                    return await asyncio.shield(self.wait())
+            except TimeoutError:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+        return await self.wait()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+async def start(spec: LaunchSpec, state_dir: Path, log: Path) -> ContainerProcess:
+    """Start the launcher for `spec`; its output goes to `log`."""
+    shutil.rmtree(state_dir, ignore_errors=True)
+    (state_dir / "rootfs").mkdir(parents=True)
+    spec_file = state_dir / "launch.json"
+    spec_file.write_text(spec.to_json())
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "PYTHONPATH": _SRC_DIR,
+        PARENT_ENV: str(os.getpid()),
+    }
+    with open(log, "ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "kubehoist.lab.kubelet.launcher",
+            str(spec_file),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=True,
+        )
+    return ContainerProcess(
+        container_id=new_container_id(),
+        process=proc,
+        state_dir=state_dir,
+        log=log,
+        started_at=now(),
+    )
+
+
+def last_log_line(log: Path) -> str:
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 2048))
+            lines = fh.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
