@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,37 @@ def _mounts_under(root: Path) -> list[str]:
     ]
 
 
-def test_down_leaves_nothing_and_up_restarts(tmp_path: Path) -> None:
+def _readyz_from(netns_name: str, url: str) -> str:
+    code = (
+        "import ssl,urllib.request;c=ssl.create_default_context();"
+        "c.check_hostname=False;c.verify_mode=ssl.CERT_NONE;"
+        f"print(urllib.request.urlopen({url!r},context=c,timeout=5).read().decode())"
+    )
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns_name, sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def test_three_control_planes_down_leaves_nothing_and_up_restarts() -> None:
     root = lab_root().parent / "lifecycle"
-    handle = start_lab(root, 16643, workers=1)
+    handle = start_lab(root, 16643, workers=1, control_planes=3)
     spec = handle.spec
     try:
+        # As on an HA kubeadm cluster: every control plane has kubeadm's static pods,
+        # and the API endpoint its kubeconfigs name answers from its own namespace.
+        assert len(spec.control_planes) == 3
+        for node in spec.control_planes:
+            names = sorted(p.name for p in node.manifests_dir(spec.root).iterdir())
+            assert names == ["kube-controller-manager.yaml", "kube-scheduler.yaml"]
+            assert _readyz_from(node.netns, f"https://{node.ip}:6443/readyz") == "ok"
+        worker = spec.workers[0]
+        endpoint = f"https://{spec.control_plane_endpoint}/readyz"
+        assert _readyz_from(worker.netns, endpoint) == "ok"
+        nodes = handle.kubectl("get", "nodes", "-o", "name").stdout.split()
+        assert sorted(nodes) == sorted(f"node/{n.name}" for n in spec.nodes)
+
         assert netns.lab_namespaces(spec), "the lab made no network namespaces"
         assert _processes_under(spec.root), "the lab runs no process"
         marker = f"kept-{os.getpid()}"

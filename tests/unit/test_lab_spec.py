@@ -92,5 +92,5 @@ def test_command_from_manifest_moves_only_mounted_paths(tmp_path: Path) -> None:
 def test_command_from_manifest_bad_file(tmp_path: Path) -> None:
     m = tmp_path / "bad.yaml"
     m.write_text("kind: Pod\nspec: {}\n")
-    with pytest.raises(KubehoistError, match="bad.yaml"):
+    with pytest.raises(KubehoistError, match=r"bad\.yaml"):
         command_from_manifest(m, tmp_path)
