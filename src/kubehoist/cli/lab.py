@@ -292,3 +292,10 @@ def supervise(root: Path) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     spec = _load(root)
     sys.exit(supervisor.supervise(spec, binmod.locate(spec.kubernetes_version, spec.etcd_version)))
+
+
+# The lab kubelet's commands (kept in their own module).
+from kubehoist.cli import lab_pods  # noqa: E402
+
+lab.add_command(lab_pods.logs)
+lab.add_command(lab_pods.image)

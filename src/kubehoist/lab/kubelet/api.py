@@ -95,12 +95,8 @@ class KubeletApi:
         except (ApiError, httpx.HTTPError) as exc:
             raise _failure(exc) from exc
 
-    async def delete_pod(self, namespace: str, name: str, uid: str) -> None:
-        """Delete now (grace 0), only if the pod of that name is still the one with
-        this UID (checked just before: the client cannot send preconditions)."""
-        current = await self.get_pod(namespace, name)
-        if current is None or (current.get("metadata") or {}).get("uid") != uid:
-            return
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete now (grace 0); a pod already gone is no error."""
         try:
             await self.client.delete(Pod, name, namespace=namespace, grace_period=0)
         except ApiError as exc:

@@ -75,6 +75,7 @@ class Kubelet:
         self._bad_manifests: set[tuple[Path, str]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._api: KubeletApi | None = None
+        self._stopping = False  # shutting down: pods stop, their API objects stay
 
     @property
     def api(self) -> KubeletApi:
@@ -114,6 +115,7 @@ class Kubelet:
 
     async def _shutdown(self) -> None:
         log.info("%s: lab kubelet stopping %d pod(s)", self.node.name, len(self.entries))
+        self._stopping = True
         for entry in self.entries.values():
             entry.worker.terminate(min(entry.worker.grace, SHUTDOWN_GRACE_CAP))
         waits = [e.worker.done.wait() for e in self.entries.values()]
@@ -201,6 +203,8 @@ class Kubelet:
         await self._finish(entry)
 
     async def _finish(self, entry: _Entry) -> None:
+        if self._stopping:
+            return  # as a real kubelet going down: mirror pods and API pods stay
         for _ in range(3):
             if await self._sync_status(entry):
                 break
@@ -220,10 +224,23 @@ class Kubelet:
         log.info("%s: removed %s pod %s", self.node.name, entry.source, entry.worker.pod.key)
         self._mirror_wake.set()
 
+    def _cached(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod of that name bound to this node, as last seen by the watch."""
+        for pod in self._api_pods.values():
+            meta = pod.get("metadata") or {}
+            if meta.get("namespace") == namespace and meta.get("name") == name:
+                return pod
+        return None
+
     async def _delete_quietly(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the pod with grace 0, unless the pod of that name is now another one
+        (the client cannot send a UID precondition, so the watch's view decides)."""
         for attempt in range(5):
+            current = self._cached(namespace, name)
+            if current is not None and (current.get("metadata") or {}).get("uid") != uid:
+                return
             try:
-                await self.api.delete_pod(namespace, name, uid)
+                await self.api.delete_pod(namespace, name)
                 return
             except ApiFailure as exc:
                 log.warning("%s: deleting pod %s/%s: %s", self.node.name, namespace, name, exc)
@@ -288,7 +305,8 @@ class Kubelet:
 
     async def _ensure_mirror(self, entry: _Entry, node_uid: str) -> None:
         assert entry.static_pod is not None
-        existing = await self.api.get_pod(entry.namespace, entry.name)
+        # The node may only read pods bound to it: the watch's cache stands for a GET.
+        existing = self._cached(entry.namespace, entry.name)
         if existing is not None:
             meta = existing.get("metadata") or {}
             if not static.is_mirror(existing):
@@ -305,7 +323,8 @@ class Kubelet:
                 )
                 entry.dirty.set()
                 return
-            await self.api.delete_pod(entry.namespace, entry.name, str(meta.get("uid")))
+            await self._delete_quietly(entry.namespace, entry.name, str(meta.get("uid")))
+            return  # created again once the watch has seen the deletion
         body = static.mirror_pod(entry.static_pod, node_name=self.node.name, node_uid=node_uid)
         try:
             created = await self.api.create_pod(body)
@@ -332,7 +351,7 @@ class Kubelet:
                 continue
             log.info("%s: deleting orphan mirror pod %s/%s", self.node.name, key[0], key[1])
             self._api_pods.pop(uid, None)
-            await self.api.delete_pod(str(key[0]), str(key[1]), uid)
+            await self._delete_quietly(str(key[0]), str(key[1]), uid)
 
     # --- API pods ---------------------------------------------------------------------
     async def _api_loop(self) -> None:
