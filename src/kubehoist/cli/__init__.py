@@ -37,7 +37,7 @@ def _register() -> None:
     from kubehoist.cli import lab
 
     cli.add_command(lab.lab)
-    for name in ("render",):
+    for name in ("render", "status", "watch"):
         try:
             module = __import__(f"kubehoist.cli.{name}", fromlist=["command"])
         except ModuleNotFoundError as exc:  # a verb still being written

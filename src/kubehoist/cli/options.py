@@ -1,0 +1,55 @@
+"""Options shared by the verbs that talk to a cluster, spelled like kubectl's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import click
+
+from kubehoist.components import COMPONENTS, Component
+from kubehoist.errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ALIASES: Final = {"kcm": "kube-controller-manager", "scheduler": "kube-scheduler"}
+
+
+def cluster_options(func: F) -> F:
+    """--kubeconfig, --context, -n/--namespace, -v."""
+    func = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="Print every API request on stderr, and their number.",
+    )(func)
+    func = click.option(
+        "-n",
+        "--namespace",
+        default="kube-system",
+        show_default=True,
+        help="Namespace of the Leases and the candidate pods.",
+    )(func)
+    func = click.option("--context", help="The kubeconfig context to use.")(func)
+    func = click.option(
+        "--kubeconfig",
+        type=click.Path(dir_okay=False),
+        help="Path to the kubeconfig file (else KUBECONFIG, else ~/.kube/config).",
+    )(func)
+    return func
+
+
+def resolve_components(names: tuple[str, ...]) -> list[Component]:
+    """COMPONENT… arguments (default: all), aliases kcm and scheduler allowed."""
+    if not names:
+        return list(COMPONENTS.values())
+    out: list[Component] = []
+    for raw in names:
+        name = ALIASES.get(raw, raw)
+        component = COMPONENTS.get(name)
+        if component is None:
+            known = ", ".join([*COMPONENTS, *ALIASES])
+            raise UsageError(f"unknown component {raw!r} (known: {known})")
+        if component not in out:
+            out.append(component)
+    return out

@@ -1,0 +1,45 @@
+"""The only package that talks to the API server.
+
+config     kubeconfig precedence like kubectl (--kubeconfig, KUBECONFIG, --context)
+transport  TLS and the request tally (`-v` prints every request)
+errors     the one error strategy: failures -> KubehoistError in kubectl's words
+requests   PURE request builders (paths, selectors, watch parameters)
+api        sends requests: GET, paged LIST, WATCH streams (async)
+client     Target, open_api (kubehoist's reader), connect/connect_async (lightkube)
+objects    PURE decoding of Pods and Leases into `election` types
+reads      status's bounded reads
+watch      list-then-watch with bookmarks, resume, relist on 410, back-off
+"""
+
+from kubehoist.kube.api import Api, ListResult
+from kubehoist.kube.client import Target, connect, connect_async, open_api, target
+from kubehoist.kube.errors import (
+    ApiServerError,
+    Call,
+    ForbiddenError,
+    GoneError,
+    NotFoundError,
+    UnreachableError,
+    api_errors,
+    translate,
+)
+from kubehoist.kube.transport import RequestLog
+
+__all__ = [
+    "Api",
+    "ApiServerError",
+    "Call",
+    "ForbiddenError",
+    "GoneError",
+    "ListResult",
+    "NotFoundError",
+    "RequestLog",
+    "Target",
+    "UnreachableError",
+    "api_errors",
+    "connect",
+    "connect_async",
+    "open_api",
+    "target",
+    "translate",
+]

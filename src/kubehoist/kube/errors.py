@@ -1,0 +1,195 @@
+"""The one error strategy of the kube layer: API and transport failures -> KubehoistError.
+
+Every request is described by a `Call` (verb, resource, namespace, name) before it is
+sent, so that a failure can say, in kubectl's words, what was refused:
+
+    cannot reach the API server at https://127.0.0.1:16443: connection refused
+    forbidden: cannot list pods in namespace kube-system (user "jane")
+    Error from server (NotFound): leases "kube-controller-manager" not found
+
+Callers never catch httpx or lightkube exceptions themselves; they wrap requests in
+`api_errors(call, server=...)` (or call `translate`). The translation is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from lightkube.core.exceptions import ApiError
+
+from kubehoist.errors import KubehoistError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Call:
+    """What a request was for, in the terms an error message needs."""
+
+    verb: str
+    """Kubernetes verb: get, list, watch, create, patch, update, delete."""
+    resource: str
+    """Plural resource name as kubectl prints it: pods, leases, deployments."""
+    namespace: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerStatus:
+    """The parts of a `meta/v1 Status` body an error message uses."""
+
+    code: int
+    reason: str
+    message: str
+
+
+class ApiServerError(KubehoistError):
+    """The API server answered, and the answer was an error; `status` keeps it."""
+
+    def __init__(self, message: str, *, status: ServerStatus) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundError(ApiServerError):
+    """404: the named object (or its namespace) does not exist."""
+
+
+class ForbiddenError(ApiServerError):
+    """403: RBAC refused the verb on the resource."""
+
+
+class GoneError(ApiServerError):
+    """410: a watch's resourceVersion is too old; relist."""
+
+
+class UnreachableError(KubehoistError):
+    """No answer at all: connection refused, TLS failure, timeout."""
+
+
+_USER_RE = re.compile(r'User "([^"]*)"')
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Expired",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def status_from_body(code: int, body: bytes | str | Mapping[str, Any] | None) -> ServerStatus:
+    """Read a Status object from a response body, tolerating bodies that are not one."""
+    data: Any = body
+    if isinstance(body, bytes | str):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            text = body.decode(errors="replace") if isinstance(body, bytes) else body
+            return ServerStatus(
+                code=code, reason=_REASONS.get(code, "Unknown"), message=text.strip()
+            )
+    if not isinstance(data, Mapping):
+        return ServerStatus(code=code, reason=_REASONS.get(code, "Unknown"), message="")
+    return ServerStatus(
+        code=int(data.get("code") or code),
+        reason=str(data.get("reason") or _REASONS.get(code, "Unknown")),
+        message=str(data.get("message") or ""),
+    )
+
+
+def server_error(status: ServerStatus, *, call: Call) -> ApiServerError:
+    """The message for an error answer, worded like kubectl's."""
+    where = f" in namespace {call.namespace}" if call.namespace else ""
+    if status.code == 404 and call.name:
+        return NotFoundError(
+            f'Error from server (NotFound): {call.resource} "{call.name}" not found{where}',
+            status=status,
+        )
+    if status.code == 403:
+        match = _USER_RE.search(status.message)
+        user = f' (user "{match.group(1)}")' if match else ""
+        return ForbiddenError(
+            f"forbidden: cannot {call.verb} {call.resource}{where}{user}", status=status
+        )
+    if status.code == 401:
+        return ApiServerError(
+            "you must be logged in to the server (Unauthorized): the kubeconfig's "
+            "credentials were refused",
+            status=status,
+        )
+    if status.code == 410:
+        return GoneError(f"Error from server (Expired): {status.message}", status=status)
+    detail = status.message or f"{call.verb} {call.resource} failed with HTTP {status.code}"
+    return ApiServerError(f"Error from server ({status.reason}): {detail}", status=status)
+
+
+def unreachable(exc: BaseException, *, server: str) -> UnreachableError:
+    """No usable answer from the server: say why in a few words."""
+    return UnreachableError(f"cannot reach the API server at {server}: {_why(exc)}")
+
+
+def _why(exc: BaseException) -> str:
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for item in chain:
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return f"TLS certificate verify failed ({item.verify_message})"
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+    text = " ".join(str(item) for item in chain).lower()
+    if "refused" in text:
+        return "connection refused"
+    if isinstance(exc, httpx2.TimeoutException) or "timed out" in text:
+        return "timed out"
+    if "name or service not known" in text or "nodename nor servname" in text:
+        return "no such host"
+    if "certificate" in text or "ssl" in text:
+        return f"TLS failed ({exc})"
+    if isinstance(exc, httpx2.RemoteProtocolError):
+        return "the connection was closed by the server"
+    return str(exc) or type(exc).__name__
+
+
+def translate(exc: BaseException, *, call: Call, server: str) -> KubehoistError:
+    """Any failure of a request, as the `KubehoistError` the CLI prints."""
+    if isinstance(exc, KubehoistError):
+        return exc
+    if isinstance(exc, ApiError):
+        raw = exc.status
+        fallback = exc.response.status_code if exc.response is not None else 0
+        status = ServerStatus(
+            code=int(raw.code or fallback),
+            reason=str(raw.reason or ""),
+            message=str(raw.message or ""),
+        )
+        return server_error(status, call=call)
+    if isinstance(exc, httpx2.HTTPStatusError):
+        response = exc.response
+        return server_error(status_from_body(response.status_code, response.content), call=call)
+    if isinstance(exc, httpx2.TransportError | OSError):
+        return unreachable(exc, server=server)
+    raise exc
+
+
+@contextmanager
+def api_errors(call: Call, *, server: str) -> Iterator[None]:
+    """Run one request; raise its failure as a `KubehoistError`."""
+    try:
+        yield
+    except (httpx2.HTTPError, OSError, ApiError) as exc:
+        raise translate(exc, call=call, server=server) from None

@@ -1,0 +1,126 @@
+"""The HTTP transport under every API request: TLS from the kubeconfig, and a tally.
+
+Every request kubehoist makes goes through one `CountingTransport` (sync) or
+`AsyncCountingTransport`, which counts it in a `RequestLog` and, when asked, prints
+one line per request on stderr (`-v`), so "how many requests does status make" is
+measured, not guessed. Tests put an `httpx2.MockTransport` inside instead of TLS.
+"""
+
+from __future__ import annotations
+
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx2
+from lightkube.config.client_adapter import verify_cluster
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.config.models import User
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestRecord:
+    """One request as sent: method, path and query, and the status (None if it failed)."""
+
+    method: str
+    path: str
+    query: str
+    status: int | None
+    elapsed_s: float
+
+
+@dataclass(kw_only=True)
+class RequestLog:
+    """Counts the requests of one client; `echo` receives a line per request when set."""
+
+    echo: Callable[[str], None] | None = None
+    records: list[RequestRecord] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def count(self) -> int:
+        return len(self.records)
+
+    def add(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+        if self.echo is not None:
+            status = record.status if record.status is not None else "error"
+            query = f"?{record.query}" if record.query else ""
+            self.echo(
+                f"{record.method} {record.path}{query} {status} in {record.elapsed_s * 1000:.0f} ms"
+            )
+
+
+def stderr_echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _record(request: httpx2.Request, status: int | None, start: float) -> RequestRecord:
+    return RequestRecord(
+        method=request.method,
+        path=request.url.path,
+        query=request.url.query.decode() if isinstance(request.url.query, bytes) else "",
+        status=status,
+        elapsed_s=time.monotonic() - start,
+    )
+
+
+class CountingTransport(httpx2.BaseTransport):
+    """Wraps a transport and logs every request it handles."""
+
+    def __init__(self, inner: httpx2.BaseTransport, log: RequestLog) -> None:
+        self._inner = inner
+        self.log = log
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        start = time.monotonic()
+        try:
+            response = self._inner.handle_request(request)
+        except Exception:
+            self.log.add(_record(request, None, start))
+            raise
+        self.log.add(_record(request, response.status_code, start))
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncCountingTransport(httpx2.AsyncBaseTransport):
+    """Async twin of `CountingTransport`."""
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, log: RequestLog) -> None:
+        self._inner = inner
+        self.log = log
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        start = time.monotonic()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except Exception:
+            self.log.add(_record(request, None, start))
+            raise
+        self.log.add(_record(request, response.status_code, start))
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def tls_transport(config: SingleConfig) -> httpx2.HTTPTransport:
+    """A plain transport with the kubeconfig's CA and client certificate."""
+    return httpx2.HTTPTransport(verify=_ssl_context(config))
+
+
+def async_tls_transport(config: SingleConfig) -> httpx2.AsyncHTTPTransport:
+    return httpx2.AsyncHTTPTransport(verify=_ssl_context(config))
+
+
+def _ssl_context(config: SingleConfig) -> ssl.SSLContext:
+    # httpx ignores `verify` once a transport is given, so the TLS context has to be
+    # built here, the same way lightkube builds it for its own default transport.
+    return verify_cluster(config.cluster, config.user or User(), config.abs_file, trust_env=False)
