@@ -1,0 +1,191 @@
+"""`kubehoist render`: print the Deployment, credentials and PDB for a static pod manifest.
+
+Thin: parse the command line, read the manifest, gather the node's files
+(`kubehoist.hostfiles`), call the pure renderer, print. Warnings go to stderr, objects
+to stdout (multi-document YAML, or a JSON List with -o json) or to --output-dir.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from kubehoist import hostfiles
+from kubehoist.errors import KubehoistError, UsageError
+from kubehoist.manifest import load_static_pod
+from kubehoist.render import RenderOptions, dump, render
+from kubehoist.render.options import DEFAULT_REPLICAS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line_errors(func: F) -> F:
+    """Report a KubehoistError as `error: <one line>` and its exit code, with no traceback.
+
+    The CLI group does the same; doing it here too keeps the command right when it is
+    invoked on its own.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KubehoistError as exc:
+            click.echo("error: " + " ".join(exc.message.split()), err=True)
+            sys.exit(exc.exit_code)
+
+    return cast(F, wrapper)
+
+
+def _node_selector(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        key, eq, val = value.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--node-selector {value!r}: expected key=value")
+        pairs.append((key, val))
+    return tuple(pairs)
+
+
+def _read_manifest(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KubehoistError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KubehoistError(f"{path}: not YAML: not UTF-8 text") from None
+
+
+@click.command("render")
+@click.option(
+    "-f",
+    "--filename",
+    "manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The static pod manifest (e.g. /etc/kubernetes/manifests/kube-controller-manager.yaml).",
+)
+@click.option("--from-cluster", is_flag=True, help="Read the live mirror pod instead of a file.")
+@click.option("--node", help="With --from-cluster: the control-plane node whose pod to read.")
+@click.option(
+    "--host-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Where the node's filesystem is (the files the flags name are read under it).",
+)
+@click.option("--secret-name", help="Use this existing Secret for the credentials; read no file.")
+@click.option(
+    "--credentials",
+    type=click.Choice(["secret", "image"]),
+    default="secret",
+    show_default=True,
+    help="Carry the credentials in a Secret, or bake them into an image (unsafe).",
+)
+@click.option("--replicas", type=click.IntRange(min=1), default=DEFAULT_REPLICAS, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="--secure-port of the Deployment (default 10357 for KCM, 10359 for the scheduler).",
+)
+@click.option("--image", help="Container image (image mode: the image to build).")
+@click.option("--node-selector", multiple=True, metavar="KEY=VALUE")
+@click.option(
+    "--spread", type=click.Choice(["hostname", "zone"]), default="hostname", show_default=True
+)
+@click.option(
+    "--server", help="API endpoint for the pods' kubeconfigs (default: controlPlaneEndpoint)."
+)
+@click.option("--lease-duration", metavar="DURATION")
+@click.option("--renew-deadline", metavar="DURATION")
+@click.option("--retry-period", metavar="DURATION")
+@click.option("--set-flag", multiple=True, metavar="--NAME=VALUE", help="Set a component flag.")
+@click.option("--drop-flag", multiple=True, metavar="--NAME", help="Remove a component flag.")
+@click.option("--host-network", is_flag=True, help="Run the pods on the node's network.")
+@click.option(
+    "--force", is_flag=True, help="Render a static pod that runs without leader election."
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one file per object (and the image build context) here instead of stdout.",
+)
+@_one_line_errors
+def command(
+    *,
+    manifest: Path | None,
+    from_cluster: bool,
+    node: str | None,
+    host_root: Path,
+    secret_name: str | None,
+    credentials: str,
+    replicas: int,
+    port: int | None,
+    image: str | None,
+    node_selector: tuple[str, ...],
+    spread: str,
+    server: str | None,
+    lease_duration: str | None,
+    renew_deadline: str | None,
+    retry_period: str | None,
+    set_flag: tuple[str, ...],
+    drop_flag: tuple[str, ...],
+    host_network: bool,
+    force: bool,
+    output: str,
+    output_dir: Path | None,
+) -> None:
+    """Render a static pod as a Deployment, its credentials and a PodDisruptionBudget."""
+    if from_cluster and manifest is not None:
+        raise UsageError("-f and --from-cluster exclude each other")
+    if node is not None and not from_cluster:
+        raise UsageError("--node needs --from-cluster")
+    if from_cluster:
+        raise KubehoistError(
+            "--from-cluster: not supported yet (kubehoist has no cluster client yet); "
+            "copy the manifest from the node and pass it with -f"
+        )
+    if manifest is None:
+        raise UsageError("missing -f MANIFEST (or --from-cluster)")
+    if credentials == "image" and output_dir is None:
+        raise UsageError("--credentials image needs --output-dir for the image build context")
+
+    options = RenderOptions(
+        now=datetime.now(UTC),
+        credentials="image" if credentials == "image" else "secret",
+        secret_name=secret_name,
+        secret_exists=secret_name is not None,
+        replicas=replicas,
+        port=port,
+        image=image,
+        node_selector=_node_selector(node_selector),
+        spread="zone" if spread == "zone" else "hostname",
+        server=server,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
+        set_flags=set_flag,
+        drop_flags=drop_flag,
+        host_network=host_network,
+        force=force,
+    )
+    pod = load_static_pod(_read_manifest(manifest), source=str(manifest))
+    inputs = hostfiles.gather_inputs(pod, options, host_root=host_root)
+    rendered = render(pod, options, inputs)
+    for warning in rendered.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if output_dir is not None:
+        for path in hostfiles.write_output_dir(output_dir, rendered, output=output):
+            click.echo(f"wrote {path}", err=True)
+        return
+    click.echo(dump(rendered.objects, output=output), nl=False)
