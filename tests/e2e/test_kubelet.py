@@ -245,8 +245,13 @@ def test_unknown_image_reports_err_image_pull_naming_the_image(lab: LabHandle) -
     apply(lab, pod_obj(name, {"name": "c", "image": image}))
     try:
         cs = wait_for(
-            "a waiting reason",
-            lambda: (c := container_status(get_pod(lab, name))) and c.state.waiting and c,
+            "ErrImagePull",
+            lambda: (
+                (c := container_status(get_pod(lab, name)))
+                and c.state.waiting
+                and c.state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
+                and c
+            ),
         )
         assert cs.state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
         assert image in (cs.state.waiting.message or "")
