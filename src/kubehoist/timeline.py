@@ -151,7 +151,7 @@ class Timeline:
         prev = state.observation
         events: list[Event] = []
 
-        def emit(kind: str, **data: JsonValue) -> None:
+        def emit(kind: str, /, **data: JsonValue) -> None:
             if self.started:
                 events.append(Event(kind=kind, component=component, at=now, wall=wall, data=data))
 
@@ -202,7 +202,7 @@ class Timeline:
         if self.started:
             base = describe(candidate)
 
-            def emit(kind: str, **data: JsonValue) -> None:
+            def emit(kind: str, /, **data: JsonValue) -> None:
                 events.append(
                     Event(
                         kind=kind,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -123,6 +124,8 @@ async def informer(
     backoff: Backoff | None = None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
+    clock: Callable[[], float] = time.monotonic,
+    min_stream_s: float = 1.0,
 ) -> AsyncIterator[Item]:
     """Forever: the changes to `source`, as `Item`s (see the module docstring)."""
     backoff = backoff or Backoff()
@@ -161,6 +164,7 @@ async def informer(
                 resource_version=rv,
                 timeout_s=watch_timeout_s,
             )
+            opened = clock()
             async for event in api.stream(request, read_timeout_s=watch_timeout_s + WATCH_SLACK_S):
                 kind = event.get("type")
                 obj = event.get("object") or {}
@@ -185,7 +189,10 @@ async def informer(
                 elif kind == "DELETED" and store.pop(k, None) is not None:
                     yield Delete(obj=obj)
                 rv = new_rv or rv
-            # The server ended the stream (timeoutSeconds): resume from rv.
+            # The server ended the stream (timeoutSeconds): resume from rv. A stream that
+            # ends at once (a proxy cutting it) must not turn this loop into a spin.
+            if clock() - opened < min_stream_s:
+                await sleep(min_stream_s)
         except GoneError:
             rv = None  # too old: relist (a 410 is normal, not a failure)
         except (UnreachableError, ApiServerError) as exc:

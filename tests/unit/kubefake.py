@@ -1,0 +1,199 @@
+"""A fake API server for unit tests: answers GET/LIST of Leases and Pods from memory,
+records every request, and plugs into httpx2.MockTransport."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx2
+
+LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+POD_PATH = "/api/v1/namespaces/{ns}/pods"
+UUID_A = "0f8fad5b-d9cb-469f-a165-70867728950e"
+UUID_B = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+
+
+def lease(
+    name: str = "kube-controller-manager",
+    holder: str | None = f"cp-1_{UUID_A}",
+    *,
+    ns: str = "kube-system",
+    rv: str = "100",
+    transitions: int = 0,
+    renew: str = "2026-01-01T00:00:10.000000Z",
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "leaseDurationSeconds": 15,
+        "acquireTime": "2026-01-01T00:00:00.000000Z",
+        "renewTime": renew,
+        "leaseTransitions": transitions,
+    }
+    if holder is not None:
+        spec["holderIdentity"] = holder
+    return {
+        "kind": "Lease",
+        "apiVersion": "coordination.k8s.io/v1",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": rv},
+        "spec": spec,
+    }
+
+
+def pod(
+    name: str,
+    *,
+    component: str = "kube-controller-manager",
+    node: str = "cp-1",
+    static: bool = False,
+    host_network: bool | None = None,
+    ready: bool = True,
+    ns: str = "kube-system",
+    rv: str = "10",
+    kubehoist: bool = False,
+    restarts: int = 0,
+) -> dict[str, Any]:
+    labels = (
+        {"app.kubernetes.io/managed-by": "kubehoist", "app.kubernetes.io/name": component}
+        if kubehoist
+        else {"component": component, "tier": "control-plane"}
+    )
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": ns,
+        "uid": f"uid-{name}",
+        "resourceVersion": rv,
+        "labels": labels,
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+    }
+    if static:
+        meta["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+        meta["ownerReferences"] = [{"kind": "Node", "name": node}]
+    else:
+        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": f"{component}-rs"}]
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": meta,
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": static if host_network is None else host_network,
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": "10.244.1.5",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "lastTransitionTime": "2026-01-01T00:00:05Z",
+                }
+            ],
+            "containerStatuses": [{"name": component, "restartCount": restarts}],
+        },
+    }
+
+
+def _matches(selector: str, labels: dict[str, str]) -> bool:
+    # Enough of the label selector grammar for kubehoist's selectors.
+    terms: list[str] = []
+    depth, cur = 0, ""
+    for ch in selector:
+        if ch == "," and depth == 0:
+            terms.append(cur)
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    if cur:
+        terms.append(cur)
+    for term in terms:
+        if " in (" in term:
+            key, values = term.split(" in (", 1)
+            if labels.get(key.strip()) not in values.rstrip(")").split(","):
+                return False
+        else:
+            key, value = term.split("=", 1)
+            if labels.get(key) != value:
+                return False
+    return True
+
+
+@dataclass
+class FakeCluster:
+    leases: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[httpx2.Request] = field(default_factory=list)
+    forbid: set[str] = field(default_factory=set)
+    """Resources ("pods", "leases") whose requests answer 403."""
+
+    def handler(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        path = request.url.path
+        params = dict(parse_qsl(request.url.query.decode()))
+        for resource in self.forbid:
+            if f"/{resource}" in path:
+                return _status(
+                    403,
+                    "Forbidden",
+                    f'{resource} is forbidden: User "jane" cannot list resource '
+                    f'"{resource}" in API group "" in the namespace "kube-system"',
+                )
+        if "/leases" in path:
+            ns = path.split("/namespaces/")[1].split("/")[0]
+            items = [x for x in self.leases if x["metadata"]["namespace"] == ns]
+            if not path.endswith("/leases"):
+                name = path.rsplit("/", 1)[1]
+                for item in items:
+                    if item["metadata"]["name"] == name:
+                        return httpx2.Response(200, json=item)
+                return _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+            return _list(items, "LeaseList")
+        if path.endswith("/pods"):
+            ns = path.split("/namespaces/")[1].split("/")[0]
+            sel = params.get("labelSelector", "")
+            items = [
+                p
+                for p in self.pods
+                if p["metadata"]["namespace"] == ns and _matches(sel, p["metadata"]["labels"])
+            ]
+            return _list(items, "PodList")
+        return _status(404, "NotFound", "the server could not find the requested resource")
+
+    def transport(self) -> httpx2.MockTransport:
+        return httpx2.MockTransport(self.handler)
+
+
+def _list(items: list[dict[str, Any]], kind: str) -> httpx2.Response:
+    return httpx2.Response(
+        200, json={"kind": kind, "metadata": {"resourceVersion": "500"}, "items": items}
+    )
+
+
+def _status(code: int, reason: str, message: str) -> httpx2.Response:
+    body = {"kind": "Status", "status": "Failure", "code": code, "reason": reason}
+    body["message"] = message
+    return httpx2.Response(
+        code, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+def write_kubeconfig(path: Path, *, server: str = "https://10.0.0.1:6443") -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "lab",
+                "clusters": [
+                    {"name": "lab", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
+                ],
+                "users": [{"name": "jane", "user": {"token": "t0ken"}}],
+                "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "jane"}}],
+            }
+        )
+    )
+    return path
