@@ -444,7 +444,7 @@ def static_pod_from_dict(doc: Any, *, source: str, sha256: str) -> StaticPod:
     args = _strings(source, f"{fld}.args", container.get("args"))
     split = split_argv(command=command, args=args, component=component)
     if isinstance(split, str):
-        where = "command" if command else "args"
+        where = "args" if not command and args else "command"
         raise _fail(source, f"{fld}.{where}", split)
     prefix, first = split
     tokens = (command or ()) + (args or ())

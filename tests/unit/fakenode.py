@@ -23,6 +23,9 @@ from kubehoist.manifest import StaticPod
 from kubehoist.render import RenderOptions, plan_flag_needs, plan_flags
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
+"""The time pure render tests pass in; generated certificates are valid from before it
+until years after the real clock, so the CLI (which reads the clock) accepts them too."""
+VALID_UNTIL = max(NOW, datetime.now(UTC)) + timedelta(days=3650)
 NODE_SERVER = "https://10.0.0.11:6443"
 ENDPOINT = "https://cp.example.internal:6443"
 
@@ -64,7 +67,7 @@ class Pki:
             .public_key(self.ca_key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before or NOW - timedelta(days=100))
-            .not_valid_after(not_after or NOW + timedelta(days=3650))
+            .not_valid_after(not_after or VALID_UNTIL)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         )
         return builder.sign(self.ca_key, hashes.SHA256())
@@ -99,7 +102,7 @@ class Pki:
                     "name": user,
                     "user": {
                         "client-certificate-data": b64(
-                            self.cert_pem(user, not_after=NOW + timedelta(days=365))
+                            self.cert_pem(user, not_after=VALID_UNTIL - timedelta(days=1))
                         ),
                         "client-key-data": b64(self.key_pem()),
                     },
