@@ -562,6 +562,15 @@ def test_lab_down_leaves_no_pod_process_mount_netns_or_veth() -> None:
     handle = start_lab(root, 16743, workers=1)
     spec = handle.spec
     try:
+        # The ServiceAccount admission needs the `default` ServiceAccount, made by KCM.
+        wait_for(
+            "the default ServiceAccount",
+            lambda: (
+                handle.kubectl("get", "serviceaccount", "default", "-n", NS, check=False).returncode
+                == 0
+            ),
+            timeout=120,
+        )
         apply(
             handle,
             pod_obj("sleeper", {"name": "c", "image": "busybox", "command": ["sleep", "600"]}),

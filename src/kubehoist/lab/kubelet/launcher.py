@@ -95,16 +95,35 @@ class StartError(Exception):
 
 
 def _inside(root: str, path: str) -> str:
-    """`path` (absolute, inside the container) as a host path under `root`."""
-    parts = [p for p in Path("/" + path).parts[1:] if p not in ("", ".")]
-    if ".." in parts:
-        raise StartError(f"path {path!r} contains '..'")
-    return os.path.join(root, *parts)
+    """`path` (absolute, inside the container) as a host path under `root`, with every
+    symbolic link on the way resolved as inside the container (an absolute link such as
+    Debian's /var/run -> /run starts again at `root`), so that no path ever leads out
+    of the container's root onto the host."""
+    todo = [p for p in Path("/" + path).parts[1:] if p not in ("", ".")]
+    done: list[str] = []
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = os.path.join(root, *done, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise StartError(f"path {path!r}: too many levels of symbolic links")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in Path(target).parts if p not in ("", ".", "/")] + todo
+            continue
+        done.append(part)
+    return os.path.join(root, *done)
 
 
 def _ensure_target(target: str, source_is_dir: bool) -> None:
-    if os.path.islink(target):
-        os.unlink(target)
+    # `target` comes from _inside: no component of it is a symbolic link.
     if source_is_dir:
         os.makedirs(target, exist_ok=True)
     else:
@@ -138,11 +157,10 @@ def build_root(spec: LaunchSpec) -> str:
         os.makedirs(target, exist_ok=True)
         linux.mount("tmpfs", target, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=1777")
     for f in spec.image_files:
-        target = _inside(root, f.target)
         if os.path.isdir(f.source):
-            shutil.copytree(f.source, target, symlinks=True, dirs_exist_ok=True)
+            _copy_layer(root, f.source, f.target)
         else:
-            _bind(f.source, target, True)
+            _bind(f.source, _inside(root, f.target), True)
     linux.mount(
         "proc", _inside(root, "proc"), "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     )
@@ -150,20 +168,49 @@ def build_root(spec: LaunchSpec) -> str:
     linux.mount("/sys", _inside(root, "sys"), None, linux.MS_BIND | linux.MS_REC)
     for m in spec.mounts:
         _bind(m.source, _inside(root, m.target), m.read_only)
-    etc = _inside(root, "etc")
-    os.makedirs(etc, exist_ok=True)
-    if spec.hosts:
-        hosts = os.path.join(etc, "hosts")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(hosts)
-        Path(hosts).write_text(spec.hosts)
-    hostname = os.path.join(etc, "hostname")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(hostname)
-    Path(hostname).write_text(spec.hostname + "\n")
-    if spec.read_only_root:
-        linux.mount("none", root, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
     return root
+
+
+def _copy_layer(root: str, source: str, target: str) -> None:
+    """Copy a built image's directory into the container's writable layer. The copy
+    runs chrooted into the container's root, so that a symbolic link met on the way
+    (such as /etc/ssl/certs/*) resolves inside the container, never on the host."""
+    staging = os.path.join(root, ".kh-layer")
+    os.makedirs(staging, exist_ok=True)
+    linux.mount(source, staging, None, linux.MS_BIND | linux.MS_REC)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.chroot(root)
+                os.chdir("/")
+                shutil.copytree("/.kh-layer", target, symlinks=True, dirs_exist_ok=True)
+            except BaseException as exc:
+                print(f"launcher: copying image files to {target}: {exc}", file=sys.stderr)
+                code = 1
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise StartError(f"copying the image's files to {target} failed")
+    finally:
+        linux.umount2(staging, linux.MNT_DETACH)
+        os.rmdir(staging)
+
+
+def _finish_root(spec: LaunchSpec) -> None:
+    """After pivot_root: /etc/hosts and /etc/hostname (paths now resolve inside the
+    container), and the read-only root if asked."""
+    os.makedirs("/etc", exist_ok=True)
+    for name, text in (("hosts", spec.hosts), ("hostname", spec.hostname + "\n")):
+        if not text:
+            continue
+        path = os.path.join("/etc", name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        Path(path).write_text(text)
+    if spec.read_only_root:
+        linux.mount("none", "/", None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
 
 
 def _container_main(spec: LaunchSpec, err_fd: int) -> None:
@@ -175,6 +222,8 @@ def _container_main(spec: LaunchSpec, err_fd: int) -> None:
         os.chdir(root)
         linux.pivot_root(".", ".")
         linux.umount2(".", linux.MNT_DETACH)
+        os.chdir("/")
+        _finish_root(spec)
         os.chdir(spec.working_dir or "/")
         if spec.run_as_group is not None or spec.run_as_user is not None:
             os.setgroups([])
