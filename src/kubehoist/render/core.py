@@ -13,6 +13,7 @@ import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubehoist.constants import (
     CREDENTIALS_DIR,
@@ -82,8 +83,6 @@ def render(pod: StaticPod, options: RenderOptions, inputs: Inputs | None = None)
                 "--credentials image needs --image: the name to build and push the image as"
             )
     if options.server is not None:
-        from urllib.parse import urlsplit
-
         split = urlsplit(options.server)
         if split.scheme != "https" or not split.hostname:
             raise UsageError(f"--server {options.server}: expected https://HOST[:PORT]")
