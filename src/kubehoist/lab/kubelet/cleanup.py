@@ -19,8 +19,17 @@ from kubehoist.lab.spec import LabNode, LabSpec
 LAUNCHER_MODULE = b"kubehoist.lab.kubelet.launcher"
 
 
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def launcher_pids(node_root: Path) -> list[int]:
-    """PIDs of container launchers whose spec lies under this node's root."""
+    """PIDs of the container launchers (the kubelet's children; not a container's
+    PID 1 while it is still being set up) whose spec lies under this node's root."""
     marker = (str(node_root.resolve()) + "/").encode()
     pids = []
     for entry in os.listdir("/proc"):
@@ -33,7 +42,7 @@ def launcher_pids(node_root: Path) -> list[int]:
         args = cmdline.split(b"\0")
         if LAUNCHER_MODULE in args and any(a.startswith(marker) for a in args):
             pids.append(int(entry))
-    return pids
+    return [pid for pid in pids if _ppid(pid) not in pids]
 
 
 async def kill_launchers(node_root: Path, *, timeout: float = 5.0) -> list[int]:
