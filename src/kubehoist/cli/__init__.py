@@ -34,17 +34,17 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from kubehoist.cli import lab
+    from kubehoist.cli import lab, pivot, render, status, watch
 
-    cli.add_command(lab.lab)
-    for name in ("render", "status", "watch"):
-        try:
-            module = __import__(f"kubehoist.cli.{name}", fromlist=["command"])
-        except ModuleNotFoundError as exc:  # a verb still being written
-            if exc.name != f"kubehoist.cli.{name}":
-                raise
-            continue
-        cli.add_command(module.command)
+    for command in (
+        render.command,
+        status.command,
+        watch.command,
+        pivot.pivot,
+        pivot.rollback,
+        lab.lab,
+    ):
+        cli.add_command(command)
 
 
 _register()

@@ -1,0 +1,256 @@
+"""`kubehoist pivot` and `kubehoist rollback`: thin wrappers around `kubehoist.pivot`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kubehoist import hostfiles, kube
+from kubehoist.cli.options import resolve_components
+from kubehoist.components import Component
+from kubehoist.errors import KubehoistError, UsageError
+from kubehoist.manifest import load_static_pod
+from kubehoist.pivot import helperpod, phases
+from kubehoist.pivot import state as statemod
+from kubehoist.pivot.parking import LocalNodeFiles, NodeFiles
+from kubehoist.pivot.state import PivotState
+from kubehoist.pivot.workflow import Progress, run_phases
+from kubehoist.render import RenderOptions, render
+
+
+def _common(func: Any) -> Any:
+    for opt in reversed(
+        [
+            click.argument("component", required=False, default="kube-controller-manager"),
+            click.option(
+                "--kubeconfig", type=click.Path(dir_okay=False), help="Path to the kubeconfig file."
+            ),
+            click.option("--context", help="The kubeconfig context to use."),
+            click.option(
+                "--manifests-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Run on the node itself: its kubelet's static pod directory (single node).",
+            ),
+            click.option(
+                "--helper-image",
+                default=helperpod.DEFAULT_IMAGE,
+                show_default=True,
+                help="Image of the node-pinned helper pods (a small shell image).",
+            ),
+            click.option(
+                "--dry-run", is_flag=True, help="Print what each phase would do; change nothing."
+            ),
+            click.option(
+                "--timeout", type=float, default=180, show_default=True, help="Seconds per wait."
+            ),
+            click.option("--skip-phases", default="", metavar="P1,P2", help="Phases to skip."),
+        ]
+    ):
+        func = opt(func)
+    return func
+
+
+def _component(name: str) -> Component:
+    return resolve_components((name,))[0]
+
+
+def _files(
+    client: Any, comp: Component, manifests_dir: Path | None, image: str
+) -> tuple[NodeFiles, Any, Any]:
+    if manifests_dir is not None:
+        return LocalNodeFiles(manifests_dir), None, None
+    pod_files = helperpod.PodNodeFiles(client=client, image=image, component=comp.name)
+    return pod_files, pod_files.park_all, pod_files.unpark_all
+
+
+@click.command("pivot")
+@_common
+@click.option(
+    "--host-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Where a control-plane node's files are (the manifest and credentials are read under it).",
+)
+@click.option(
+    "-f",
+    "--filename",
+    "manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The static pod manifest (default <host-root>/etc/kubernetes/manifests/<component>.yaml).",
+)
+@click.option("--secret-name", help="Use this existing Secret for the credentials.")
+@click.option("--replicas", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), help="--secure-port of the Deployment.")
+@click.option("--image", help="Image of the Deployment (default: the static pod's).")
+@click.option(
+    "--server", help="API endpoint for the pods' kubeconfigs (default: controlPlaneEndpoint)."
+)
+@click.option("--lease-duration", metavar="DURATION")
+@click.option("--renew-deadline", metavar="DURATION")
+@click.option(
+    "--retry-period", metavar="DURATION", help="Leader-election retry period of the standbys."
+)
+@click.option("--set-flag", multiple=True, metavar="--NAME=VALUE")
+@click.option("--drop-flag", multiple=True, metavar="--NAME")
+@click.option(
+    "--no-rollback", is_flag=True, help="On a failure after retire, stop instead of rolling back."
+)
+def pivot(
+    *,
+    component: str,
+    kubeconfig: str | None,
+    context: str | None,
+    manifests_dir: Path | None,
+    helper_image: str,
+    dry_run: bool,
+    timeout: float,
+    skip_phases: str,
+    host_root: Path,
+    manifest: Path | None,
+    secret_name: str | None,
+    replicas: int,
+    port: int | None,
+    image: str | None,
+    server: str | None,
+    lease_duration: str | None,
+    renew_deadline: str | None,
+    retry_period: str | None,
+    set_flag: tuple[str, ...],
+    drop_flag: tuple[str, ...],
+    no_rollback: bool,
+) -> None:
+    """Move COMPONENT (default kube-controller-manager) from its static pods to a Deployment."""
+    comp = _component(component)
+    where = kube.target(kubeconfig=kubeconfig, context=context)
+    client = kube.connect(where)
+    progress = Progress()
+    existing = statemod.load(client, comp.name)
+    if existing is not None and existing.status == "rolling-back":
+        raise KubehoistError(
+            f"a rollback of {comp.name} is unfinished: run `kubehoist rollback` first"
+        )
+    if existing is not None and existing.status == "pivoted":
+        progress.line(f"{comp.name} is already pivoted; checking it again")
+    path = manifest or host_root / "etc/kubernetes/manifests" / f"{comp.name}.yaml"
+    pod, rendered = None, None
+    if path.exists():
+        pod = load_static_pod(path.read_text(), source=str(path))
+        if pod.component.name != comp.name:
+            raise UsageError(f"{path}: a {pod.component.name} manifest, not {comp.name}")
+        options = RenderOptions(
+            now=datetime.now(UTC),
+            secret_name=secret_name,
+            secret_exists=secret_name is not None,
+            replicas=replicas,
+            port=port,
+            image=image,
+            server=server,
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+            set_flags=set_flag,
+            drop_flags=drop_flag,
+        )
+        rendered = render(pod, options, hostfiles.gather_inputs(pod, options, host_root=host_root))
+    elif existing is None or "deploy" not in existing.done:
+        raise KubehoistError(f"{path}: no such manifest (pass --host-root or -f)")
+    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image)
+    st = existing or PivotState(component=comp.name)
+    ctx = phases.Context(
+        client=client, component=comp, pod=pod, rendered=rendered, files=files,
+        filename=f"{comp.name}.yaml", progress=progress, state=st, timeout=timeout,
+        park_all=park_all, unpark_all=unpark_all,
+    )  # fmt: skip
+    skip = [s for s in skip_phases.split(",") if s]
+    if dry_run:
+        run_phases(phases.PIVOT_PHASES, ctx, skip=skip, dry_run=True, progress=progress)
+        progress.line("dry run: nothing was changed")
+        return
+    if existing is None:
+        ctx.save()
+
+    def mark(name: str) -> None:
+        ctx.state = ctx.state.with_done(name)
+        ctx.save()
+
+    try:
+        run_phases(
+            phases.PIVOT_PHASES, ctx, skip=skip, done=st.done, progress=progress, on_done=mark
+        )
+    except (KubehoistError, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            progress.line(
+                "interrupted: the pivot's progress is recorded; run `kubehoist pivot` to resume "
+                "or `kubehoist rollback` to undo"
+            )
+            raise
+        if no_rollback:
+            progress.line(
+                f"pivot failed: {exc.message}; --no-rollback: stopping here "
+                "(resume with `kubehoist pivot`, undo with `kubehoist rollback`)"
+            )
+            raise
+        progress.line(f"pivot failed: {exc.message}; rolling back")
+        _rollback(ctx, skip=[])
+        raise KubehoistError(
+            f"pivot of {comp.name} failed and was rolled back: {exc.message}"
+        ) from None
+    progress.line(
+        f"{comp.name} now runs from its Deployment; undo with `kubehoist rollback {comp.name}`"
+    )
+
+
+def _rollback(ctx: phases.Context, *, skip: list[str], dry_run: bool = False) -> None:
+    if not dry_run:
+        ctx.state = PivotState(
+            component=ctx.state.component, status="rolling-back", done=ctx.state.done,
+            parked=ctx.state.parked, resource_version=ctx.state.resource_version,
+        )  # fmt: skip
+        ctx.save()
+    if not ctx.state.parked:
+        # Nothing retired: the static pods still lead; only remove what was created.
+        only = [p for p in phases.ROLLBACK_PHASES if p.name == "cleanup"]
+        run_phases(only, ctx, skip=skip, dry_run=dry_run, progress=ctx.progress)
+        return
+    ctx.nodes = tuple(sorted(ctx.state.parked))
+    run_phases(phases.ROLLBACK_PHASES, ctx, skip=skip, dry_run=dry_run, progress=ctx.progress)
+
+
+@click.command("rollback")
+@_common
+def rollback(
+    *,
+    component: str,
+    kubeconfig: str | None,
+    context: str | None,
+    manifests_dir: Path | None,
+    helper_image: str,
+    dry_run: bool,
+    timeout: float,
+    skip_phases: str,
+) -> None:
+    """Undo a pivot of COMPONENT: static pods back byte for byte, the Deployment removed."""
+    comp = _component(component)
+    client = kube.connect(kube.target(kubeconfig=kubeconfig, context=context))
+    progress = Progress()
+    st = statemod.load(client, comp.name)
+    if st is None:
+        raise KubehoistError(
+            f"no pivot of {comp.name} is recorded (ConfigMap kube-system/"
+            f"{statemod.configmap_name(comp.name)} not found): nothing to roll back"
+        )
+    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image)
+    ctx = phases.Context(
+        client=client, component=comp, pod=None, rendered=None, files=files,
+        filename=f"{comp.name}.yaml", progress=progress, state=st, timeout=timeout,
+        park_all=park_all, unpark_all=unpark_all,
+    )  # fmt: skip
+    _rollback(ctx, skip=[s for s in skip_phases.split(",") if s], dry_run=dry_run)
+    if dry_run:
+        progress.line("dry run: nothing was changed")
+    else:
+        progress.line(f"{comp.name} runs from its static pods again")

@@ -1,0 +1,219 @@
+"""Node-pinned helper pods: run a short POSIX shell script on control-plane nodes with
+the node's `/etc/kubernetes` mounted, and read back each one's termination message.
+
+A helper pod is bound with `spec.nodeName`, tolerates every taint and needs no
+scheduler and no controller manager: the node's kubelet alone runs it. That is what
+lets pivot, rollback and guard reach a node's manifests when no controller manager is
+running at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from lightkube import Client
+from lightkube.core.exceptions import ApiError
+from lightkube.models.core_v1 import (
+    Container,
+    HostPathVolumeSource,
+    PodSpec,
+    SecurityContext,
+    Toleration,
+    Volume,
+    VolumeMount,
+)
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Pod
+
+from kubehoist.constants import object_labels
+from kubehoist.errors import KubehoistError
+from kubehoist.pivot import parking
+from kubehoist.pivot.parking import ParkResult
+
+DEFAULT_IMAGE = "busybox:1.36"
+ROLE_LABEL = "kubehoist.io/role"
+RUN_LABEL = "kubehoist.io/helper-run"
+
+
+def helper_pod(
+    *, node: str, script: str, image: str, component: str, run: str, namespace: str
+) -> Pod:
+    labels = object_labels(component, extra={ROLE_LABEL: "node-helper", RUN_LABEL: run})
+    # Helper pods must never be selected as the component's own pods.
+    labels["app.kubernetes.io/name"] = f"{component}-helper"
+    return Pod(
+        metadata=ObjectMeta(
+            name=f"kubehoist-{run}-{node}"[:63].rstrip("-"), namespace=namespace, labels=labels
+        ),
+        spec=PodSpec(
+            nodeName=node,
+            restartPolicy="Never",
+            tolerations=[Toleration(operator="Exists")],
+            priorityClassName="system-node-critical",
+            automountServiceAccountToken=False,
+            terminationGracePeriodSeconds=5,
+            containers=[
+                Container(
+                    name="files",
+                    image=image,
+                    command=["/bin/sh", "-c", script],
+                    terminationMessagePolicy="File",
+                    securityContext=SecurityContext(runAsUser=0),
+                    volumeMounts=[VolumeMount(name="etc-kubernetes", mountPath=parking.HOST_MOUNT)],
+                )
+            ],
+            volumes=[
+                Volume(
+                    name="etc-kubernetes",
+                    hostPath=HostPathVolumeSource(path="/etc/kubernetes", type="Directory"),
+                )
+            ],
+        ),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HelperOutcome:
+    node: str
+    exit_code: int
+    message: str
+
+
+def run_scripts(
+    client: Client,
+    scripts: Mapping[str, str],
+    *,
+    image: str,
+    component: str,
+    namespace: str = "kube-system",
+    timeout: float = 120,
+) -> dict[str, HelperOutcome]:
+    """Run `scripts[node]` on each node at once; wait for all; delete the pods."""
+    run = uuid.uuid4().hex[:6]
+    names: dict[str, str] = {}
+    try:
+        for node, script in scripts.items():
+            pod = helper_pod(
+                node=node,
+                script=script,
+                image=image,
+                component=component,
+                run=run,
+                namespace=namespace,
+            )
+            created = client.create(pod)
+            assert created.metadata is not None and created.metadata.name is not None
+            names[node] = created.metadata.name
+        return _wait(client, names, namespace=namespace, timeout=timeout, image=image)
+    finally:
+        for name in names.values():
+            with contextlib.suppress(ApiError):
+                client.delete(Pod, name, namespace=namespace, grace_period=0)
+
+
+def _wait(
+    client: Client, names: Mapping[str, str], *, namespace: str, timeout: float, image: str
+) -> dict[str, HelperOutcome]:
+    deadline = time.monotonic() + timeout
+    done: dict[str, HelperOutcome] = {}
+    while len(done) < len(names):
+        for node, name in names.items():
+            if node in done:
+                continue
+            pod = client.get(Pod, name, namespace=namespace)
+            outcome = _outcome(node, pod, image=image)
+            if outcome is not None:
+                done[node] = outcome
+        if len(done) < len(names):
+            if time.monotonic() > deadline:
+                waiting = sorted(set(names) - set(done))
+                raise KubehoistError(
+                    f"helper pods on {', '.join(waiting)} did not finish in {timeout:.0f}s "
+                    "(is the kubelet of those nodes running, and the helper image pullable?)"
+                )
+            time.sleep(0.1)
+    return done
+
+
+def _outcome(node: str, pod: Pod, *, image: str) -> HelperOutcome | None:
+    status = pod.status
+    for cs in (status.containerStatuses if status else None) or []:
+        state = cs.state
+        if state is None:
+            continue
+        if state.terminated is not None:
+            return HelperOutcome(
+                node=node,
+                exit_code=state.terminated.exitCode,
+                message=(state.terminated.message or "").strip(),
+            )
+        if state.waiting is not None and state.waiting.reason in (
+            "ErrImagePull",
+            "ImagePullBackOff",
+            "InvalidImageName",
+        ):
+            raise KubehoistError(
+                f"node {node}: helper image {image} cannot be pulled "
+                f"({state.waiting.reason}); pass --helper-image"
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class PodNodeFiles:
+    """`parking.NodeFiles` through helper pods (one node at a time per call)."""
+
+    client: Client
+    image: str
+    component: str
+
+    def _one(self, node: str, script: str, filename: str) -> ParkResult:
+        out = run_scripts(self.client, {node: script}, image=self.image, component=self.component)[
+            node
+        ]
+        return parking.parse_result(node, filename, out.message, out.exit_code)
+
+    def park(self, node: str, filename: str) -> ParkResult:
+        return self._one(node, parking.park_script(filename), filename)
+
+    def unpark(self, node: str, filename: str) -> ParkResult:
+        return self._one(node, parking.unpark_script(filename), filename)
+
+    def parked(self, node: str, filename: str) -> str | None:
+        out = run_scripts(
+            self.client,
+            {node: parking.probe_script(filename)},
+            image=self.image,
+            component=self.component,
+        )[node]
+        words = out.message.split()
+        if len(words) == 2 and words[0] == "parked":
+            return words[1]
+        return None
+
+    def park_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
+        """Park on every node at once (one helper pod per node, in parallel)."""
+        outs = run_scripts(
+            self.client,
+            {n: parking.park_script(filename) for n in nodes},
+            image=self.image,
+            component=self.component,
+        )
+        return {
+            n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()
+        }
+
+    def unpark_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
+        outs = run_scripts(
+            self.client,
+            {n: parking.unpark_script(filename) for n in nodes},
+            image=self.image,
+            component=self.component,
+        )
+        return {
+            n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()
+        }

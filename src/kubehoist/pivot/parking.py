@@ -1,0 +1,229 @@
+"""Parking static pod manifests: moved out of the kubelet's manifests directory into
+`/etc/kubernetes/kubehoist/parked/`, byte for byte, with a record of where each came
+from and its sha256, and put back the same way.
+
+Two ways to reach a node's files:
+- `LocalNodeFiles`: kubehoist runs on the node (`--manifests-dir`), plain file moves;
+- `PodNodeFiles`: from a workstation, a short-lived helper pod pinned to the node with
+  `spec.nodeName` (no scheduler, no controller manager needed) mounting the node's
+  `/etc/kubernetes`, running a POSIX shell script; its result comes back in the
+  container's termination message (no log access to the node needed).
+
+Both do the same steps in the same order, so that an interruption at any point leaves
+a state from which park and unpark both complete: the copy and its record are written
+(and checked) before the original is removed; on the way back the parked copy is
+removed only after the manifest is in place and checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kubehoist.errors import KubehoistError
+
+MANIFESTS_DIR = "/etc/kubernetes/manifests"
+PARK_DIR = "/etc/kubernetes/kubehoist/parked"
+RECORD_SUFFIX = ".kubehoist.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParkResult:
+    node: str
+    filename: str
+    sha256: str
+    state: str  # "parked" | "unparked" | "already-parked" | "already-in-place"
+
+
+class NodeFiles(Protocol):
+    """What pivot needs of a node's files."""
+
+    def park(self, node: str, filename: str) -> ParkResult: ...
+
+    def unpark(self, node: str, filename: str) -> ParkResult: ...
+
+    def parked(self, node: str, filename: str) -> str | None:
+        """The sha256 of the parked copy, or None when nothing is parked."""
+        ...
+
+
+def record_json(*, source: str, sha256: str, size: int, when: str) -> str:
+    return json.dumps(
+        {"from": source, "sha256": sha256, "size": size, "parkedAt": when, "by": "kubehoist"},
+        sort_keys=True,
+    )
+
+
+# --- on the node itself ---------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes, *, like: Path | None = None) -> None:
+    tmp = path.parent / f".{path.name}.kubehoist-tmp"
+    tmp.write_bytes(data)
+    if like is not None:
+        st = like.stat()
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class LocalNodeFiles:
+    """Files of the node kubehoist runs on: `manifests_dir` is its kubelet's
+    staticPodPath; parked copies go to `<manifests_dir>/../kubehoist/parked`."""
+
+    manifests_dir: Path
+
+    @property
+    def park_dir(self) -> Path:
+        return self.manifests_dir.parent / "kubehoist" / "parked"
+
+    def park(self, node: str, filename: str) -> ParkResult:
+        src = self.manifests_dir / filename
+        dst = self.park_dir / filename
+        record = self.park_dir / (filename + RECORD_SUFFIX)
+        if not src.exists():
+            if dst.exists():
+                return ParkResult(
+                    node=node, filename=filename, sha256=_sha256(dst), state="already-parked"
+                )
+            raise KubehoistError(f"{src}: no such manifest to park, and none parked at {dst}")
+        data = src.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        self.park_dir.mkdir(parents=True, exist_ok=True)
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        _write_atomic(
+            record,
+            record_json(source=str(src), sha256=digest, size=len(data), when=when).encode(),
+        )
+        _write_atomic(dst, data, like=src)
+        if _sha256(dst) != digest:
+            raise KubehoistError(f"{dst}: parked copy differs from {src}; nothing removed")
+        src.unlink()
+        return ParkResult(node=node, filename=filename, sha256=digest, state="parked")
+
+    def unpark(self, node: str, filename: str) -> ParkResult:
+        src = self.park_dir / filename
+        dst = self.manifests_dir / filename
+        record = self.park_dir / (filename + RECORD_SUFFIX)
+        if not src.exists():
+            if dst.exists():
+                return ParkResult(
+                    node=node, filename=filename, sha256=_sha256(dst), state="already-in-place"
+                )
+            raise KubehoistError(f"{src}: nothing parked to put back, and no {dst}")
+        data = src.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if record.exists():
+            want = json.loads(record.read_text()).get("sha256")
+            if want != digest:
+                raise KubehoistError(f"{src}: sha256 {digest} differs from its record {want}")
+        _write_atomic(dst, data, like=src)
+        src.unlink()
+        record.unlink(missing_ok=True)
+        return ParkResult(node=node, filename=filename, sha256=digest, state="unparked")
+
+    def parked(self, node: str, filename: str) -> str | None:
+        path = self.park_dir / filename
+        return _sha256(path) if path.exists() else None
+
+
+# --- through a helper pod -------------------------------------------------------------
+HOST_MOUNT = "/host/etc/kubernetes"
+
+
+def _host(path: str) -> str:
+    """A node path under /etc/kubernetes as the helper pod sees it."""
+    assert path.startswith("/etc/kubernetes")
+    return HOST_MOUNT + path[len("/etc/kubernetes") :]
+
+
+def park_script(filename: str) -> str:
+    """POSIX shell (busybox or coreutils) that parks one manifest; the termination
+    message says `<state> <sha256>`."""
+    src = _host(posixpath.join(MANIFESTS_DIR, filename))
+    dst = _host(posixpath.join(PARK_DIR, filename))
+    q = shlex.quote
+    return f"""set -eu
+src={q(src)}; dst={q(dst)}; rec={q(dst + RECORD_SUFFIX)}
+msg=/dev/termination-log
+if [ ! -f "$src" ]; then
+  if [ -f "$dst" ]; then
+    echo "already-parked $(sha256sum "$dst" | cut -d' ' -f1)" > $msg; exit 0
+  fi
+  echo "missing {posixpath.join(MANIFESTS_DIR, filename)}" > $msg; exit 3
+fi
+mkdir -p "$(dirname "$dst")"
+sum=$(sha256sum "$src" | cut -d' ' -f1)
+size=$(wc -c < "$src" | tr -d ' ')
+when=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+printf '{{"by": "kubehoist", "from": "%s", "parkedAt": "%s", "sha256": "%s", "size": %s}}' \\
+  {q(posixpath.join(MANIFESTS_DIR, filename))} "$when" "$sum" "$size" > "$rec.tmp"
+mv "$rec.tmp" "$rec"
+cp -p "$src" "$dst.tmp"
+mv "$dst.tmp" "$dst"
+[ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$sum" ] || {{ echo "copy-differs" > $msg; exit 4; }}
+rm -f "$src"
+echo "parked $sum" > $msg
+"""
+
+
+def unpark_script(filename: str) -> str:
+    src = _host(posixpath.join(PARK_DIR, filename))
+    dst = _host(posixpath.join(MANIFESTS_DIR, filename))
+    tmp = _host(posixpath.join(MANIFESTS_DIR, f".{filename}.kubehoist-tmp"))
+    q = shlex.quote
+    return f"""set -eu
+src={q(src)}; dst={q(dst)}; rec={q(src + RECORD_SUFFIX)}; tmp={q(tmp)}
+msg=/dev/termination-log
+if [ ! -f "$src" ]; then
+  if [ -f "$dst" ]; then
+    echo "already-in-place $(sha256sum "$dst" | cut -d' ' -f1)" > $msg; exit 0
+  fi
+  echo "missing {posixpath.join(PARK_DIR, filename)}" > $msg; exit 3
+fi
+sum=$(sha256sum "$src" | cut -d' ' -f1)
+if [ -f "$rec" ] && ! grep -q "\\"sha256\\": \\"$sum\\"" "$rec"; then
+  echo "record-differs $sum" > $msg; exit 4
+fi
+cp -p "$src" "$tmp"
+mv "$tmp" "$dst"
+[ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$sum" ] || {{ echo "copy-differs" > $msg; exit 4; }}
+rm -f "$src" "$rec"
+echo "unparked $sum" > $msg
+"""
+
+
+def probe_script(filename: str) -> str:
+    dst = _host(posixpath.join(PARK_DIR, filename))
+    q = shlex.quote
+    return f"""set -eu
+dst={q(dst)}
+if [ -f "$dst" ]; then echo "parked $(sha256sum "$dst" | cut -d' ' -f1)" > /dev/termination-log
+else echo "none -" > /dev/termination-log; fi
+"""
+
+
+EXIT_MEANINGS = {3: "the file to move is missing", 4: "the copy differs from its source"}
+
+
+def parse_result(node: str, filename: str, message: str, exit_code: int = 0) -> ParkResult:
+    """A helper's outcome: its termination message `<state> <sha256>` where the kubelet
+    reports one, else its exit code (0: done; the node-side script checked the sha256)."""
+    words = message.split()
+    states = ("parked", "unparked", "already-parked", "already-in-place")
+    if len(words) == 2 and words[0] in states and exit_code == 0:
+        return ParkResult(node=node, filename=filename, sha256=words[1], state=words[0])
+    if exit_code == 0 and not words:
+        return ParkResult(node=node, filename=filename, sha256="", state="done")
+    why = message.strip() or EXIT_MEANINGS.get(exit_code, "no message")
+    raise KubehoistError(f"node {node}: helper for {filename} failed (exit {exit_code}): {why}")

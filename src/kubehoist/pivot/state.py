@@ -1,0 +1,110 @@
+"""The pivot's progress, recorded on the cluster so that any later run — after Ctrl-C,
+a crash or a lost connection, from any machine — resumes or rolls back from it.
+
+One ConfigMap per component, `kube-system/kubehoist-pivot-<component>`, labelled as
+kubehoist's, written after every phase with the resourceVersion it was read at (two
+runs at once cannot both advance it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lightkube import Client
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ConfigMap
+
+from kubehoist.constants import object_labels
+from kubehoist.errors import KubehoistError
+
+STATUSES = ("in-progress", "pivoted", "rolling-back", "rolled-back")
+
+
+def configmap_name(component: str) -> str:
+    return f"kubehoist-pivot-{component}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PivotState:
+    component: str
+    status: str = "in-progress"
+    done: tuple[str, ...] = ()
+    parked: dict[str, str] = field(default_factory=dict)  # node -> sha256 of the manifest
+    updated: str = ""
+    resource_version: str | None = None
+
+    def with_done(self, phase: str) -> PivotState:
+        return self if phase in self.done else replace(self, done=(*self.done, phase))
+
+    def to_data(self) -> dict[str, str]:
+        body = {
+            "component": self.component,
+            "status": self.status,
+            "done": list(self.done),
+            "parked": dict(sorted(self.parked.items())),
+            "updated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        return {"state.json": json.dumps(body, indent=2, sort_keys=True) + "\n"}
+
+    @classmethod
+    def from_configmap(cls, cm: ConfigMap) -> PivotState:
+        name = cm.metadata.name if cm.metadata else "?"
+        try:
+            body: Any = json.loads((cm.data or {})["state.json"])
+            return cls(
+                component=str(body["component"]),
+                status=str(body["status"]),
+                done=tuple(str(p) for p in body.get("done", [])),
+                parked={str(k): str(v) for k, v in body.get("parked", {}).items()},
+                updated=str(body.get("updated", "")),
+                resource_version=cm.metadata.resourceVersion if cm.metadata else None,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise KubehoistError(
+                f"ConfigMap kube-system/{name}: data.state.json unreadable ({exc}); "
+                "inspect it, or delete it to start over"
+            ) from None
+
+
+def load(client: Client, component: str) -> PivotState | None:
+    try:
+        cm = client.get(ConfigMap, configmap_name(component), namespace="kube-system")
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return None
+        raise
+    return PivotState.from_configmap(cm)
+
+
+def save(client: Client, state: PivotState) -> PivotState:
+    name = configmap_name(state.component)
+    meta = ObjectMeta(
+        name=name,
+        namespace="kube-system",
+        labels=object_labels(state.component),
+        resourceVersion=state.resource_version,
+    )
+    cm = ConfigMap(metadata=meta, data=state.to_data())
+    try:
+        out = client.replace(cm) if state.resource_version else client.create(cm)
+    except ApiError as exc:
+        if exc.status.code == 409:
+            raise KubehoistError(
+                f"ConfigMap kube-system/{name} changed under this run "
+                "(another kubehoist pivot or rollback is running?)"
+            ) from None
+        raise
+    assert out.metadata is not None
+    return replace(state, resource_version=out.metadata.resourceVersion)
+
+
+def delete(client: Client, component: str) -> None:
+    try:
+        client.delete(ConfigMap, configmap_name(component), namespace="kube-system")
+    except ApiError as exc:
+        if exc.status.code != 404:
+            raise
