@@ -61,6 +61,7 @@ class LaunchSpec:
     hosts: str = ""  # content of /etc/hosts ("" = leave the host's)
     run_as_user: int | None = None
     run_as_group: int | None = None
+    supplemental_groups: tuple[int, ...] = ()
     read_only_root: bool = False
     tmpfs_size: str = "512m"
     extra: dict[str, str] = field(default_factory=dict)
@@ -84,6 +85,7 @@ class LaunchSpec:
             hosts=d.get("hosts", ""),
             run_as_user=d.get("run_as_user"),
             run_as_group=d.get("run_as_group"),
+            supplemental_groups=tuple(int(g) for g in d.get("supplemental_groups", ())),
             read_only_root=bool(d.get("read_only_root")),
             tmpfs_size=d.get("tmpfs_size", "512m"),
             extra=dict(d.get("extra", {})),
@@ -226,7 +228,7 @@ def _container_main(spec: LaunchSpec, err_fd: int) -> None:
         _finish_root(spec)
         os.chdir(spec.working_dir or "/")
         if spec.run_as_group is not None or spec.run_as_user is not None:
-            os.setgroups([])
+            os.setgroups(list(spec.supplemental_groups))
             os.setgid(spec.run_as_group if spec.run_as_group is not None else 0)
         if spec.run_as_user is not None:
             os.setuid(spec.run_as_user)

@@ -118,6 +118,7 @@ class Container:
     run_as_user: int | None = None
     run_as_group: int | None = None
     read_only_root: bool = False
+    supplemental_groups: tuple[int, ...] = ()  # the pod's fsGroup and supplementalGroups
 
     def port_number(self, port: int | str) -> int:
         """A probe's port: a number, or the name of one of this container's ports."""
@@ -146,6 +147,7 @@ class PodSpec:
     service_account: str = "default"
     hostname: str = ""
     annotations: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    fs_group: int | None = None  # volumes are group-owned by it, as the kubelet does
 
     @property
     def key(self) -> str:
@@ -286,7 +288,15 @@ def _container(data: Mapping[str, Any], pod_security: Mapping[str, Any]) -> Cont
         run_as_user=None if run_as_user is None else int(run_as_user),
         run_as_group=None if run_as_group is None else int(run_as_group),
         read_only_root=bool(security.get("readOnlyRootFilesystem")),
+        supplemental_groups=_groups(pod_security),
     )
+
+
+def _groups(pod_security: Mapping[str, Any]) -> tuple[int, ...]:
+    groups = [int(g) for g in pod_security.get("supplementalGroups") or ()]
+    if pod_security.get("fsGroup") is not None:
+        groups.insert(0, int(pod_security["fsGroup"]))
+    return tuple(dict.fromkeys(groups))
 
 
 def _projection(data: Mapping[str, Any]) -> ProjectionSource:
@@ -401,4 +411,5 @@ def parse_pod(obj: Mapping[str, Any], *, node_name: str = "", uid: str = "") -> 
         service_account=str(spec.get("serviceAccountName") or "default"),
         hostname=str(spec.get("hostname") or ""),
         annotations=tuple(sorted((meta.get("annotations") or {}).items())),
+        fs_group=None if pod_security.get("fsGroup") is None else int(pod_security["fsGroup"]),
     )

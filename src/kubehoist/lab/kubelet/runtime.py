@@ -120,6 +120,7 @@ def launch_spec(
         hosts=hosts_file(pod_ip, hostname),
         run_as_user=container.run_as_user,
         run_as_group=container.run_as_group,
+        supplemental_groups=container.supplemental_groups,
         read_only_root=container.read_only_root,
     )
 

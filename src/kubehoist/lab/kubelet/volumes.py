@@ -140,7 +140,11 @@ def select_items(
     return out
 
 
-def _write_files(directory: Path, files: list[tuple[str, bytes, int]]) -> None:
+def _write_files(
+    directory: Path, files: list[tuple[str, bytes, int]], fs_group: int | None = None
+) -> None:
+    """Write a volume's files at once. With an fsGroup, as the kubelet does, the files
+    are owned by that group and group-readable (the volumes written here are read-only)."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -151,7 +155,14 @@ def _write_files(directory: Path, files: list[tuple[str, bytes, int]]) -> None:
         target = tmp / p
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
+        if fs_group is not None:
+            os.chown(target, -1, fs_group)
+            mode |= 0o440
         os.chmod(target, mode)
+    if fs_group is not None:
+        for d in [tmp, *(p for p in tmp.rglob("*") if p.is_dir())]:
+            os.chown(d, -1, fs_group)
+            os.chmod(d, 0o2755)
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
 
@@ -177,6 +188,9 @@ async def materialize(node_root: Path, pod: PodSpec, fields: PodFields, api: Vol
             _host_path(target, volume)
         elif volume.kind == "emptyDir":
             target.mkdir(parents=True, exist_ok=True)
+            if pod.fs_group is not None:
+                os.chown(target, -1, pod.fs_group)
+                os.chmod(target, 0o2777)
         elif volume.kind in ("secret", "configMap"):
             data = await _keyed(
                 api, volume.kind, pod.namespace, volume.source_name, volume.optional
@@ -186,6 +200,7 @@ async def materialize(node_root: Path, pod: PodSpec, fields: PodFields, api: Vol
                 select_items(
                     data, volume.items, f"{volume.kind} {volume.source_name}", volume.default_mode
                 ),
+                pod.fs_group,
             )
         elif volume.kind == "downwardAPI":
             _write_files(
@@ -194,6 +209,7 @@ async def materialize(node_root: Path, pod: PodSpec, fields: PodFields, api: Vol
                     (path, field_value(pod, fields, fp).encode(), volume.default_mode)
                     for path, fp in volume.fields
                 ],
+                pod.fs_group,
             )
         elif volume.kind == "projected":
             files: list[tuple[str, bytes, int]] = []
@@ -211,7 +227,7 @@ async def materialize(node_root: Path, pod: PodSpec, fields: PodFields, api: Vol
                 elif src.kind == "serviceAccountToken":
                     token = await api.token(pod, src.audience, src.expiration_seconds)
                     files.append((src.path, token.encode(), volume.default_mode))
-            _write_files(target, files)
+            _write_files(target, files, pod.fs_group)
         else:  # parse_pod admits nothing else
             raise VolumeError(f"volume {volume.name}: {volume.kind} is not supported")
 
