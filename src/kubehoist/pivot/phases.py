@@ -348,7 +348,8 @@ def handover_phase(ctx: Context) -> str:
 def plan_handover(ctx: Context) -> list[str]:
     return [
         "wait until the retired static pods have stopped (mirror pod gone or container terminated)",
-        f"then release Lease {ctx.lease_namespace}/{ctx.lease_name} if a retired pod still holds it",
+        f"then release Lease {ctx.lease_namespace}/{ctx.lease_name}"
+        " if a retired pod still holds it",
     ]
 
 
