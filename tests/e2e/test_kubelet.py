@@ -86,6 +86,18 @@ def delete_pod(lab: LabHandle, name: str) -> None:
     lab.kubectl("delete", "pod", name, "-n", NS, "--ignore-not-found", "--wait=false")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def default_service_account(lab: LabHandle) -> None:
+    """The ServiceAccount admission refuses pods until KCM has made `default`."""
+    wait_for(
+        "the default ServiceAccount",
+        lambda: (
+            lab.kubectl("get", "serviceaccount", "default", "-n", NS, check=False).returncode == 0
+        ),
+        timeout=120,
+    )
+
+
 # --- static pods ----------------------------------------------------------------------
 
 
