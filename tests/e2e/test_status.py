@@ -165,7 +165,8 @@ def article(lab: LabHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def test_after_lab_up_the_static_pods_lead_without_standby(lab: LabHandle) -> None:
     def settled() -> Any:
         code, doc = status(lab)
-        ok = all(c["leader"] for c in doc["components"])
+        # Both held by a Ready pod (the static pods pass their startup probe ~10 s in).
+        ok = all(c["leader"] and c["leader"]["ready"] for c in doc["components"])
         return (code, doc) if ok else None
 
     code, doc = wait_for(settled, timeout=120, what="both leases held by the static pods")

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import unquote_plus
 
 import httpx2
 from lightkube.config.client_adapter import verify_cluster
@@ -49,7 +50,7 @@ class RequestLog:
             self.records.append(record)
         if self.echo is not None:
             status = record.status if record.status is not None else "error"
-            query = f"?{record.query}" if record.query else ""
+            query = f"?{unquote_plus(record.query)}" if record.query else ""
             self.echo(
                 f"{record.method} {record.path}{query} {status} in {record.elapsed_s * 1000:.0f} ms"
             )
