@@ -381,3 +381,34 @@ def test_informer_raises_rbac_errors(tmp_path: Path) -> None:
 
     with pytest.raises(kube.ForbiddenError, match="cannot list leases in namespace x"):
         asyncio.run(run())
+
+
+def test_informer_retries_refusals_of_a_restarting_api_server(tmp_path: Path) -> None:
+    refused = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": 'User "a" no'}
+    l1 = lease(KCM, rv="1")
+    l2 = lease(KCM, rv="2", renew="2026-01-01T00:00:12.000000Z")
+    script = [
+        httpx2.Response(200, json={"metadata": {"resourceVersion": "1"}, "items": [l1]}),
+        httpx2.Response(403, json=refused),
+        _lines({"type": "MODIFIED", "object": l2}),
+    ]
+    sent: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return script[len(sent) - 1]
+
+    async def no_sleep(s: float) -> None:
+        return None
+
+    async def run() -> list[str]:
+        out: list[str] = []
+        async with api_for(handler, tmp_path) as api:
+            source = Source(resource=requests.LEASES, namespace="kube-system")
+            async for item in informer(api, source, sleep=no_sleep, min_stream_s=0):
+                out.append(type(item).__name__)
+                if isinstance(item, Upsert) and item.obj["metadata"]["resourceVersion"] == "2":
+                    break
+        return out
+
+    assert asyncio.run(run()) == ["Upsert", "Synced", "Interrupted", "Resumed", "Upsert"]

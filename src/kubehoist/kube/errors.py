@@ -151,6 +151,8 @@ def _why(exc: BaseException) -> str:
             return f"TLS certificate verify failed ({item.verify_message})"
         if isinstance(item, ConnectionRefusedError):
             return "connection refused"
+        if isinstance(item, ssl.SSLError) and not str(item).strip("() "):
+            return "connection closed during the TLS handshake"
     text = " ".join(str(item) for item in chain).lower()
     if "refused" in text:
         return "connection refused"
@@ -159,7 +161,7 @@ def _why(exc: BaseException) -> str:
     if "name or service not known" in text or "nodename nor servname" in text:
         return "no such host"
     if "certificate" in text or "ssl" in text:
-        return f"TLS failed ({exc})"
+        return f"TLS failed ({exc})" if str(exc).strip("() ") else "TLS handshake failed"
     if isinstance(exc, httpx2.RemoteProtocolError):
         return "the connection was closed by the server"
     return str(exc) or type(exc).__name__

@@ -10,7 +10,9 @@ every object that appeared, changed or vanished exactly once, with no duplicate:
 object whose resourceVersion we already have is never reported again.
 
 Errors the server means (403, 401, 404 on the collection) are raised: retrying
-cannot fix RBAC.
+cannot fix RBAC. The exception: once a LIST has succeeded, 401/403 are retried with
+back-off for a while (8 attempts, about a minute and a half), because an API server
+that has just restarted refuses everyone until its RBAC caches are filled.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ async def informer(
     rand: Callable[[], float] = random.random,
     clock: Callable[[], float] = time.monotonic,
     min_stream_s: float = 1.0,
+    max_refusals: int = 8,
 ) -> AsyncIterator[Item]:
     """Forever: the changes to `source`, as `Item`s (see the module docstring)."""
     backoff = backoff or Backoff()
@@ -197,7 +200,13 @@ async def informer(
             rv = None  # too old: relist (a 410 is normal, not a failure)
         except (UnreachableError, ApiServerError) as exc:
             if isinstance(exc, ApiServerError) and exc.status.code not in _RETRYABLE_CODES:
-                raise
+                # A restarting API server refuses (401/403) until its authenticator and
+                # RBAC caches are warm: after a first successful LIST, a refusal is
+                # retried for a while; on the first LIST, or for too long, it is real.
+                if not listed_once or exc.status.code not in (401, 403):
+                    raise
+                if attempt >= max_refusals:
+                    raise
             delay = backoff.delay(attempt, rand=rand())
             attempt += 1
             interrupted = True
