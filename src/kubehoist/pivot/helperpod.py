@@ -83,7 +83,37 @@ class HelperOutcome:
     message: str
 
 
+START_FAILURES = range(126, 129)
+"""Exit codes of a container that could not start (the script never ran): retried."""
+
+
 def run_scripts(
+    client: Client,
+    scripts: Mapping[str, str],
+    *,
+    image: str,
+    component: str,
+    namespace: str = "kube-system",
+    timeout: float = 120,
+    attempts: int = 3,
+) -> dict[str, HelperOutcome]:
+    """Run `scripts[node]` on each node at once and wait for all. A helper whose
+    container could not start is run again (the scripts are idempotent)."""
+    out: dict[str, HelperOutcome] = {}
+    todo = dict(scripts)
+    for attempt in range(1, attempts + 1):
+        got = _run_once(
+            client, todo, image=image, component=component, namespace=namespace, timeout=timeout
+        )
+        out.update(got)
+        todo = {n: s for n, s in todo.items() if got[n].exit_code in START_FAILURES}
+        if not todo or attempt == attempts:
+            break
+        time.sleep(0.5 * attempt)
+    return out
+
+
+def _run_once(
     client: Client,
     scripts: Mapping[str, str],
     *,

@@ -554,15 +554,30 @@ def plan_handback(ctx: Context) -> list[str]:
 def cleanup(ctx: Context) -> str:
     comp = ctx.component.name
     removed = []
+    labels: dict[str, Any] = dict(selector_labels(comp))
+    # The Deployment first (so nothing recreates what follows), then what it owned:
+    # removed here rather than left to the garbage collector, so that nothing of
+    # kubehoist's is left when the command returns.
     for kind, res in (
         ("Deployment", Deployment),
+        ("ReplicaSet", ReplicaSet),
+        ("Pod", Pod),
         ("PodDisruptionBudget", PodDisruptionBudget),
         ("Secret", Secret),
     ):
-        labels: dict[str, Any] = dict(selector_labels(comp))
         for obj in ctx.client.list(res, namespace=NAMESPACE, labels=labels):
-            ctx.client.delete(res, _name(obj), namespace=NAMESPACE)
-            removed.append(f"{kind} {_name(obj)}")
+            try:
+                ctx.client.delete(res, _name(obj), namespace=NAMESPACE)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            if kind != "Pod":
+                removed.append(f"{kind} {_name(obj)}")
+    handover.wait_until(
+        f"the pods of {comp}'s Deployment to be gone",
+        lambda: not _all_pods(ctx.client, comp),
+        timeout=ctx.timeout,
+    )
     statemod.delete(ctx.client, comp)
     return (
         "removed "
