@@ -34,7 +34,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from kubehoist.cli import lab, pivot, render, status, watch
+    from kubehoist.cli import demo, lab, pivot, render, status, watch
 
     for command in (
         render.command,
@@ -43,6 +43,7 @@ def _register() -> None:
         pivot.pivot,
         pivot.rollback,
         lab.lab,
+        demo.command,
     ):
         cli.add_command(command)
 

@@ -1,0 +1,231 @@
+"""`kubehoist demo`: the article's story, told in a fresh lab on real binaries.
+
+1. kubeadm's static kube-controller-manager leads; nothing stands by.
+2. render + pivot: a Deployment of standbys, the static pods retired, the lease
+   handed over at once instead of after its expiry.
+3. status: a Deployment pod leads, the others stand by.
+4. scale to 3: how fast standbys are Ready.
+5. kill the leader's process: how long the controllers stand still.
+6. the article's open problem: scale the Deployment to 0 — the leader removes
+   itself and nothing can ever bring a controller manager back (the probe shows it).
+7. the way out today: `kubehoist rollback` (the guard will do it by itself).
+Ends with a timeline of measured figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightkube import Client
+from lightkube.config.kubeconfig import KubeConfig
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Pod
+from rich.console import Console
+from rich.table import Table
+
+from kubehoist.errors import KubehoistError
+from kubehoist.lab.podproc import kill_container
+from kubehoist.lab.spec import LabSpec
+from kubehoist.pivot.phases import reconcile_probe
+
+KCM = "kube-controller-manager"
+NS = "kube-system"
+
+
+@dataclass
+class Demo:
+    root: Path
+    host_port: int
+    workers: int
+    keep: bool
+    console: Console = field(default_factory=lambda: Console(highlight=False))
+    figures: list[tuple[str, str]] = field(default_factory=list)
+    start: float = field(default_factory=time.monotonic)
+
+    # --- helpers ---------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        self.console.print(text)
+
+    def step(self, n: int, title: str) -> None:
+        self.console.rule(f"[bold]{n}. {title}")
+
+    def figure(self, what: str, value: str) -> None:
+        self.figures.append((what, value))
+        self.say(f"[bold green]→ {what}: {value}")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        self.console.print(f"$ kubehoist {' '.join(args)}", style="dim", markup=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubehoist", *args], capture_output=True, text=True, check=False
+        )
+        out = (proc.stdout + proc.stderr).rstrip()
+        if out:
+            self.console.print(out, markup=False, highlight=False)
+        if check and proc.returncode not in (0, 3):  # 3: status says "not all Healthy"
+            raise KubehoistError(f"kubehoist {args[0]} failed (exit {proc.returncode})")
+        return proc
+
+    def holder(self, client: Client) -> str:
+        try:
+            lease = client.get(Lease, KCM, namespace=NS)
+        except ApiError:
+            return ""
+        return (lease.spec.holderIdentity if lease.spec else None) or ""
+
+    def wait(self, what: str, check: Callable[[], bool], timeout: float = 180) -> float:
+        t0 = time.monotonic()
+        with self.console.status(f"waiting for {what}"):
+            while not check():
+                if time.monotonic() - t0 > timeout:
+                    raise KubehoistError(f"demo: timed out waiting for {what}")
+                time.sleep(0.1)
+        return time.monotonic() - t0
+
+    # --- the story -------------------------------------------------------------------
+    def run(self) -> None:
+        root = str(self.root)
+        self.step(0, "a kubeadm cluster in a lab (real etcd, kube-apiserver, KCM, scheduler)")
+        self.cli("lab", "down", "--purge", "--root", root, check=False)
+        self.cli(
+            "lab", "up", "--root", root, "--host-port", str(self.host_port),
+            "--workers", str(self.workers),
+        )  # fmt: skip
+        try:
+            self._story()
+        finally:
+            if not self.keep:
+                self.cli("lab", "down", "--purge", "--root", root, check=False)
+            else:
+                self.say(f"the lab stays up: kubehoist lab down --purge --root {root}")
+        self._timeline()
+
+    def _story(self) -> None:
+        spec = LabSpec.load(self.root.resolve())
+        kc = str(spec.admin_kubeconfig)
+        client = Client(KubeConfig.from_file(kc), trust_env=False)
+        cp = spec.api_node
+        cp_root = str(cp.root(spec.root))
+
+        self.step(1, "kubeadm's static kube-controller-manager leads; nothing stands by")
+        self.wait("the static KCM to lead", lambda: self.holder(client).startswith(f"{cp.name}_"))
+        self.cli("status", "--kubeconfig", kc, KCM)
+
+        self.step(2, "pivot: a Deployment of standbys, the static pod retired, a fast hand-over")
+        self.say("The article applies a Deployment and deletes the static pod by hand; the")
+        self.say("controllers then stand still until the old lease expires (15 s by default).")
+        self.cli(
+            "render", "-f", f"{cp_root}/etc/kubernetes/manifests/{KCM}.yaml",
+            "--host-root", cp_root, "--output-dir", str(spec.root / "rendered"),
+        )  # fmt: skip
+        t0 = time.monotonic()
+        out = self.cli(
+            "pivot", "--kubeconfig", kc, "--host-root", cp_root, "--retry-period", "500ms",
+        )  # fmt: skip
+        self.figure("pivot, end to end", f"{time.monotonic() - t0:.1f}s")
+        for line in out.stderr.splitlines():
+            if "] handover:" in line and "(" in line and line.rstrip().endswith("s)"):
+                self.figure(
+                    "hand-over (retired leader stopped → lease released)",
+                    line.rsplit("(", 1)[1].rstrip(")"),
+                )
+            if "] verify:" in line and "after" in line:
+                after = line.split("after ", 1)[1].split(")", 1)[0]
+                self.figure("release → a Deployment pod leads", after)
+
+        self.step(3, "status: a Deployment pod leads, the others stand by")
+        self.cli("status", "--kubeconfig", kc, KCM, "-o", "wide")
+
+        self.step(4, "scale out to 3 standbys")
+        t0 = time.monotonic()
+        client.patch(Deployment, KCM, {"spec": {"replicas": 3}}, namespace=NS)
+
+        def three_ready() -> bool:
+            dep = client.get(Deployment, KCM, namespace=NS)
+            return bool(dep.status and (dep.status.readyReplicas or 0) >= 3)
+
+        took = self.wait("3 Ready replicas", three_ready)
+        self.figure("scale 2 → 3, until 3 Ready", f"{took:.1f}s")
+        self.cli("status", "--kubeconfig", kc, KCM)
+
+        self.step(5, "kill the leader's process (a crash): how long until another leads")
+        old = self.holder(client)
+        pod = client.get(Pod, old.split("_")[0], namespace=NS)
+        kill_container(spec, pod, KCM, signal.SIGKILL)
+        self.say(f"killed the container of {old.split('_')[0]}")
+        took = self.wait("a new leader", lambda: self.holder(client) not in ("", old), timeout=120)
+        self.figure(
+            "failover after a crash, without the guard's reaper",
+            f"{took:.1f}s (the lease must expire first)",
+        )
+        self.figure(
+            "a probe Deployment then gets its ReplicaSet in", f"{reconcile_probe(client):.2f}s"
+        )
+        self.cli("status", "--kubeconfig", kc, KCM)
+
+        self.step(6, "the article's open problem: every controller manager is gone")
+        self.say("Scale the Deployment to 0 (a bad rollout would do the same): the leader")
+        self.say("removes its own pods — then nothing is left that could recreate them.")
+        labels: dict[str, Any] = {
+            "app.kubernetes.io/name": KCM,
+            "app.kubernetes.io/managed-by": "kubehoist",
+        }
+        client.patch(Deployment, KCM, {"spec": {"replicas": 0}}, namespace=NS)
+        self.wait(
+            "the Deployment's pods to be gone",
+            lambda: (
+                not list(
+                    client.list(
+                        Pod,
+                        namespace=NS,
+                        labels={
+                            "app.kubernetes.io/name": KCM,
+                            "app.kubernetes.io/managed-by": "kubehoist",
+                        },
+                    )
+                )
+            ),
+        )
+        client.patch(Deployment, KCM, {"spec": {"replicas": 2}}, namespace=NS)
+        self.say("Scaled back to 2 — but no controller manager runs to act on it:")
+        t0 = time.monotonic()
+        try:
+            reconcile_probe(client, timeout=30)
+            self.figure("circular dependency", "a controller manager came back (unexpected)")
+        except KubehoistError:
+            pods = list(client.list(Pod, namespace=NS, labels=labels))
+            self.figure(
+                "circular dependency",
+                f"after {time.monotonic() - t0:.0f}s no ReplicaSet for a probe and "
+                f"{len(pods)}/2 pods: the controllers are down for good",
+            )
+
+        self.step(7, "the way out: rollback puts the parked static pod back, byte for byte")
+        t0 = time.monotonic()
+        self.cli("rollback", "--kubeconfig", kc)
+        self.figure(
+            "rollback from total loss, until a static pod leads", f"{time.monotonic() - t0:.1f}s"
+        )
+        self.cli("status", "--kubeconfig", kc, KCM)
+        self.say("kubehoist guard (next) does this by itself when no replica can come back.")
+
+    def _timeline(self) -> None:
+        table = Table(title="measured in this run", show_lines=False)
+        table.add_column("what")
+        table.add_column("figure")
+        for what, value in self.figures:
+            table.add_row(what, value)
+        self.console.print(table)
+        self.say(
+            f"demo took {time.monotonic() - self.start:.0f}s "
+            f"(finished {dt.datetime.now(dt.UTC):%H:%M:%S} UTC)"
+        )
