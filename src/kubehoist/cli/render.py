@@ -10,16 +10,19 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
 
-from kubehoist import hostfiles
+from kubehoist import hostfiles, kube
+from kubehoist.cli.options import resolve_components
 from kubehoist.errors import KubehoistError, UsageError
-from kubehoist.manifest import load_static_pod
-from kubehoist.render import RenderOptions, dump, render
+from kubehoist.kube import controlplane
+from kubehoist.manifest import StaticPod, load_static_pod
+from kubehoist.render import Inputs, RenderOptions, dump, render
 from kubehoist.render.options import DEFAULT_REPLICAS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,6 +67,36 @@ def _read_manifest(path: Path) -> str:
         raise KubehoistError(f"{path}: not YAML: not UTF-8 text") from None
 
 
+def _from_cluster(
+    options: RenderOptions,
+    *,
+    component: str,
+    node: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    host_root: Path | None,
+) -> tuple[StaticPod, Inputs, tuple[str, ...]]:
+    """The live static pod, what the render needs from the node, and what to say."""
+    where = kube.target(kubeconfig=kubeconfig, context=context)
+    client = kube.connect(where)
+    live = controlplane.read_static_pod(client, component=component, node=node, server=where.server)
+    warnings = [
+        *live.warnings,
+        f"rendering the live static pod pod/{component}-{live.node} ({where.server})",
+    ]
+    if options.secret_exists or host_root is None:
+        return live.pod, Inputs(), tuple(warnings)
+    inputs = hostfiles.gather_inputs(live.pod, options, host_root=host_root)
+    if options.server is None:
+        endpoint, source, said = controlplane.read_control_plane_endpoint(
+            client, server=where.server
+        )
+        warnings.extend(said)
+        if endpoint is not None:
+            inputs = replace(inputs, control_plane_endpoint=endpoint, endpoint_source=source)
+    return live.pod, inputs, tuple(warnings)
+
+
 @click.command("render")
 @click.option(
     "-f",
@@ -73,13 +106,28 @@ def _read_manifest(path: Path) -> str:
     help="The static pod manifest (e.g. /etc/kubernetes/manifests/kube-controller-manager.yaml).",
 )
 @click.option("--from-cluster", is_flag=True, help="Read the live mirror pod instead of a file.")
-@click.option("--node", help="With --from-cluster: the control-plane node whose pod to read.")
+@click.option(
+    "--node",
+    help="With --from-cluster: the control-plane node whose pod to read "
+    "(default: the first, by name, that runs one).",
+)
+@click.option(
+    "--component",
+    default="kube-controller-manager",
+    show_default=True,
+    help="With --from-cluster: which static pod to read (kcm and scheduler allowed).",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False),
+    help="With --from-cluster: the kubeconfig (else KUBECONFIG, else ~/.kube/config).",
+)
+@click.option("--context", help="With --from-cluster: the kubeconfig context to use.")
 @click.option(
     "--host-root",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/"),
-    show_default=True,
-    help="Where the node's filesystem is (the files the flags name are read under it).",
+    help="Where the node's filesystem is (the files the flags name are read under it); "
+    "default / (with --from-cluster: required unless --secret-name).",
 )
 @click.option("--secret-name", help="Use this existing Secret for the credentials; read no file.")
 @click.option(
@@ -126,7 +174,10 @@ def command(
     manifest: Path | None,
     from_cluster: bool,
     node: str | None,
-    host_root: Path,
+    component: str,
+    kubeconfig: str | None,
+    context: str | None,
+    host_root: Path | None,
     secret_name: str | None,
     credentials: str,
     replicas: int,
@@ -148,14 +199,22 @@ def command(
     """Render a static pod as a Deployment, its credentials and a PodDisruptionBudget."""
     if from_cluster and manifest is not None:
         raise UsageError("-f and --from-cluster exclude each other")
-    if node is not None and not from_cluster:
-        raise UsageError("--node needs --from-cluster")
-    if from_cluster:
-        raise KubehoistError(
-            "--from-cluster: not supported yet (kubehoist has no cluster client yet); "
-            "copy the manifest from the node and pass it with -f"
+    if not from_cluster:
+        for given, flag in (
+            (node, "--node"),
+            (kubeconfig, "--kubeconfig"),
+            (context, "--context"),
+            (component != "kube-controller-manager" or None, "--component"),
+        ):
+            if given is not None:
+                raise UsageError(f"{flag} needs --from-cluster")
+    if from_cluster and host_root is None and secret_name is None:
+        raise UsageError(
+            "--from-cluster: the credentials' files cannot be read through the API; pass "
+            "--host-root DIR (on a control-plane node: --host-root /) or --secret-name NAME "
+            "(an existing Secret)"
         )
-    if manifest is None:
+    if not from_cluster and manifest is None:
         raise UsageError("missing -f MANIFEST (or --from-cluster)")
     if credentials == "image" and output_dir is None:
         raise UsageError("--credentials image needs --output-dir for the image build context")
@@ -179,10 +238,22 @@ def command(
         host_network=host_network,
         force=force,
     )
-    pod = load_static_pod(_read_manifest(manifest), source=str(manifest))
-    inputs = hostfiles.gather_inputs(pod, options, host_root=host_root)
+    warnings: tuple[str, ...] = ()
+    if from_cluster:
+        pod, inputs, warnings = _from_cluster(
+            options,
+            component=resolve_components((component,))[0].name,
+            node=node,
+            kubeconfig=kubeconfig,
+            context=context,
+            host_root=host_root,
+        )
+    else:
+        assert manifest is not None
+        pod = load_static_pod(_read_manifest(manifest), source=str(manifest))
+        inputs = hostfiles.gather_inputs(pod, options, host_root=host_root or Path("/"))
     rendered = render(pod, options, inputs)
-    for warning in rendered.warnings:
+    for warning in (*warnings, *rendered.warnings):
         click.echo(f"warning: {warning}", err=True)
     if output_dir is not None:
         for path in hostfiles.write_output_dir(output_dir, rendered, output=output):

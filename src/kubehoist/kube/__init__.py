@@ -8,6 +8,7 @@ api        sends requests: GET, paged LIST, WATCH streams (async)
 client     Target, open_api (kubehoist's reader), connect/connect_async (lightkube)
 objects    PURE decoding of Pods and Leases into `election` types
 reads      status's bounded reads
+controlplane  render --from-cluster's reads: mirror pods, kubeadm-config (lightkube)
 watch      list-then-watch with bookmarks, resume, relist on 410, back-off
 """
 
