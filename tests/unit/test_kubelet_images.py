@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,32 @@ def test_file_into_a_directory_destination(tmp_path: Path) -> None:
     assert img.cmd == ("cat", "/opt/f")
 
 
+def test_copy_chown_is_planned_numeric_only() -> None:
+    _, copies = images.plan_build(
+        "x", "FROM busybox\nCOPY --chown=65532:65533 a /a\nCOPY --chown=7 b /b\nADD c /c\n"
+    )
+    assert copies == [("a", "/a", (65532, 65533)), ("b", "/b", (7, 7)), ("c", "/c", None)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_copy_chown_owns_the_built_files(tmp_path: Path) -> None:
+    (tmp_path / "credentials").mkdir()
+    (tmp_path / "credentials" / "sa.key").write_text("k")
+    (tmp_path / "credentials" / "sa.key").chmod(0o400)
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nCOPY --chown=65532:65532 credentials/ /etc/kubehoist/credentials/\n"
+    )
+    images.build(tmp_path / "store", "baked", tmp_path)
+    layer = next((tmp_path / "store" / "images").glob("*/layer/0"))
+    for path in (layer, layer / "sa.key"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (65532, 65532)
+    assert (layer / "sa.key").stat().st_mode & 0o777 == 0o400
+
+
 @pytest.mark.parametrize(
     ("dockerfile", "message"),
     [
+        ("FROM busybox\nCOPY --chown=nonroot a /a\n", "numeric --chown"),
         ("ADD a /b\n", "before FROM"),
         ("FROM busybox\nRUN apk add curl\n", "RUN is not supported"),
         ("FROM busybox\nADD https://x/y /z\n", "URL"),

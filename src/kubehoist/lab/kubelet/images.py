@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -362,11 +363,27 @@ def parse_dockerfile(text: str) -> list[Instruction]:
     return out
 
 
-def plan_build(name: str, dockerfile: str) -> tuple[BuiltImage, list[tuple[str, str]]]:
-    """The image record and the (source in context, target in image) copies to make."""
+def _chown(ins: Instruction) -> tuple[int, int] | None:
+    """(uid, gid) of `--chown=UID[:GID]` (a UID alone is also the GID, as in Docker)."""
+    for arg in ins.args:
+        if arg.startswith("--chown="):
+            user, _, group = arg[len("--chown=") :].partition(":")
+            if not user.isdigit() or (group and not group.isdigit()):
+                raise ImageError(
+                    f"Dockerfile: {ins.raw!r}: the lab takes only numeric --chown=UID[:GID]"
+                )
+            return int(user), int(group or user)
+    return None
+
+
+def plan_build(
+    name: str, dockerfile: str
+) -> tuple[BuiltImage, list[tuple[str, str, tuple[int, int] | None]]]:
+    """The image record and the (source in context, target in image, --chown owner)
+    copies to make."""
     ref = ImageRef.parse(name)
     base: str | None = None
-    copies: list[tuple[str, str]] = []
+    copies: list[tuple[str, str, tuple[int, int] | None]] = []
     entrypoint: tuple[str, ...] | None = None
     cmd: tuple[str, ...] | None = None
     env: list[tuple[str, str]] = []
@@ -381,6 +398,7 @@ def plan_build(name: str, dockerfile: str) -> tuple[BuiltImage, list[tuple[str, 
         elif base is None and ins.op != "ARG":
             raise ImageError(f"Dockerfile: {ins.op} before FROM")
         elif ins.op in ("ADD", "COPY"):
+            owner = _chown(ins)
             args = [a for a in ins.args if not a.startswith("--")]
             if len(args) < 2:
                 raise ImageError(f"Dockerfile: {ins.raw!r} needs a source and a destination")
@@ -391,7 +409,7 @@ def plan_build(name: str, dockerfile: str) -> tuple[BuiltImage, list[tuple[str, 
                 if len(sources) > 1 and not dest.endswith("/"):
                     raise ImageError(f"Dockerfile: {ins.raw!r}: destination must end with /")
                 target = dest if dest.startswith("/") else f"{workdir or '/'}/{dest}"
-                copies.append((src, target))
+                copies.append((src, target, owner))
         elif ins.op == "ENTRYPOINT":
             entrypoint = (
                 ins.args
@@ -457,7 +475,7 @@ def build(
     layer.mkdir(parents=True)
     files: list[tuple[str, str]] = []
     ctx = context.resolve()
-    for n, (src, target) in enumerate(copies):
+    for n, (src, target, owner) in enumerate(copies):
         source = (ctx / src).resolve()
         if source != ctx and ctx not in source.parents:
             raise ImageError(f"Dockerfile: {src} is outside the build context")
@@ -471,6 +489,9 @@ def build(
             shutil.copytree(source, layer / rel, symlinks=True)
         else:
             shutil.copy2(source, layer / rel)
+        if owner is not None:  # kept by the launcher when it places the files
+            for path in [layer / rel, *(layer / rel).rglob("*")]:
+                os.lchown(path, *owner)
         files.append((target, rel))
     record = BuiltImage(
         name=record.name,

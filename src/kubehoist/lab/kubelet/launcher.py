@@ -173,6 +173,20 @@ def build_root(spec: LaunchSpec) -> str:
     return root
 
 
+def _copy_owners(source: str, target: str, *, top: bool) -> None:
+    """copytree keeps modes, not owners: give each copy its source's owner (a build's
+    `COPY --chown`); a directory that existed before the copy keeps its own."""
+    for dirpath, dirnames, filenames in os.walk(source):
+        rel = os.path.relpath(dirpath, source)
+        names: list[str | None] = [*dirnames, *filenames]
+        if rel != "." or top:
+            names.insert(0, None)
+        for name in names:
+            src = dirpath if name is None else os.path.join(dirpath, name)
+            st = os.lstat(src)
+            os.lchown(os.path.normpath(os.path.join(target, rel, name or "")), st.st_uid, st.st_gid)
+
+
 def _copy_layer(root: str, source: str, target: str) -> None:
     """Copy a built image's directory into the container's writable layer. The copy
     runs chrooted into the container's root, so that a symbolic link met on the way
@@ -187,7 +201,9 @@ def _copy_layer(root: str, source: str, target: str) -> None:
             try:
                 os.chroot(root)
                 os.chdir("/")
+                existed = os.path.isdir(target)
                 shutil.copytree("/.kh-layer", target, symlinks=True, dirs_exist_ok=True)
+                _copy_owners("/.kh-layer", target, top=not existed)
             except BaseException as exc:
                 print(f"launcher: copying image files to {target}: {exc}", file=sys.stderr)
                 code = 1
@@ -261,14 +277,22 @@ def run(spec: LaunchSpec) -> int:
             os.close(fd)
     linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWPID)
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    # Opened before the fork: the child shares our mount namespace, and once it has
+    # called pivot_root our own root is the container's too, where the host path of
+    # the pid file (under a lab root in /tmp, say) may not exist.
+    pid_fd = os.open(spec.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
+        os.close(pid_fd)
         _container_main(spec, write_fd)
     os.close(write_fd)
-    Path(spec.pid_file).write_text(f"{pid}\n")
+    try:
+        os.write(pid_fd, f"{pid}\n".encode())
+    finally:
+        os.close(pid_fd)
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
