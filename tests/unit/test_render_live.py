@@ -384,6 +384,25 @@ def test_cli_with_a_secret_name_reads_only_the_pod(
     assert fake.paths == [f"{PODS}/{KCM}-cp-1"]
 
 
+def test_cli_with_server_reads_no_config_map(
+    cli_fake: tuple[FakeControlPlane, Path], tmp_path: Path
+) -> None:
+    fake, kubeconfig = cli_fake
+    node = FakeNode(tmp_path / "node", Pki())
+    pod = load_static_pod(KUBEADM.read_text(), source=KUBEADM.name)
+    node.populate(pod, RenderOptions(now=datetime.now(UTC)))
+    server = "https://lb.example:443"
+    result = run_cli(
+        kubeconfig, "--host-root", str(node.root), "--node", "cp-1", "--server", server
+    )
+    assert result.exit_code == 0, result.output
+    conf = yaml.safe_load(
+        base64.b64decode(next(yaml.safe_load_all(result.stdout))["data"]["controller-manager.conf"])
+    )
+    assert conf["clusters"][0]["cluster"]["server"] == server
+    assert fake.paths == [f"{PODS}/{KCM}-cp-1"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
