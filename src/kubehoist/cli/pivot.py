@@ -13,7 +13,7 @@ from kubehoist.cli.options import resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.manifest import load_static_pod
-from kubehoist.pivot import helperpod, phases
+from kubehoist.pivot import events, helperpod, phases
 from kubehoist.pivot import state as statemod
 from kubehoist.pivot.parking import LocalNodeFiles, NodeFiles
 from kubehoist.pivot.state import PivotState
@@ -173,9 +173,10 @@ def pivot(
     if existing is None:
         ctx.save()
 
-    def mark(name: str) -> None:
+    def mark(name: str, result: str) -> None:
         ctx.state = ctx.state.with_done(name)
         ctx.save()
+        events.record(client, component=comp.name, reason=f"Pivot{name.title()}", message=result)
 
     try:
         run_phases(
@@ -217,7 +218,18 @@ def _rollback(ctx: phases.Context, *, skip: list[str], dry_run: bool = False) ->
         run_phases(only, ctx, skip=skip, dry_run=dry_run, progress=ctx.progress)
         return
     ctx.nodes = tuple(sorted(ctx.state.parked))
-    run_phases(phases.ROLLBACK_PHASES, ctx, skip=skip, dry_run=dry_run, progress=ctx.progress)
+
+    def note(name: str, result: str) -> None:
+        events.record(
+            ctx.client,
+            component=ctx.component.name,
+            reason=f"Rollback{name.replace('-', ' ').title().replace(' ', '')}",
+            message=result,
+        )
+
+    run_phases(
+        phases.ROLLBACK_PHASES, ctx, skip=skip, dry_run=dry_run, progress=ctx.progress, on_done=note
+    )
 
 
 @click.command("rollback")

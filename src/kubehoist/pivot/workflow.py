@@ -51,7 +51,7 @@ def run_phases(
     done: Sequence[str] = (),
     dry_run: bool = False,
     progress: Progress,
-    on_done: Callable[[str], None] | None = None,
+    on_done: Callable[[str, str], None] | None = None,
 ) -> list[tuple[str, float, str]]:
     """Run (or, with dry_run, describe) the phases. Returns (phase, seconds, result)."""
     names = [p.name for p in phases]
@@ -85,5 +85,5 @@ def run_phases(
         progress.line(f"{tag}: {result} ({took:.1f}s)")
         results.append((phase.name, took, result))
         if on_done is not None:
-            on_done(phase.name)
+            on_done(phase.name, result)
     return results
