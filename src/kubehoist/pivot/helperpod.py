@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lightkube import Client
@@ -195,23 +195,37 @@ def _outcome(node: str, pod: Pod, *, image: str) -> HelperOutcome | None:
 
 @dataclass(frozen=True)
 class PodNodeFiles:
-    """`parking.NodeFiles` through helper pods (one node at a time per call)."""
+    """`parking.NodeFiles` through helper pods; the `_all` forms do every node at once
+    (one helper pod per node, in parallel)."""
 
     client: Client
     image: str
     component: str
 
-    def _one(self, node: str, script: str, filename: str) -> ParkResult:
-        out = run_scripts(self.client, {node: script}, image=self.image, component=self.component)[
-            node
-        ]
-        return parking.parse_result(node, filename, out.message, out.exit_code)
+    def _run(
+        self, nodes: Sequence[str], script: Callable[[str], str], filename: str
+    ) -> dict[str, ParkResult]:
+        outs = run_scripts(
+            self.client,
+            {n: script(filename) for n in nodes},
+            image=self.image,
+            component=self.component,
+        )
+        return {
+            n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()
+        }
 
     def park(self, node: str, filename: str) -> ParkResult:
-        return self._one(node, parking.park_script(filename), filename)
+        return self._run([node], parking.park_script, filename)[node]
 
     def unpark(self, node: str, filename: str) -> ParkResult:
-        return self._one(node, parking.unpark_script(filename), filename)
+        return self._run([node], parking.unpark_script, filename)[node]
+
+    def park_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
+        return self._run(nodes, parking.park_script, filename)
+
+    def unpark_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
+        return self._run(nodes, parking.unpark_script, filename)
 
     def parked(self, node: str, filename: str) -> str | None:
         out = run_scripts(
@@ -224,26 +238,3 @@ class PodNodeFiles:
         if len(words) == 2 and words[0] == "parked":
             return words[1]
         return None
-
-    def park_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
-        """Park on every node at once (one helper pod per node, in parallel)."""
-        outs = run_scripts(
-            self.client,
-            {n: parking.park_script(filename) for n in nodes},
-            image=self.image,
-            component=self.component,
-        )
-        return {
-            n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()
-        }
-
-    def unpark_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
-        outs = run_scripts(
-            self.client,
-            {n: parking.unpark_script(filename) for n in nodes},
-            image=self.image,
-            component=self.component,
-        )
-        return {
-            n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()
-        }
