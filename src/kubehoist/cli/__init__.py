@@ -34,7 +34,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from kubehoist.cli import demo, lab, pivot, render, status, watch
+    from kubehoist.cli import demo, guard, lab, pivot, render, status, watch
 
     for command in (
         render.command,
@@ -42,6 +42,7 @@ def _register() -> None:
         watch.command,
         pivot.pivot,
         pivot.rollback,
+        guard.guard,
         lab.lab,
         demo.command,
     ):
