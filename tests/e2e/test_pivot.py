@@ -164,12 +164,14 @@ def test_killed_pivot_resumes_and_rolls_back(lab: LabHandle, clean_after: None, 
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
+    seen = []
     for line in proc.stderr:
+        seen.append(line)
         if f"] {phase}: " in line:
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"pivot finished before {phase}"
+    assert proc.returncode == -signal.SIGKILL, f"pivot finished before {phase}:\n{''.join(seen)}"
     # Resume: the same command finishes the job.
     out = kubehoist(*pivot_args(lab))
     assert "[7/7] verify:" in out.stderr, out.stderr

@@ -380,7 +380,7 @@ def verify(ctx: Context) -> str:
             ).resource_version
             != first.resource_version
         ),
-        timeout=30,
+        timeout=ctx.timeout,
     )
     extra = ""
     if ctx.component.name == "kube-controller-manager":
