@@ -91,6 +91,12 @@ def _set(items: list[Arg], flag: Flag) -> bool:
     return changed
 
 
+def _shown(text: str) -> str:
+    """User input as an error message shows it: control characters escaped, so that
+    an error always stays on one line."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _user_edits(options: RenderOptions, component: Component) -> tuple[list[_Edit], set[str]]:
     sets: dict[str, _Edit] = {}
     for text in options.set_flags:
@@ -101,20 +107,18 @@ def _user_edits(options: RenderOptions, component: Component) -> tuple[list[_Edi
                 "bind-address": "render binds 0.0.0.0 so probes and peers can reach the pod",
                 "leader-elect": "render always sets --leader-elect=true",
             }.get(flag.name, "render sets it")
-            raise UsageError(f"--set-flag {text}: render owns --{flag.name} ({hint})")
+            raise UsageError(f"--set-flag {_shown(text)}: render owns --{flag.name} ({hint})")
         previous = sets.get(flag.name)
         if previous is not None and previous.flag.value != flag.value:
-            raise UsageError(
-                f"--set-flag {text}: conflicts with --set-flag {previous.origin.split(' ', 1)[1]}"
-            )
-        sets[flag.name] = _Edit(flag=flag, origin=f"--set-flag {text}")
+            raise UsageError(f"--set-flag {_shown(text)}: conflicts with {previous.origin}")
+        sets[flag.name] = _Edit(flag=flag, origin=f"--set-flag {_shown(text)}")
     drops: set[str] = set()
     for text in options.drop_flags:
         name = parse_drop_flag(text)
         if name in component.owned_flags:
-            raise UsageError(f"--drop-flag {text}: render owns --{name}")
+            raise UsageError(f"--drop-flag {_shown(text)}: render owns --{name}")
         if name in sets:
-            raise UsageError(f"--drop-flag {text}: conflicts with {sets[name].origin}")
+            raise UsageError(f"--drop-flag {_shown(text)}: conflicts with {sets[name].origin}")
         drops.add(name)
     timing = {
         component.lease_duration_flag: ("--lease-duration", options.lease_duration),
@@ -252,9 +256,9 @@ def _validate_leader_election(pod: StaticPod, items: Sequence[Arg], options: Ren
         try:
             ns = parse_duration(text)
         except ValueError:
-            raise fail(name, f"--{name}={text}: not a duration (e.g. 15s, 1m30s)") from None
+            raise fail(name, f"--{name}={_shown(text)}: not a duration (e.g. 15s, 1m30s)") from None
         if ns <= 0:
-            raise fail(name, f"--{name}={text}: must be greater than zero")
+            raise fail(name, f"--{name}={_shown(text)}: must be greater than zero")
         parsed[name] = ns
     lease = parsed[component.lease_duration_flag]
     renew = parsed[component.renew_deadline_flag]
