@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx2 as httpx
 from lightkube import ApiError, AsyncClient, KubeConfig
@@ -26,6 +26,8 @@ from lightkube.resources.core_v1 import (
 from lightkube.types import PatchType
 
 from kubehoist.lab.kubelet.podspec import PodSpec
+
+R = TypeVar("R", Pod, Node, Secret, ConfigMap)
 
 FIELD_MANAGER = "kubehoist-lab-kubelet"
 
@@ -52,6 +54,21 @@ class KubeletApi:
         )
         self.node_name = node_name
 
+    async def _get_optional(
+        self, res: type[R], name: str, *, namespace: str | None = None
+    ) -> R | None:
+        """The object, None when the API says 404; any other failure as `_failure`."""
+        try:
+            # cast: lightkube types namespaced and cluster-wide get() separately
+            obj = cast(R, await self.client.get(cast(Any, res), name, namespace=namespace))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise _failure(exc) from exc
+        except httpx.HTTPError as exc:
+            raise _failure(exc) from exc
+        return obj
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -77,15 +94,8 @@ class KubeletApi:
             raise _failure(exc) from exc
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            pod: Pod = await self.client.get(Pod, name, namespace=namespace)
-            return dict(pod.to_dict())
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise _failure(exc) from exc
-        except httpx.HTTPError as exc:
-            raise _failure(exc) from exc
+        pod = await self._get_optional(Pod, name, namespace=namespace)
+        return None if pod is None else dict(pod.to_dict())
 
     async def create_pod(self, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -119,39 +129,24 @@ class KubeletApi:
             raise _failure(exc) from exc
 
     async def node_uid(self) -> str | None:
-        try:
-            node = await self.client.get(Node, self.node_name)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise _failure(exc) from exc
-        except httpx.HTTPError as exc:
-            raise _failure(exc) from exc
+        node = await self._get_optional(Node, self.node_name)
+        if node is None:
+            return None
         return node.metadata.uid if node.metadata else None
 
     # --- volume data (kubehoist.lab.kubelet.volumes.VolumeData) -------------------
     async def secret(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
-        try:
-            obj = await self.client.get(Secret, name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise _failure(exc) from exc
-        except httpx.HTTPError as exc:
-            raise _failure(exc) from exc
+        obj = await self._get_optional(Secret, name, namespace=namespace)
+        if obj is None:
+            return None
         out = {k: base64.b64decode(v) for k, v in (obj.data or {}).items()}
         out.update({k: v.encode() for k, v in (obj.stringData or {}).items()})
         return out
 
     async def config_map(self, namespace: str, name: str) -> Mapping[str, bytes] | None:
-        try:
-            obj = await self.client.get(ConfigMap, name, namespace=namespace)
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise _failure(exc) from exc
-        except httpx.HTTPError as exc:
-            raise _failure(exc) from exc
+        obj = await self._get_optional(ConfigMap, name, namespace=namespace)
+        if obj is None:
+            return None
         out = {k: v.encode() for k, v in (obj.data or {}).items()}
         out.update({k: base64.b64decode(v) for k, v in (obj.binaryData or {}).items()})
         return out
