@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import replace as dc_replace
 
 import pytest
 from hypothesis import given, settings
@@ -67,13 +68,13 @@ def deployment_pod(
 
 
 def static_pod(node: str = NODE, **kw: object) -> PodView:
+    kw.setdefault("container", ContainerView(container_id="s1", state="running", started_at=at(10)))
     return PodView(
         name=f"kube-controller-manager-{node}",
         node=node,
         static=True,
         host_network=True,
         ready=True,
-        container=ContainerView(container_id="s1", state="running", started_at=at(10)),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -327,6 +328,33 @@ def test_reap_needs_the_guard_lease_except_for_our_own_parked_static_pod() -> No
         lease_=lease(f"{NODE}_{UUID}"), pods=(own,), guard=False, manifest=Manifest.IN_PLACE
     )
     assert run(in_place) is Kind.WAIT
+
+
+def test_reaper_off_leaves_others_to_the_lease_but_finishes_our_own_hand_back() -> None:
+    off = dc_replace(POLICY, reaper=False)
+    pods = (deployment_pod(container=terminated(130)),)
+    snap = snapshot(lease_=lease(), pods=pods)
+    assert decide(snap, (), now=1000.0, policy=POLICY).kind is Kind.REAP
+    assert decide(snap, (), now=1000.0, policy=off).kind is Kind.WAIT
+    own = static_pod(container=terminated(130))
+    own_snap = snapshot(lease_=lease(f"{NODE}_{UUID}"), pods=(own,), guard=False)
+    assert decide(own_snap, (), now=1000.0, policy=off).kind is Kind.REAP
+
+
+def test_our_parked_static_pod_whose_mirror_pod_is_gone_is_dead() -> None:
+    running = ContainerView(container_id="s1", state="running", started_at=at(10))
+    gone = static_pod(container=running, gone=True)
+    holder = lease(f"{NODE}_{UUID}")
+    assert run(snapshot(lease_=holder, pods=(gone,), guard=False)) is Kind.REAP
+    # not while the manifest is in place (the kubelet may run it again) ...
+    in_place = snapshot(lease_=holder, pods=(gone,), guard=False, manifest=Manifest.IN_PLACE)
+    assert run(in_place) is Kind.WAIT
+    # ... nor while its mirror pod is still there and reports it running,
+    alive = static_pod(container=running)
+    assert run(snapshot(lease_=holder, pods=(alive,), guard=False)) is Kind.WAIT
+    # ... nor for another node's static pod, even with the guards' Lease.
+    other = static_pod(node="cp-9", container=running, gone=True)
+    assert run(snapshot(lease_=lease(f"cp-9_{UUID}"), pods=(other,))) is Kind.WAIT
 
 
 # --- invariants under random observations --------------------------------------------------

@@ -47,6 +47,12 @@ def guard() -> None:
 @click.option("--settle", type=float, default=30.0, show_default=True, help="Seconds.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds per round.")
 @click.option(
+    "--reaper/--no-reaper",
+    default=True,
+    show_default=True,
+    help="Release the Lease of a leader that is certainly dead.",
+)
+@click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=guardmanifest.DEFAULT_METRICS_PORT,
@@ -64,13 +70,14 @@ def run(
     grace: float,
     settle: float,
     interval: float,
+    reaper: bool,
     metrics_port: int,
     metrics_address: str,
 ) -> None:
     """Run the guard on this node until SIGTERM (JSON log lines on stdout)."""
     comp = _component(component)
     try:
-        policy = Policy(grace_s=grace, settle_s=settle)
+        policy = Policy(grace_s=grace, settle_s=settle, reaper=reaper)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not manifests_dir.is_dir():

@@ -196,6 +196,10 @@ class Policy:
     default_lease_duration_s: float = 15.0
     guard_renew_deadline_s: float = 10.0
     """The guards' Lease counts as ours for this long after our last renewal."""
+    reaper: bool = True
+    """Release the Lease of a holder that is certainly dead (fast unplanned failover).
+    Off, an unplanned failover waits out the lease duration; the tail of this guard's
+    own hand-back (its parked static pod) is released either way."""
 
     def __post_init__(self) -> None:
         if self.grace_s < self.default_lease_duration_s:
@@ -284,6 +288,23 @@ def death_evidence(
     return None
 
 
+def parked_static_evidence(lease: LeaseRecord, pods: Sequence[PodView], *, node: str) -> str | None:
+    """The holder is this node's static pod, whose manifest this node has parked, and
+    its mirror pod is gone: the kubelet deletes a mirror pod only once the static pod
+    has fully terminated (the rule pivot's hand-over uses). Only for this node's own
+    static pod, whose manifest the caller knows to be parked."""
+    matches = holder_pods(lease.holder, pods)
+    if len(matches) != 1:
+        return None
+    pod = matches[0]
+    if not (pod.static and pod.gone and pod.node == node):
+        return None
+    return (
+        f"mirror pod {pod.name} on {node} was deleted after its manifest was parked: "
+        "the static pod has terminated"
+    )
+
+
 # --- the decision -----------------------------------------------------------------------
 
 
@@ -348,7 +369,10 @@ def decide(snap: Snapshot, history: Sequence[Done], *, now: float, policy: Polic
         own_static = parse_identity(lease.holder).hostname.lower() == snap.node.lower() and any(
             p.static and p.node == snap.node for p in holder_pods(lease.holder, snap.pods)
         )
-        may_act = leader_guard or (own_static and snap.manifest is Manifest.PARKED)
+        own_parked = own_static and snap.manifest is Manifest.PARKED
+        if evidence is None and own_parked:
+            evidence = parked_static_evidence(lease, snap.pods, node=snap.node)
+        may_act = (leader_guard and policy.reaper) or own_parked
         if evidence is not None and not already and may_act:
             return Decision(
                 kind=Kind.REAP,
