@@ -293,6 +293,8 @@ def parked_static_evidence(lease: LeaseRecord, pods: Sequence[PodView], *, node:
     its mirror pod is gone: the kubelet deletes a mirror pod only once the static pod
     has fully terminated (the rule pivot's hand-over uses). Only for this node's own
     static pod, whose manifest the caller knows to be parked."""
+    if not lease.holder:
+        return None
     matches = holder_pods(lease.holder, pods)
     if len(matches) != 1:
         return None
