@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,14 @@ from kubehoist import kube
 from kubehoist.cli.options import resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
+from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
 from kubehoist.guard.decide import Policy
 from kubehoist.guard.loop import Guard, GuardConfig, GuardMetrics
+from kubehoist.kube.controlplane import read_control_plane_endpoint
+from kubehoist.pivot import helperpod
+from kubehoist.pivot.phases import control_plane_nodes
+from kubehoist.render.kubeconfig import is_loopback
 
 
 def _component(name: str) -> Component:
@@ -106,60 +113,232 @@ def run(
     Guard(config, client=client, metrics=metrics, server=where.server).run(stop)
 
 
+def _kube_options(func: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option(
+                "--kubeconfig", type=click.Path(dir_okay=False), help="Path to the kubeconfig file."
+            ),
+            click.option("--context", help="The kubeconfig context to use."),
+            click.option(
+                "--node",
+                "nodes",
+                multiple=True,
+                metavar="NAME",
+                help="Only these control-plane nodes (repeatable; default: every node "
+                "labelled node-role.kubernetes.io/control-plane).",
+            ),
+            click.option(
+                "--helper-image",
+                default=helperpod.DEFAULT_IMAGE,
+                show_default=True,
+                help="Image of the node-pinned helper pods (a small shell image).",
+            ),
+            click.option(
+                "--timeout", type=float, default=120, show_default=True, help="Seconds per wait."
+            ),
+        ]
+    ):
+        func = opt(func)
+    return func
+
+
+def _nodes(client: Any, nodes: tuple[str, ...], *, server: str) -> tuple[tuple[str, ...], bool]:
+    """(the nodes to act on, whether that is every control-plane node)."""
+    with kube.api_errors(kube.Call(verb="list", resource="nodes"), server=server):
+        every = control_plane_nodes(client)
+    if not every and not nodes:
+        raise KubehoistError(
+            "no control-plane nodes (no node is labelled node-role.kubernetes.io/control-plane); "
+            "pass --node"
+        )
+    unknown = [n for n in nodes if n not in every]
+    if unknown:
+        raise UsageError(
+            f"--node {unknown[0]}: not a control-plane node (control-plane nodes: "
+            f"{', '.join(every) or 'none'})"
+        )
+    chosen = tuple(nodes) or tuple(every)
+    return chosen, set(chosen) >= set(every)
+
+
+def _ca_fallback(where: kube.Target) -> bytes | None:
+    cluster = where.config.cluster
+    if cluster.certificate_auth_data:
+        return base64.b64decode(cluster.certificate_auth_data)
+    if cluster.certificate_auth:
+        try:
+            return Path(cluster.certificate_auth).read_bytes()
+        except OSError:
+            return None
+    return None
+
+
 @guard.command("install")
 @click.option("--component", default="kube-controller-manager", show_default=True)
+@_kube_options
 @click.option(
     "--manifests-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="On a control-plane node: write the guard's static pod into this directory.",
+    help="On one control-plane node: only write the guard's static pod into this directory "
+    "(RBAC and /etc/kubernetes/kubehoist/guard.conf are then yours to provide).",
 )
 @click.option("--image", default=guardmanifest.DEFAULT_IMAGE, show_default=True)
 @click.option(
+    "--server",
+    help="API endpoint in the guards' kubeconfig (default: kubeadm's controlPlaneEndpoint, "
+    "else the kubeconfig's server).",
+)
+@click.option("--grace", type=float, help="The guards' --grace (seconds).")
+@click.option("--settle", type=float, help="The guards' --settle (seconds).")
+@click.option("--reaper/--no-reaper", default=True, show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=guardmanifest.DEFAULT_METRICS_PORT,
+    show_default=True,
+)
+@click.option(
+    "--cert-days",
+    type=click.IntRange(1, 3650),
+    default=365,
+    show_default=True,
+    help="Validity of the guards' client certificates (the signer may cap it).",
+)
+@click.option("--no-wait", is_flag=True, help="Do not wait for the guards to be Ready.")
+@click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
+@click.option(
     "--print", "print_only", is_flag=True, help="Print the manifest and the RBAC; change nothing."
 )
-def install(*, component: str, manifests_dir: Path | None, image: str, print_only: bool) -> None:
-    """Put the guard's static pod on control-plane nodes, with its minimal RBAC."""
+def install(
+    *,
+    component: str,
+    kubeconfig: str | None,
+    context: str | None,
+    nodes: tuple[str, ...],
+    helper_image: str,
+    timeout: float,
+    manifests_dir: Path | None,
+    image: str,
+    server: str | None,
+    grace: float | None,
+    settle: float | None,
+    reaper: bool,
+    metrics_port: int,
+    cert_days: int,
+    no_wait: bool,
+    dry_run: bool,
+    print_only: bool,
+) -> None:
+    """Put the guard's static pod on every control-plane node, with its own client
+    certificate and its minimal RBAC. Run it again to renew the certificates."""
     comp = _component(component)
-    pod = guardmanifest.static_pod(comp, image=image)
-    docs = [pod, *guardmanifest.rbac(comp)]
+    if grace is not None:
+        try:
+            Policy(grace_s=grace)
+        except ValueError as exc:
+            raise UsageError(f"--grace: {exc}") from None
+    pod = guardmanifest.static_pod(
+        comp,
+        image=image,
+        metrics_port=metrics_port,
+        grace_s=grace,
+        settle_s=settle,
+        reaper=reaper,
+    )
     if print_only:
+        docs = [pod, *guardmanifest.rbac(comp)]
         click.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
         return
-    if manifests_dir is None:
-        raise KubehoistError(
-            "guard install on every node (helper pods, RBAC, the guard's certificate) is "
-            "not there yet: on each control-plane node run `kubehoist guard install "
-            "--manifests-dir /etc/kubernetes/manifests`, apply `kubehoist guard install "
-            "--print` RBAC, and provide /etc/kubernetes/kubehoist/guard.conf"
+    if manifests_dir is not None:
+        if not manifests_dir.is_dir():
+            raise KubehoistError(f"--manifests-dir {manifests_dir}: no such directory")
+        target = manifests_dir / f"{guardmanifest.pod_name(comp)}.yaml"
+        if dry_run:
+            click.echo(f"would write {target}")
+            return
+        tmp = target.with_name(f".{target.name}.kubehoist-tmp")
+        tmp.write_text(yaml.safe_dump(pod, sort_keys=False))
+        os.replace(tmp, target)
+        click.echo(f"wrote {target}")
+        return
+    where = kube.target(kubeconfig=kubeconfig, context=context)
+    client = kube.connect(where)
+    chosen, _ = _nodes(client, nodes, server=where.server)
+    endpoint = server
+    if endpoint is None:
+        endpoint, _source, _warnings = read_control_plane_endpoint(client, server=where.server)
+    endpoint = endpoint or where.server
+    if is_loopback(endpoint):
+        raise UsageError(
+            f"the guards would reach the API server at {endpoint}, a loopback address: pass "
+            "--server with the cluster's API endpoint"
         )
-    target = manifests_dir / f"{guardmanifest.pod_name(comp)}.yaml"
-    tmp = target.with_name(f".{target.name}.kubehoist-tmp")
-    tmp.write_text(yaml.safe_dump(pod, sort_keys=False))
-    os.replace(tmp, target)
-    click.echo(f"wrote {target}")
+    options = guardinstall.InstallOptions(
+        component=comp,
+        nodes=chosen,
+        server=endpoint,
+        ca_pem=b"",
+        image=image,
+        helper_image=helper_image,
+        grace_s=grace,
+        settle_s=settle,
+        reaper=reaper,
+        metrics_port=metrics_port,
+        validity_s=cert_days * 86400,
+        timeout_s=timeout,
+    )
+    if dry_run:
+        for line in guardinstall.plan_install(options):
+            click.echo(f"(dry run) {line}")
+        return
+    ca = guardinstall.cluster_ca(client, server=where.server, fallback=_ca_fallback(where))
+    options = replace(options, ca_pem=ca)
+    guardinstall.install(client, options, server=where.server, say=click.echo, wait=not no_wait)
 
 
 @guard.command("uninstall")
 @click.option("--component", default="kube-controller-manager", show_default=True)
+@_kube_options
 @click.option(
     "--manifests-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="On a control-plane node: remove the guard's static pod from this directory.",
+    help="On one control-plane node: only remove the guard's static pod from this directory.",
 )
-def uninstall(*, component: str, manifests_dir: Path | None) -> None:
-    """Remove the guard's static pod (on this node with --manifests-dir)."""
+def uninstall(
+    *,
+    component: str,
+    kubeconfig: str | None,
+    context: str | None,
+    nodes: tuple[str, ...],
+    helper_image: str,
+    timeout: float,
+    manifests_dir: Path | None,
+) -> None:
+    """Remove the guard from every control-plane node, then its RBAC and its Lease.
+    A fallback static pod the guard put in place is left running."""
     comp = _component(component)
-    if manifests_dir is None:
-        raise KubehoistError(
-            "guard uninstall on every node is not there yet: run it with --manifests-dir "
-            "on each control-plane node"
-        )
-    target = manifests_dir / f"{guardmanifest.pod_name(comp)}.yaml"
-    if target.exists():
-        target.unlink()
-        click.echo(f"removed {target}")
-    else:
-        click.echo(f"{target}: not installed")
+    if manifests_dir is not None:
+        target = manifests_dir / f"{guardmanifest.pod_name(comp)}.yaml"
+        if target.exists():
+            target.unlink()
+            click.echo(f"removed {target}")
+        else:
+            click.echo(f"{target}: not installed")
+        return
+    where = kube.target(kubeconfig=kubeconfig, context=context)
+    client = kube.connect(where)
+    chosen, everywhere = _nodes(client, nodes, server=where.server)
+    guardinstall.uninstall(
+        client,
+        comp,
+        chosen,
+        helper_image=helper_image,
+        server=where.server,
+        say=click.echo,
+        everywhere=everywhere,
+        timeout_s=timeout,
+    )
 
 
 command = guard

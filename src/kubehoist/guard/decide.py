@@ -216,7 +216,8 @@ class Decision:
     kind: Kind
     reason: str
     holder: str = ""
-    """For Reap: the identity to release (released only if it still holds)."""
+    """For Reap, and Fallback over an expired holder: the identity to release (released
+    only if it still holds)."""
     evidence: str = ""
     """For Reap: why the holder is certainly dead."""
     details: dict[str, str] = field(default_factory=dict)
@@ -431,4 +432,8 @@ def decide(snap: Snapshot, history: Sequence[Done], *, now: float, policy: Polic
             f"no valid leader for {silent:.0f}s (grace {policy.grace_s:.0f}s) and no Ready "
             "Deployment replica: put the parked static pod back on this node"
         ),
+        # An expired holder is released too: a process that first sees a held Lease
+        # waits a whole lease duration before taking it (client-go times a Lease from
+        # its own first observation), so the fallback would idle for that long.
+        holder=(lease.holder or "") if lease is not None else "",
     )

@@ -448,6 +448,8 @@ class Guard:
                 result = self.files.unpark(c.node, name)
                 record["result"] = result.state
                 self.metrics.fallbacks.inc()
+                if decision.holder:
+                    record["released"] = self._release(decision.holder)
             elif decision.kind is Kind.HAND_BACK:
                 result = self.files.park(c.node, name)
                 marker_path(self.files, name).unlink(missing_ok=True)
@@ -456,14 +458,7 @@ class Guard:
             elif decision.kind is Kind.REAP:
                 record["holder"] = decision.holder
                 record["evidence"] = decision.evidence
-                call = Call(verb="update", resource="leases", namespace=c.component.lease_namespace)
-                with api_errors(call, server=self._server()):
-                    released = handover.release(
-                        self.client,
-                        namespace=c.component.lease_namespace,
-                        name=c.component.lease_name,
-                        holder=decision.holder,
-                    )
+                released = self._release(decision.holder)
                 record["result"] = "released" if released else "the Lease changed meanwhile"
                 if released:
                     self.metrics.reaps.inc()
@@ -475,6 +470,23 @@ class Guard:
         self.history.append(Done(kind=decision.kind, at=now, holder=decision.holder))
         self.log(record)
         self.emit_event(decision, str(record.get("result", "")))
+
+    def _release(self, holder: str) -> bool:
+        """Release the component's Lease if `holder` still holds it (resourceVersion-checked)."""
+        c = self.config
+        call = Call(
+            verb="update",
+            resource="leases",
+            namespace=c.component.lease_namespace,
+            name=c.component.lease_name,
+        )
+        with api_errors(call, server=self._server()):
+            return handover.release(
+                self.client,
+                namespace=c.component.lease_namespace,
+                name=c.component.lease_name,
+                holder=holder,
+            )
 
     def emit_event(self, decision: Decision, result: str) -> None:
         """A Kubernetes Event on the Deployment; a failure to write one is only logged."""

@@ -38,6 +38,7 @@ def static_pod(
     metrics_port: int = DEFAULT_METRICS_PORT,
     grace_s: float | None = None,
     settle_s: float | None = None,
+    reaper: bool = True,
     manifests_dir: str = MANIFESTS_DIR,
 ) -> dict[str, Any]:
     """The guard's static pod manifest for `component`."""
@@ -53,6 +54,8 @@ def static_pod(
         args.append(f"--grace={grace_s:g}")
     if settle_s is not None:
         args.append(f"--settle={settle_s:g}")
+    if not reaper:
+        args.append("--no-reaper")
     labels = object_labels(component.name, extra={"component": pod_name(component)})
     # Never selected as the component's own pods (kubehoist's selector uses name=<component>).
     labels["app.kubernetes.io/name"] = pod_name(component)

@@ -112,11 +112,13 @@ def status_from_body(code: int, body: bytes | str | Mapping[str, Any] | None) ->
 def server_error(status: ServerStatus, *, call: Call) -> ApiServerError:
     """The message for an error answer, worded like kubectl's."""
     where = f" in namespace {call.namespace}" if call.namespace else ""
-    if status.code == 404 and call.name:
-        return NotFoundError(
-            f'Error from server (NotFound): {call.resource} "{call.name}" not found{where}',
-            status=status,
+    if status.code == 404:
+        what = (
+            f'{call.resource} "{call.name}" not found{where}'
+            if call.name
+            else status.message or f"{call.resource} not found{where}"
         )
+        return NotFoundError(f"Error from server (NotFound): {what}", status=status)
     if status.code == 403:
         match = _USER_RE.search(status.message)
         user = f' (user "{match.group(1)}")' if match else ""

@@ -21,6 +21,7 @@ from lightkube.models.core_v1 import (
     Container,
     HostPathVolumeSource,
     PodSpec,
+    SecretVolumeSource,
     SecurityContext,
     Toleration,
     Volume,
@@ -40,8 +41,17 @@ RUN_LABEL = "kubehoist.io/helper-run"
 
 
 def helper_pod(
-    *, node: str, script: str, image: str, component: str, run: str, namespace: str
+    *,
+    node: str,
+    script: str,
+    image: str,
+    component: str,
+    run: str,
+    namespace: str,
+    secret: str | None = None,
+    secret_mount: str = "/kubehoist-input",
 ) -> Pod:
+    """`secret`: a Secret mounted read-only at `secret_mount` (files to write on the node)."""
     labels = object_labels(component, extra={ROLE_LABEL: "node-helper", RUN_LABEL: run})
     # Helper pods must never be selected as the component's own pods.
     labels["app.kubernetes.io/name"] = f"{component}-helper"
@@ -63,14 +73,31 @@ def helper_pod(
                     command=["/bin/sh", "-c", script],
                     terminationMessagePolicy="File",
                     securityContext=SecurityContext(runAsUser=0),
-                    volumeMounts=[VolumeMount(name="etc-kubernetes", mountPath=parking.HOST_MOUNT)],
+                    volumeMounts=[
+                        VolumeMount(name="etc-kubernetes", mountPath=parking.HOST_MOUNT),
+                        *(
+                            [VolumeMount(name="input", mountPath=secret_mount, readOnly=True)]
+                            if secret
+                            else []
+                        ),
+                    ],
                 )
             ],
             volumes=[
                 Volume(
                     name="etc-kubernetes",
                     hostPath=HostPathVolumeSource(path="/etc/kubernetes", type="Directory"),
-                )
+                ),
+                *(
+                    [
+                        Volume(
+                            name="input",
+                            secret=SecretVolumeSource(secretName=secret, defaultMode=0o400),
+                        )
+                    ]
+                    if secret
+                    else []
+                ),
             ],
         ),
     )
@@ -96,6 +123,8 @@ def run_scripts(
     namespace: str = "kube-system",
     timeout: float = 120,
     attempts: int = 3,
+    secret: str | None = None,
+    secret_mount: str = "/kubehoist-input",
 ) -> dict[str, HelperOutcome]:
     """Run `scripts[node]` on each node at once and wait for all. A helper whose
     container could not start is run again (the scripts are idempotent)."""
@@ -103,7 +132,14 @@ def run_scripts(
     todo = dict(scripts)
     for attempt in range(1, attempts + 1):
         got = _run_once(
-            client, todo, image=image, component=component, namespace=namespace, timeout=timeout
+            client,
+            todo,
+            image=image,
+            component=component,
+            namespace=namespace,
+            timeout=timeout,
+            secret=secret,
+            secret_mount=secret_mount,
         )
         out.update(got)
         todo = {n: s for n, s in todo.items() if got[n].exit_code in START_FAILURES}
@@ -121,6 +157,8 @@ def _run_once(
     component: str,
     namespace: str = "kube-system",
     timeout: float = 120,
+    secret: str | None = None,
+    secret_mount: str = "/kubehoist-input",
 ) -> dict[str, HelperOutcome]:
     """Run `scripts[node]` on each node at once; wait for all; delete the pods."""
     run = uuid.uuid4().hex[:6]
@@ -134,6 +172,8 @@ def _run_once(
                 component=component,
                 run=run,
                 namespace=namespace,
+                secret=secret,
+                secret_mount=secret_mount,
             )
             created = client.create(pod)
             assert created.metadata is not None and created.metadata.name is not None

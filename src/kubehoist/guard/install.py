@@ -1,0 +1,531 @@
+"""`guard install` / `guard uninstall` on every control-plane node.
+
+Install, in order (each step idempotent, so a run that failed half-way is simply run
+again):
+
+1. the guard's Role and RoleBinding (server-side apply);
+2. a client certificate per node, user `kubehoist:guard:<node>`, group
+   `kubehoist:guards`: the private key is made here, in memory; the certificate is
+   signed by the cluster's own signer through a CertificateSigningRequest
+   (`kubernetes.io/kube-apiserver-client`, approved by this run, signed by the
+   controller manager), so no CA key is read anywhere;
+3. a Secret holding each node's kubeconfig and the guard's manifest, read by one
+   node-pinned helper pod per node (the same helpers as pivot: they need no scheduler
+   and no controller manager) which writes `/etc/kubernetes/kubehoist/guard.conf`
+   (0600) and then the static pod manifest, each atomically. The Secret is deleted as
+   soon as the helpers are done (also on failure): after install the keys exist only
+   on their nodes, as kubeadm's own kubeconfigs do;
+4. wait until every node's guard pod is Ready and one guard holds the guards' Lease.
+
+Uninstall removes the manifest on every node (and `guard.conf` once no guard of any
+component is left there), then the RBAC and the guards' Lease. A fallback static pod
+the guard put in place is left running, and said so.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import posixpath
+import secrets
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from lightkube import Client, codecs
+from lightkube.core.exceptions import ApiError
+from lightkube.models.certificates_v1 import (
+    CertificateSigningRequestCondition,
+    CertificateSigningRequestSpec,
+)
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.certificates_v1 import (
+    CertificateSigningRequest,
+    CertificateSigningRequestApproval,
+)
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
+
+from kubehoist.components import Component
+from kubehoist.constants import FIELD_MANAGER, object_labels
+from kubehoist.errors import KubehoistError
+from kubehoist.guard import manifest as guardmanifest
+from kubehoist.guard.loop import guard_lease_name
+from kubehoist.kube.errors import Call, NotFoundError, api_errors
+from kubehoist.pivot import helperpod
+from kubehoist.pivot.parking import HOST_MOUNT
+
+SIGNER = "kubernetes.io/kube-apiserver-client"
+INPUT_MOUNT = "/kubehoist-input"
+NAMESPACE = "kube-system"
+DEFAULT_VALIDITY_S = 365 * 24 * 3600
+
+
+def guard_user(node: str) -> str:
+    return f"{guardmanifest.GUARD_USER}:{node}"
+
+
+# --- pure pieces -----------------------------------------------------------------------
+
+
+def new_key_and_csr(node: str) -> tuple[bytes, bytes]:
+    """(private key PEM, CSR PEM) for the guard of `node`: EC P-256, CN the guard's user,
+    O its group."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, guardmanifest.GUARD_GROUP),
+            x509.NameAttribute(NameOID.COMMON_NAME, guard_user(node)),
+        ]
+    )
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+def kubeconfig_text(
+    *, server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str
+) -> str:
+    """A kubeconfig with everything embedded (the guard mounts no other file)."""
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "cluster",
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)},
+            }
+        ],
+        "contexts": [{"name": "guard", "context": {"cluster": "cluster", "user": user}}],
+        "current-context": "guard",
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _host(path: str) -> str:
+    assert path.startswith("/etc/kubernetes")
+    return HOST_MOUNT + path[len("/etc/kubernetes") :]
+
+
+def install_script(node_key: str, manifest_name: str) -> str:
+    """POSIX shell for the helper: guard.conf first (0600), then the manifest, each
+    through a temporary file and a rename. Prints `installed <sha256 of manifest>`."""
+    q = shlex.quote
+    conf = _host(guardmanifest.KUBECONFIG)
+    dst = _host(posixpath.join(guardmanifest.MANIFESTS_DIR, manifest_name))
+    tmp = _host(posixpath.join(guardmanifest.MANIFESTS_DIR, f".{manifest_name}.kubehoist-tmp"))
+    return f"""set -eu
+umask 077
+msg=/dev/termination-log
+conf={q(conf)}; dst={q(dst)}; tmp={q(tmp)}
+mkdir -p "$(dirname "$conf")" "$(dirname "$dst")"
+cp {q(posixpath.join(INPUT_MOUNT, node_key))} "$conf.tmp"
+chmod 600 "$conf.tmp"
+mv "$conf.tmp" "$conf"
+cp {q(posixpath.join(INPUT_MOUNT, "manifest.yaml"))} "$tmp"
+chmod 600 "$tmp"
+mv "$tmp" "$dst"
+echo "installed $(sha256sum "$dst" | cut -d' ' -f1)" > $msg
+"""
+
+
+def uninstall_script(manifest_name: str, marker_name: str) -> str:
+    """POSIX shell: remove the guard's manifest; remove guard.conf once no guard
+    manifest of any component is left; say whether a guard's fallback is in place."""
+    q = shlex.quote
+    conf = _host(guardmanifest.KUBECONFIG)
+    manifests = _host(guardmanifest.MANIFESTS_DIR)
+    marker = _host(posixpath.join(guardmanifest.STATE_DIR, "guard", marker_name))
+    return f"""set -eu
+msg=/dev/termination-log
+manifests={q(manifests)}; conf={q(conf)}
+state=removed
+[ -f "$manifests/"{q(manifest_name)} ] || state=absent
+rm -f "$manifests/"{q(manifest_name)}
+left=$(ls "$manifests" 2>/dev/null | grep -c '^kubehoist-guard-.*\\.yaml$' || true)
+[ "$left" != 0 ] || rm -f "$conf"
+fb=no
+[ ! -f {q(marker)} ] || fb=fallback-in-place
+echo "$state $fb" > $msg
+"""
+
+
+# --- the cluster side ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallOptions:
+    component: Component
+    nodes: tuple[str, ...]
+    server: str
+    ca_pem: bytes
+    image: str = guardmanifest.DEFAULT_IMAGE
+    helper_image: str = helperpod.DEFAULT_IMAGE
+    grace_s: float | None = None
+    settle_s: float | None = None
+    reaper: bool = True
+    metrics_port: int = guardmanifest.DEFAULT_METRICS_PORT
+    validity_s: int = DEFAULT_VALIDITY_S
+    timeout_s: float = 120.0
+
+
+def guard_pod(options: InstallOptions) -> dict[str, Any]:
+    return guardmanifest.static_pod(
+        options.component,
+        image=options.image,
+        metrics_port=options.metrics_port,
+        grace_s=options.grace_s,
+        settle_s=options.settle_s,
+        reaper=options.reaper,
+    )
+
+
+def plan_install(options: InstallOptions) -> list[str]:
+    """What `install` would do, one line each (for --dry-run)."""
+    c = options.component
+    name = guardmanifest.pod_name(c)
+    lines = [f"server-side apply Role and RoleBinding {NAMESPACE}/kubehoist:guard:{c.name}"]
+    for node in options.nodes:
+        lines.append(
+            f"node/{node}: issue a client certificate for {guard_user(node)} "
+            f"(CertificateSigningRequest, signer {SIGNER}, "
+            f"{options.validity_s // 86400} days) -> {guardmanifest.KUBECONFIG} (server "
+            f"{options.server})"
+        )
+        lines.append(f"node/{node}: write {guardmanifest.MANIFESTS_DIR}/{name}.yaml")
+    lines.append(
+        f"wait for the guard pods to be Ready and for one to hold Lease "
+        f"{NAMESPACE}/{guard_lease_name(c.name)}"
+    )
+    return lines
+
+
+def apply_rbac(client: Client, component: Component, *, server: str) -> list[str]:
+    done = []
+    for obj in guardmanifest.rbac(component, namespace=NAMESPACE):
+        meta = obj["metadata"]
+        call = Call(
+            verb="patch", resource=f"{obj['kind'].lower()}s", namespace=NAMESPACE, name=meta["name"]
+        )
+        with api_errors(call, server=server):
+            client.apply(codecs.from_dict(dict(obj)), field_manager=FIELD_MANAGER, force=True)
+        done.append(f"{obj['kind'].lower()}.rbac.authorization.k8s.io/{meta['name']}")
+    return done
+
+
+def issue_certificate(
+    client: Client,
+    *,
+    node: str,
+    csr_pem: bytes,
+    validity_s: int,
+    server: str,
+    timeout_s: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bytes:
+    """Create, approve and wait for a CertificateSigningRequest; return the certificate
+    PEM. The request object is deleted afterwards."""
+    name = f"kubehoist-guard-{node}-{secrets.token_hex(3)}"[:253]
+    csr = CertificateSigningRequest(
+        metadata=ObjectMeta(name=name, labels=object_labels("kubehoist-guard")),
+        spec=CertificateSigningRequestSpec(
+            request=base64.b64encode(csr_pem).decode(),
+            signerName=SIGNER,
+            expirationSeconds=max(600, validity_s),
+            usages=["digital signature", "client auth"],
+        ),
+    )
+    call = Call(verb="create", resource="certificatesigningrequests", name=name)
+    try:
+        with api_errors(call, server=server):
+            client.create(csr)
+        call = Call(verb="update", resource="certificatesigningrequests/approval", name=name)
+        with api_errors(call, server=server):
+            current = client.get(CertificateSigningRequest, name)
+            approval = CertificateSigningRequestApproval(
+                metadata=current.metadata,
+                spec=current.spec,
+                status=current.status,
+            )
+            assert approval.status is not None
+            approval.status.conditions = [
+                *(approval.status.conditions or []),
+                CertificateSigningRequestCondition(
+                    type="Approved",
+                    status="True",
+                    reason="KubehoistGuardInstall",
+                    message=f"kubehoist guard install: the guard of node {node}",
+                ),
+            ]
+            client.replace(approval, name)
+        deadline = time.monotonic() + timeout_s
+        call = Call(verb="get", resource="certificatesigningrequests", name=name)
+        while True:
+            with api_errors(call, server=server):
+                got = client.get(CertificateSigningRequest, name)
+            status = got.status
+            for cond in (status.conditions if status else None) or []:
+                if cond.type in ("Denied", "Failed") and cond.status == "True":
+                    raise KubehoistError(
+                        f"certificatesigningrequest/{name}: {cond.type}: "
+                        f"{cond.message or cond.reason or 'no reason given'}"
+                    )
+            if status is not None and status.certificate:
+                return base64.b64decode(str(status.certificate))
+            if time.monotonic() > deadline:
+                raise KubehoistError(
+                    f"certificatesigningrequest/{name}: approved but not signed after "
+                    f"{timeout_s:.0f}s (signer {SIGNER}: is a kube-controller-manager leading, "
+                    "with --cluster-signing-cert-file?)"
+                )
+            sleep(0.2)
+    finally:
+        with contextlib.suppress(ApiError, KubehoistError):
+            client.delete(CertificateSigningRequest, name)
+
+
+def cluster_ca(client: Client, *, server: str, fallback: bytes | None) -> bytes:
+    """The cluster CA bundle: ConfigMap kube-system/kube-root-ca.crt (published by the
+    controller manager), else the caller's kubeconfig's."""
+    call = Call(verb="get", resource="configmaps", namespace=NAMESPACE, name="kube-root-ca.crt")
+    try:
+        with api_errors(call, server=server):
+            cm = client.get(ConfigMap, "kube-root-ca.crt", namespace=NAMESPACE)
+        data = (cm.data or {}).get("ca.crt")
+        if data:
+            return str(data).encode()
+    except NotFoundError:
+        pass
+    if fallback:
+        return fallback
+    raise KubehoistError(
+        "no cluster CA: configmap kube-system/kube-root-ca.crt has no ca.crt and the "
+        "kubeconfig has no certificate-authority data"
+    )
+
+
+def _secret(run: str, confs: Mapping[str, str], manifest_text: str, component: str) -> Secret:
+    data = {key: base64.b64encode(text.encode()).decode() for key, text in confs.items()}
+    data["manifest.yaml"] = base64.b64encode(manifest_text.encode()).decode()
+    return Secret(
+        metadata=ObjectMeta(
+            name=f"kubehoist-guard-install-{run}",
+            namespace=NAMESPACE,
+            labels=object_labels(component),
+        ),
+        type="Opaque",
+        data=data,
+    )
+
+
+def node_key(node: str) -> str:
+    """A Secret key for a node's kubeconfig (node names are DNS subdomains: valid keys)."""
+    return f"{node}.conf"
+
+
+def install(
+    client: Client,
+    options: InstallOptions,
+    *,
+    server: str,
+    say: Callable[[str], None],
+    wait: bool = True,
+) -> None:
+    c = options.component
+    for line in apply_rbac(client, c, server=server):
+        say(f"{line} serverside-applied")
+    confs: dict[str, str] = {}
+    expires: dict[str, dt.datetime] = {}
+    for node in options.nodes:
+        key_pem, csr_pem = new_key_and_csr(node)
+        cert_pem = issue_certificate(
+            client,
+            node=node,
+            csr_pem=csr_pem,
+            validity_s=options.validity_s,
+            server=server,
+            timeout_s=min(60.0, options.timeout_s),
+        )
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        expires[node] = cert.not_valid_after_utc
+        confs[node_key(node)] = kubeconfig_text(
+            server=options.server,
+            ca_pem=options.ca_pem,
+            cert_pem=cert_pem,
+            key_pem=key_pem,
+            user=guard_user(node),
+        )
+    pod = guard_pod(options)
+    manifest_name = f"{guardmanifest.pod_name(c)}.yaml"
+    run = secrets.token_hex(4)
+    secret = _secret(run, confs, yaml.safe_dump(pod, sort_keys=False), c.name)
+    assert secret.metadata is not None and secret.metadata.name is not None
+    secret_name = secret.metadata.name
+    call = Call(verb="create", resource="secrets", namespace=NAMESPACE, name=secret_name)
+    try:
+        with api_errors(call, server=server):
+            client.create(secret)
+        call = Call(verb="create", resource="pods", namespace=NAMESPACE)
+        with api_errors(call, server=server):
+            outs = helperpod.run_scripts(
+                client,
+                {n: install_script(node_key(n), manifest_name) for n in options.nodes},
+                image=options.helper_image,
+                component=c.name,
+                namespace=NAMESPACE,
+                timeout=options.timeout_s,
+                secret=secret_name,
+                secret_mount=INPUT_MOUNT,
+            )
+    finally:
+        with contextlib.suppress(ApiError, KubehoistError):
+            client.delete(Secret, secret_name, namespace=NAMESPACE)
+    failed = {n: o for n, o in outs.items() if o.exit_code != 0}
+    for node, out in sorted(failed.items()):
+        raise KubehoistError(
+            f"node {node}: writing the guard failed (exit {out.exit_code}): "
+            f"{out.message or 'no message'}"
+        )
+    for node in options.nodes:
+        say(
+            f"node/{node}: guard {guardmanifest.pod_name(c)} installed "
+            f"({guard_user(node)}, certificate expires {expires[node]:%Y-%m-%d})"
+        )
+    if wait:
+        waited = wait_installed(
+            client, c, options.nodes, server=server, timeout_s=options.timeout_s
+        )
+        say(f"guards Ready on {len(options.nodes)} node(s); {waited}")
+
+
+def _ready(pod: Pod) -> bool:
+    return any(
+        cond.type == "Ready" and cond.status == "True"
+        for cond in ((pod.status.conditions if pod.status else None) or [])
+    )
+
+
+def wait_installed(
+    client: Client, component: Component, nodes: Sequence[str], *, server: str, timeout_s: float
+) -> str:
+    """Until every node's guard mirror pod is Ready and a guard holds the guards' Lease."""
+    name = guardmanifest.pod_name(component)
+    lease_name = guard_lease_name(component.name)
+    deadline = time.monotonic() + timeout_s
+    missing: list[str] = list(nodes)
+    holder = ""
+    while True:
+        missing = []
+        for node in nodes:
+            try:
+                with api_errors(
+                    Call(verb="get", resource="pods", namespace=NAMESPACE), server=server
+                ):
+                    pod = client.get(Pod, f"{name}-{node}", namespace=NAMESPACE)
+                if not _ready(pod):
+                    missing.append(node)
+            except NotFoundError:
+                missing.append(node)
+        try:
+            with api_errors(
+                Call(verb="get", resource="leases", namespace=NAMESPACE), server=server
+            ):
+                lease = client.get(Lease, lease_name, namespace=NAMESPACE)
+            holder = (lease.spec.holderIdentity if lease.spec else "") or ""
+        except NotFoundError:
+            holder = ""
+        if not missing and holder:
+            return f"the guards' Lease {NAMESPACE}/{lease_name} is held by {holder}"
+        if time.monotonic() > deadline:
+            what = (
+                f"guard pods not Ready on {', '.join(missing)}"
+                if missing
+                else f"no guard holds Lease {NAMESPACE}/{lease_name}"
+            )
+            raise KubehoistError(
+                f"timed out after {timeout_s:.0f}s: {what} (see `kubectl -n {NAMESPACE} logs "
+                f"{name}-<node>`)"
+            )
+        time.sleep(0.5)
+
+
+def uninstall(
+    client: Client,
+    component: Component,
+    nodes: Sequence[str],
+    *,
+    helper_image: str,
+    server: str,
+    say: Callable[[str], None],
+    everywhere: bool,
+    timeout_s: float = 120.0,
+) -> None:
+    manifest_name = f"{guardmanifest.pod_name(component)}.yaml"
+    marker_name = f"{component.name}.yaml.fallback.json"
+    call = Call(verb="create", resource="pods", namespace=NAMESPACE)
+    with api_errors(call, server=server):
+        outs = helperpod.run_scripts(
+            client,
+            {n: uninstall_script(manifest_name, marker_name) for n in nodes},
+            image=helper_image,
+            component=component.name,
+            namespace=NAMESPACE,
+            timeout=timeout_s,
+        )
+    for node in nodes:
+        out = outs[node]
+        if out.exit_code != 0:
+            raise KubehoistError(
+                f"node {node}: removing the guard failed (exit {out.exit_code}): "
+                f"{out.message or 'no message'}"
+            )
+        words = out.message.split()
+        state = words[0] if words else "removed"
+        line = f"node/{node}: guard {guardmanifest.pod_name(component)} " + (
+            "removed" if state != "absent" else "was not installed"
+        )
+        if len(words) > 1 and words[1] == "fallback-in-place":
+            line += (
+                f"; the guard's fallback static {component.name} stays in place on this node "
+                "(run `kubehoist pivot` to park it again, or `kubehoist rollback`)"
+            )
+        say(line)
+    if not everywhere:
+        return
+    for kind, name in (
+        (RoleBinding, f"kubehoist:guard:{component.name}"),
+        (Role, f"kubehoist:guard:{component.name}"),
+        (Lease, guard_lease_name(component.name)),
+    ):
+        plural = f"{kind.__name__.lower()}s"
+        try:
+            with api_errors(
+                Call(verb="delete", resource=plural, namespace=NAMESPACE, name=name), server=server
+            ):
+                client.delete(kind, name, namespace=NAMESPACE)
+            say(f"{kind.__name__.lower()}/{name} deleted")
+        except NotFoundError:
+            pass
