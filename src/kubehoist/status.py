@@ -4,6 +4,11 @@
 for `observe_s` seconds so that validity can be known by our own clock (the only
 honest way: see `election`), and returns a `StatusReport` — plain data that the CLI
 prints as a table, YAML or JSON (`to_dict` is the stable machine form).
+
+Each component also carries its guards (`GuardStatus`): the guards' Lease, judged by
+the same clock rule, the guard pods, and the last `Guard*` Events. The guards never
+change a verdict or the exit code, and a guard read that fails (RBAC on Events, say)
+is reported next to the result instead of failing `status`.
 """
 
 from __future__ import annotations
@@ -11,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from kubehoist.components import Component
 from kubehoist.election import (
@@ -22,19 +27,81 @@ from kubehoist.election import (
     Candidate,
     LeaseRecord,
     Observation,
+    Role,
+    Validity,
     Verdict,
     assess,
     first_observation,
+    parse_identity,
 )
+from kubehoist.errors import KubehoistError
 from kubehoist.kube import objects
 from kubehoist.kube.api import Api
-from kubehoist.kube.reads import read_candidates, read_election
+from kubehoist.kube.objects import GuardEvent, GuardPod
+from kubehoist.kube.reads import read_guard_events, read_guard_leases, read_lease, read_pods
 from kubehoist.kube.requests import LEASES, field_selector
-from kubehoist.kube.watch import Source, Upsert, informer
+from kubehoist.kube.watch import Delete, Source, Synced, Upsert, informer
+
+T = TypeVar("T")
 
 EXIT_HEALTHY: Final = 0
 EXIT_UNHEALTHY: Final = 3
 """Not every component is Healthy (1 stays for errors, 2 for usage, as click uses)."""
+GUARD_EVENTS: Final = 3
+"""How many of the newest `Guard*` Events each component shows."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardStatus:
+    """The guards of one component: their Lease, their pods, their last Events."""
+
+    observation: Observation | None
+    """None: no guards' Lease (no guard installed), or it could not be read."""
+    observed_s: float
+    lease_error: str | None = None
+    """Why the guards' Lease could not be read; None when it was."""
+    pods: tuple[GuardPod, ...] = ()
+    events: tuple[GuardEvent, ...] = ()
+    """The newest `GUARD_EVENTS` `Guard*` Events on the Deployment, newest first."""
+    events_found: int = 0
+    events_error: str | None = None
+    """Why the Events could not be read; None when they were."""
+
+    @property
+    def lease(self) -> LeaseRecord | None:
+        return self.observation.lease if self.observation is not None else None
+
+    @property
+    def installed(self) -> bool | None:
+        """A guards' Lease or a guard pod exists; None when that cannot be told."""
+        if self.observation is not None or self.pods:
+            return True
+        return None if self.lease_error is not None else False
+
+    def validity(self, *, now: float) -> Validity | None:
+        return None if self.observation is None else self.observation.validity(now=now)
+
+    def leader(self, *, now: float) -> str | None:
+        """The node whose guard holds the guards' Lease (`<node>_<uuid>`), unless the
+        Lease is free or, by our clock, expired."""
+        lease = self.lease
+        if lease is None or not lease.holder:
+            return None
+        if self.validity(now=now) in (Validity.FREE, Validity.EXPIRED):
+            return None
+        return parse_identity(lease.holder).hostname
+
+    def role(self, pod: GuardPod, *, now: float) -> Role:
+        leader = self.leader(now=now)
+        if leader is not None and pod.node is not None and pod.node.lower() == leader.lower():
+            return Role.LEADER
+        if pod.terminating:
+            return Role.TERMINATING
+        return Role.STANDBY if pod.ready else Role.NOT_READY
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for p in self.pods if p.ready and not p.terminating)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +114,7 @@ class ComponentStatus:
     """How long kubehoist watched the Lease (0: one read, validity unknown)."""
     candidates: tuple[Candidate, ...]
     assessment: Assessment
+    guard: GuardStatus
 
     @property
     def lease(self) -> LeaseRecord | None:
@@ -78,34 +146,72 @@ async def collect(
 ) -> StatusReport:
     """Read, optionally observe, and judge every component in `components`."""
     leases = [(c.name, namespace or c.lease_namespace, c.lease_name) for c in components]
+    names = [c for c, _, _ in leases]
     pod_namespace = namespace or components[0].lease_namespace
     start = clock()
+    # The guards' reads never fail status: `_tolerant` turns an error into a note.
+    events = _tolerant(read_guard_events(api, namespace=pod_namespace, components=names))
+    pods = read_pods(api, namespace=pod_namespace, components=names, with_guards=True)
+    guard_obs: dict[str, Observation]
     if observe_s > 0:
-        observations, cands = await asyncio.gather(
+        (
+            observations,
+            guard_leases,
+            (cands, guard_pods),
+            (found_events, events_error),
+        ) = await asyncio.gather(
             _observe(api, leases, observe_s=observe_s, clock=clock),
-            _candidates(api, pod_namespace, [c for c, _, _ in leases]),
+            _observe_guards(api, pod_namespace, names, observe_s=observe_s, clock=clock),
+            pods,
+            events,
         )
+        guard_obs, lease_error = guard_leases
     else:
-        found, cands = await read_election(api, namespace=pod_namespace, leases=leases)
+        (
+            found,
+            (found_guards, lease_error),
+            (cands, guard_pods),
+            (found_events, events_error),
+        ) = await asyncio.gather(
+            asyncio.gather(*(read_lease(api, namespace=ns, name=n) for _, ns, n in leases)),
+            _tolerant(read_guard_leases(api, namespace=pod_namespace, components=names)),
+            pods,
+            events,
+        )
         observations = {
             name: first_observation(lease, now=start) if lease is not None else None
-            for name, lease in found.items()
+            for name, lease in zip(names, found, strict=True)
+        }
+        guard_obs = {
+            name: first_observation(lease, now=start)
+            for name, lease in (found_guards or {}).items()
         }
     now = clock()
+    observed_s = now - start if observe_s > 0 else 0.0
     statuses = []
     for component, ns, name in leases:
         obs = observations[component]
         candidates = tuple(cands.get(component, ()))
+        recent = (found_events or {}).get(component, [])
         statuses.append(
             ComponentStatus(
                 component=component,
                 lease_namespace=ns,
                 lease_name=name,
                 observation=obs,
-                observed_s=now - start if observe_s > 0 else 0.0,
+                observed_s=observed_s,
                 candidates=candidates,
                 assessment=assess(
                     component=component, observation=obs, candidates=candidates, now=now
+                ),
+                guard=GuardStatus(
+                    observation=guard_obs.get(component),
+                    observed_s=observed_s,
+                    lease_error=lease_error,
+                    pods=tuple(guard_pods.get(component, ())),
+                    events=tuple(recent[:GUARD_EVENTS]),
+                    events_found=len(recent),
+                    events_error=events_error,
                 ),
             )
         )
@@ -114,10 +220,13 @@ async def collect(
     )
 
 
-async def _candidates(
-    api: Api, namespace: str, components: list[str]
-) -> dict[str, list[Candidate]]:
-    return await read_candidates(api, namespace=namespace, components=components)
+async def _tolerant(read: Awaitable[T]) -> tuple[T | None, str | None]:
+    """(result, None), or (None, why) when the read failed: for the guards' reads, which
+    must not fail `status`."""
+    try:
+        return await read, None
+    except KubehoistError as exc:
+        return None, exc.message
 
 
 async def _observe(
@@ -154,6 +263,52 @@ async def _observe(
     return {component: obs for (component, _, _), obs in zip(leases, results, strict=True)}
 
 
+async def _observe_guards(
+    api: Api,
+    namespace: str,
+    components: Sequence[str],
+    *,
+    observe_s: float,
+    clock: Callable[[], float],
+) -> tuple[dict[str, Observation], str | None]:
+    """Watch the guards' Leases (one label-selected stream for all) for `observe_s`, or
+    until each of those listed is seen to change; none listed: nothing to wait for."""
+    by_name = {objects.guard_name(c): c for c in components}
+    seen: dict[str, Observation] = {}
+    synced = False
+    source = Source(
+        resource=LEASES, namespace=namespace, labels=objects.guard_lease_selector(components)
+    )
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(observe_s):
+                async for item in informer(api, source):
+                    if isinstance(item, Synced):
+                        synced = True
+                    elif isinstance(item, Upsert | Delete):
+                        lease = objects.lease_record(item.obj)
+                        component = by_name.get(lease.name)
+                        if component is None:
+                            continue
+                        if isinstance(item, Delete):
+                            seen.pop(component, None)
+                            continue
+                        now = clock()
+                        old = seen.get(component)
+                        seen[component] = (
+                            first_observation(lease, now=now)
+                            if old is None
+                            else old.observe(lease, now=now)
+                        )
+                    if synced and all(
+                        o.changed_at is not None or not o.lease.held for o in seen.values()
+                    ):
+                        break  # each seen to change (valid) or free: nothing more to learn
+    except KubehoistError as exc:
+        return seen, exc.message
+    return seen, None
+
+
 # --- the machine form ------------------------------------------------------------
 
 
@@ -175,6 +330,63 @@ def candidate_dict(c: Candidate, *, role: str | None) -> dict[str, Any]:
         "terminating": c.terminating,
         "podIP": c.pod_ip,
         "role": role,
+    }
+
+
+def guard_dict(g: GuardStatus, *, now: float) -> dict[str, Any]:
+    lease: dict[str, Any] | None = None
+    if g.observation is not None:
+        rec = g.observation.lease
+        validity = g.validity(now=now)
+        lease = {
+            "namespace": rec.namespace,
+            "name": rec.name,
+            "holderIdentity": rec.holder,
+            "holderNode": parse_identity(rec.holder).hostname if rec.holder else None,
+            "acquireTime": _iso(rec.acquire_time),
+            "renewTime": _iso(rec.renew_time),
+            "leaseDurationSeconds": rec.duration_s,
+            "leaseTransitions": rec.transitions,
+            "validity": validity.value if validity else None,
+            "observedSeconds": round(g.observed_s, 3),
+            "secondsSinceObservedChange": (
+                None
+                if g.observation.changed_at is None
+                else round(now - g.observation.changed_at, 3)
+            ),
+        }
+    return {
+        "installed": g.installed,
+        "leader": g.leader(now=now),
+        "lease": lease,
+        "leaseError": g.lease_error,
+        "ready": g.ready,
+        "pods": [
+            {
+                "pod": p.name,
+                "node": p.node,
+                "ready": p.ready,
+                "restarts": p.restarts,
+                "created": _iso(p.created),
+                "terminating": p.terminating,
+                "role": g.role(p, now=now).value,
+            }
+            for p in g.pods
+        ],
+        "events": [
+            {
+                "time": _iso(e.time),
+                "node": e.node,
+                "reason": e.reason,
+                "type": e.type,
+                "message": e.message,
+                "count": e.count,
+                "name": e.name,
+            }
+            for e in g.events
+        ],
+        "eventsFound": g.events_found,
+        "eventsError": g.events_error,
     }
 
 
@@ -217,6 +429,7 @@ def to_dict(report: StatusReport, *, now: float) -> dict[str, Any]:
                     candidate_dict(c, role=(r.value if (r := a.role(c.name)) else None))
                     for c in s.candidates
                 ],
+                "guard": guard_dict(s.guard, now=now),
             }
         )
     return {

@@ -1,18 +1,24 @@
 """How status and watch look to a human: kubectl-style columns and durations.
 
-Pure text: tables of `status` (default and `-o wide`), the lines of the watch
-timeline, and kubectl's human durations ("45s", "5m30s", "3h"). The watch's rich
-live view is built from the same rows.
+Pure text: tables of `status` (default and `-o wide`, with the guards' tables), the
+lines of the watch timeline, and kubectl's human durations ("45s", "5m30s", "3h").
+The watch's rich live view is built from the same rows.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Final
 
-from kubehoist.election import Candidate, Role
-from kubehoist.status import ComponentStatus, StatusReport
+from kubehoist.election import Candidate, Observation, Role, parse_identity
+from kubehoist.status import ComponentStatus, GuardStatus, StatusReport
 from kubehoist.timeline import Event, validity_text
+
+MESSAGE_WIDTH: Final = 60
+"""An Event's message is cut to this many characters in the default table."""
+_SPACES = re.compile(r"\s+")
 
 
 def human_duration(seconds: float) -> str:
@@ -73,11 +79,106 @@ def leader_label(c: Candidate) -> str:
 
 def renewed_text(s: ComponentStatus, *, now: float) -> str:
     """The validity column: by our clock, or 'unknown yet' when we did not watch."""
-    if s.observation is None:
+    return observed_validity(s.observation, observed_s=s.observed_s, now=now)
+
+
+def observed_validity(obs: Observation | None, *, observed_s: float, now: float) -> str:
+    if obs is None:
         return "-"
-    if s.observed_s == 0 and s.observation.lease.held:
+    if observed_s == 0 and obs.lease.held:
         return "unknown yet"
-    return validity_text(s.observation, now=now)
+    return validity_text(obs, now=now)
+
+
+def one_line(text: str, *, width: int | None = None) -> str:
+    """Text from the cluster on one line of printable characters, cut to `width`."""
+    flat = _SPACES.sub(" ", text).strip()
+    if not flat.isprintable():
+        flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+    if width is not None and len(flat) > width:
+        flat = flat[: width - 3].rstrip() + "..."
+    return flat
+
+
+def guard_leader_text(g: GuardStatus, *, now: float) -> str:
+    if g.observation is None:
+        if g.lease_error is not None:
+            return "<unreadable>"
+        return "<no lease>" if g.pods else "<no guard installed>"
+    leader = g.leader(now=now)
+    if leader is not None:
+        return one_line(leader)
+    holder = g.observation.lease.holder
+    return f"<none> (was {one_line(parse_identity(holder).hostname)})" if holder else "<none>"
+
+
+def guard_tables(report: StatusReport, *, now: float, wide: bool) -> str:
+    """The guards of each component: their Lease, their pods, their last Events, and
+    one line for each guard read that failed. One quiet line when there is no guard."""
+    wall = report.taken_at
+    guards = [s.guard for s in report.components]
+    out = ""
+    if any(g.installed is not False for g in guards):
+        head = ["COMPONENT", "GUARD LEADER", "LAST RENEW", "GUARD LEASE", "GUARDS READY"]
+        if wide:
+            head += ["IDENTITY"]
+        rows = [head]
+        for s in report.components:
+            g = s.guard
+            lease = g.lease
+            row = [
+                s.component,
+                guard_leader_text(g, now=now),
+                age(lease.renew_time, now=wall) if lease and lease.renew_time else "-",
+                observed_validity(g.observation, observed_s=g.observed_s, now=now),
+                f"{g.ready}/{len(g.pods)}" if g.installed else "-",
+            ]
+            if wide:
+                row += [one_line(lease.holder) if lease and lease.holder else "-"]
+            rows.append(row)
+        out += "\n" + columns(rows)
+    else:
+        out += "\nNo guard installed.\n"
+    prows = [["GUARD POD", "NODE", "READY", "RESTARTS", "AGE", "ROLE"]]
+    for g in guards:
+        for p in g.pods:
+            prows.append(
+                [
+                    p.name,
+                    p.node or "<none>",
+                    "True" if p.ready else "False",
+                    str(p.restarts),
+                    age(p.created, now=wall),
+                    g.role(p, now=now).value,
+                ]
+            )
+    if len(prows) > 1:
+        out += "\n" + columns(prows)
+    erows = [["LAST SEEN", "COMPONENT", "NODE", "REASON", "MESSAGE"]]
+    for s in report.components:
+        for e in s.guard.events:
+            erows.append(
+                [
+                    age(e.time, now=wall),
+                    s.component,
+                    e.node or "<none>",
+                    one_line(e.reason, width=40),
+                    one_line(e.message, width=None if wide else MESSAGE_WIDTH),
+                ]
+            )
+    if len(erows) > 1:
+        out += "\n" + columns(erows)
+    notes = []
+    for what, errors in (
+        ("guards' Leases", [g.lease_error for g in guards]),
+        ("guard Events", [g.events_error for g in guards]),
+    ):
+        error = next((e for e in errors if e is not None), None)
+        if error is not None:
+            notes.append(f"{what} not shown: {one_line(error)}\n")
+    if notes:
+        out += "\n" + "".join(notes)
+    return out
 
 
 def status_tables(report: StatusReport, *, now: float, wide: bool) -> str:
@@ -137,7 +238,7 @@ def status_tables(report: StatusReport, *, now: float, wide: bool) -> str:
             crows.append(crow)
     if len(crows) > 1:
         out += "\n" + columns(crows)
-    return out
+    return out + guard_tables(report, now=now, wide=wide)
 
 
 def event_line(event: Event, *, origin: float) -> str:

@@ -1,5 +1,6 @@
-"""A fake API server for unit tests: answers GET/LIST of Leases and Pods from memory,
-records every request, and plugs into httpx2.MockTransport."""
+"""A fake API server for unit tests: answers GET/LIST of Leases, Pods and Events from
+memory (label and field selectors), WATCHes with an empty stream, records every
+request, and plugs into httpx2.MockTransport."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ def lease(
     rv: str = "100",
     transitions: int = 0,
     renew: str = "2026-01-01T00:00:10.000000Z",
+    labels: dict[str, str] | None = None,
+    duration: int = 15,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "leaseDurationSeconds": 15,
+        "leaseDurationSeconds": duration,
         "acquireTime": "2026-01-01T00:00:00.000000Z",
         "renewTime": renew,
         "leaseTransitions": transitions,
@@ -37,8 +40,97 @@ def lease(
     return {
         "kind": "Lease",
         "apiVersion": "coordination.k8s.io/v1",
-        "metadata": {"name": name, "namespace": ns, "resourceVersion": rv},
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "resourceVersion": rv,
+            "labels": dict(labels or {}),
+        },
         "spec": spec,
+    }
+
+
+def guard_lease(
+    component: str = "kube-controller-manager",
+    holder: str | None = f"cp-2_{UUID_B}",
+    *,
+    renew: str = "2026-01-01T00:00:12.000000Z",
+    duration: int = 15,
+) -> dict[str, Any]:
+    """The guards' Lease as guard/loop.py creates it (kubehoist's labels of the component)."""
+    return lease(
+        f"kubehoist-guard-{component}",
+        holder,
+        renew=renew,
+        duration=duration,
+        labels={
+            "app.kubernetes.io/managed-by": "kubehoist",
+            "app.kubernetes.io/name": component,
+            "app.kubernetes.io/part-of": "kubehoist",
+        },
+    )
+
+
+def guard_pod(
+    node: str,
+    *,
+    component: str = "kube-controller-manager",
+    ready: bool = True,
+    restarts: int = 0,
+) -> dict[str, Any]:
+    """A guard's mirror pod, labelled as guard/manifest.py labels the static pod."""
+    obj = pod(
+        f"kubehoist-guard-{component}-{node}",
+        component=component,
+        node=node,
+        static=True,
+        ready=ready,
+        restarts=restarts,
+    )
+    obj["metadata"]["labels"] = {
+        "app.kubernetes.io/managed-by": "kubehoist",
+        "app.kubernetes.io/name": f"kubehoist-guard-{component}",
+        "app.kubernetes.io/part-of": "kubehoist",
+        "component": f"kubehoist-guard-{component}",
+        "tier": "control-plane",
+    }
+    return obj
+
+
+def event(
+    reason: str = "GuardFallback",
+    message: str = "no valid leader for 20s (grace 20s) and no Ready Deployment replica",
+    *,
+    component: str = "kube-controller-manager",
+    node: str = "cp-1",
+    at: str = "2026-01-01T00:01:00Z",
+    source: str = "kubehoist-guard",
+    kind: str = "Deployment",
+    name: str | None = None,
+    ns: str = "kube-system",
+) -> dict[str, Any]:
+    """A core/v1 Event on the component's Deployment, as Guard.emit_event writes it."""
+    return {
+        "kind": "Event",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name or f"{component}.guard.{reason}.{node}.{at}".lower().replace(":", "-"),
+            "namespace": ns,
+            "creationTimestamp": at,
+        },
+        "involvedObject": {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "name": component,
+            "namespace": ns,
+        },
+        "reason": reason,
+        "message": message,
+        "type": "Normal" if reason == "GuardHandBack" else "Warning",
+        "source": {"component": source, "host": node},
+        "firstTimestamp": at,
+        "lastTimestamp": at,
+        "count": 1,
     }
 
 
@@ -96,6 +188,21 @@ def pod(
     }
 
 
+_EVENT_FIELDS = {"source": ("source", "component")}
+
+
+def _fields_match(selector: str, obj: dict[str, Any]) -> bool:
+    # `a.b=v` terms, as the API server selects Events (`source` is source.component).
+    for term in filter(None, selector.split(",")):
+        key, value = term.split("=", 1)
+        found: Any = obj
+        for part in _EVENT_FIELDS.get(key, tuple(key.split("."))):
+            found = found.get(part) if isinstance(found, dict) else None
+        if found != value:
+            return False
+    return True
+
+
 def _matches(selector: str, labels: dict[str, str]) -> bool:
     # Enough of the label selector grammar for kubehoist's selectors.
     terms: list[str] = []
@@ -126,22 +233,32 @@ def _matches(selector: str, labels: dict[str, str]) -> bool:
 class FakeCluster:
     leases: list[dict[str, Any]] = field(default_factory=list)
     pods: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[httpx2.Request] = field(default_factory=list)
     forbid: set[str] = field(default_factory=set)
-    """Resources ("pods", "leases") whose requests answer 403."""
+    """Resources ("pods", "leases", "events"), or "<resource>:list" for their LISTs
+    only, whose requests answer 403."""
+    fail: set[str] = field(default_factory=set)
+    """The same, answering 500."""
 
     def handler(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         path = request.url.path
         params = dict(parse_qsl(request.url.query.decode()))
-        for resource in self.forbid:
-            if f"/{resource}" in path:
+        collection = path.rsplit("/", 1)[1]
+        for resource in {*self.forbid, *self.fail}:
+            plural, _, verb = resource.partition(":")
+            if f"/{plural}" in path and (not verb or collection == plural):
+                if resource in self.fail:
+                    return _status(500, "InternalError", "etcdserver: request timed out")
                 return _status(
                     403,
                     "Forbidden",
-                    f'{resource} is forbidden: User "jane" cannot list resource '
-                    f'"{resource}" in API group "" in the namespace "kube-system"',
+                    f'{plural} is forbidden: User "jane" cannot list resource '
+                    f'"{plural}" in API group "" in the namespace "kube-system"',
                 )
+        if params.get("watch") == "true":
+            return httpx2.Response(200, content=b"")  # a stream the server ends at once
         if "/leases" in path:
             ns = path.split("/namespaces/")[1].split("/")[0]
             items = [x for x in self.leases if x["metadata"]["namespace"] == ns]
@@ -151,7 +268,23 @@ class FakeCluster:
                     if item["metadata"]["name"] == name:
                         return httpx2.Response(200, json=item)
                 return _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+            sel = params.get("labelSelector", "")
+            fields = params.get("fieldSelector", "")
+            items = [
+                x
+                for x in items
+                if _matches(sel, x["metadata"].get("labels") or {}) and _fields_match(fields, x)
+            ]
             return _list(items, "LeaseList")
+        if path.endswith("/events"):
+            ns = path.split("/namespaces/")[1].split("/")[0]
+            fields = params.get("fieldSelector", "")
+            items = [
+                e
+                for e in self.events
+                if e["metadata"]["namespace"] == ns and _fields_match(fields, e)
+            ]
+            return _list(items, "EventList")
         if path.endswith("/pods"):
             ns = path.split("/namespaces/")[1].split("/")[0]
             sel = params.get("labelSelector", "")

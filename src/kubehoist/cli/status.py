@@ -1,4 +1,4 @@
-"""`kubehoist status [COMPONENT…]`: who leads, who stands by, and a verdict.
+"""`kubehoist status [COMPONENT…]`: who leads, who stands by, a verdict, and the guards.
 
 Thin: options -> `kubehoist.status.collect` -> table, YAML or JSON. Exit code 0 only
 when every component is Healthy (3 otherwise; 1 on errors).
@@ -47,7 +47,8 @@ def command(
     namespace: str,
     verbose: int,
 ) -> None:
-    """Show the leader election of kube-controller-manager and kube-scheduler."""
+    """Show the leader election of kube-controller-manager and kube-scheduler, and
+    their guards."""
     chosen = resolve_components(components)
     where = kube.target(
         kubeconfig=kubeconfig,

@@ -1,8 +1,11 @@
-"""The reads behind `status`: the components' Leases and their candidate pods.
+"""The reads behind `status`: the components' Leases, their candidate pods, and their
+guards.
 
 A bounded number of requests whatever the size of the cluster: one GET per Lease and
 two label-selected LISTs of pods for all components together (see
-`kube.objects.candidate_selectors`), sent concurrently. Nothing here lists all pods.
+`kube.objects.candidate_selectors`; the second one also brings the guard pods), one
+label-selected LIST of the guards' Leases and one field-selected LIST of the guards'
+Events, sent concurrently. Nothing here lists all pods or all Events.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from collections.abc import Sequence
 from kubehoist.election import Candidate, LeaseRecord
 from kubehoist.kube import objects
 from kubehoist.kube.api import Api
-from kubehoist.kube.requests import LEASES, PODS, get, list_
+from kubehoist.kube.objects import GuardEvent, GuardPod
+from kubehoist.kube.requests import EVENTS, LEASES, PODS, get, list_
 
 
 async def read_lease(api: Api, *, namespace: str, name: str) -> LeaseRecord | None:
@@ -22,19 +26,48 @@ async def read_lease(api: Api, *, namespace: str, name: str) -> LeaseRecord | No
     return objects.lease_record(obj) if obj is not None else None
 
 
+async def read_pods(
+    api: Api, *, namespace: str, components: Sequence[str], with_guards: bool = False
+) -> tuple[dict[str, list[Candidate]], dict[str, list[GuardPod]]]:
+    """(component -> candidates, component -> guard pods) in `namespace`: two LISTs
+    either way (`with_guards` widens a selector; without it, no guard pod is read)."""
+    results = await asyncio.gather(
+        *(
+            api.list(list_(PODS, namespace=namespace, labels=selector))
+            for selector in objects.candidate_selectors(components, with_guards=with_guards)
+        )
+    )
+    items = [item for result in results for item in result.items]
+    guards = objects.guard_pods(items, components=components) if with_guards else {}
+    return objects.candidates(items, components=components), guards
+
+
 async def read_candidates(
     api: Api, *, namespace: str, components: Sequence[str]
 ) -> dict[str, list[Candidate]]:
     """Every candidate pod of `components` in `namespace`, grouped by component."""
-    results = await asyncio.gather(
-        *(
-            api.list(list_(PODS, namespace=namespace, labels=selector))
-            for selector in objects.candidate_selectors(components)
-        )
+    candidates, _ = await read_pods(api, namespace=namespace, components=components)
+    return candidates
+
+
+async def read_guard_leases(
+    api: Api, *, namespace: str, components: Sequence[str]
+) -> dict[str, LeaseRecord]:
+    """component -> its guards' Lease `kubehoist-guard-<component>`, when there is one."""
+    result = await api.list(
+        list_(LEASES, namespace=namespace, labels=objects.guard_lease_selector(components))
     )
-    return objects.candidates(
-        (item for result in results for item in result.items), components=components
+    return objects.guard_leases(result.items, components=components)
+
+
+async def read_guard_events(
+    api: Api, *, namespace: str, components: Sequence[str]
+) -> dict[str, list[GuardEvent]]:
+    """component -> the `Guard*` Events on its Deployment, newest first (one LIST)."""
+    result = await api.list(
+        list_(EVENTS, namespace=namespace, fields=objects.guard_event_fields(components))
     )
+    return objects.guard_events(result.items, components=components)
 
 
 async def read_election(

@@ -33,6 +33,7 @@ PODS = Resource(group="", version="v1", plural="pods")
 LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases")
 NODES = Resource(group="", version="v1", plural="nodes", namespaced=False)
 DEPLOYMENTS = Resource(group="apps", version="v1", plural="deployments")
+EVENTS = Resource(group="", version="v1", plural="events")
 
 
 @dataclass(frozen=True, kw_only=True)
