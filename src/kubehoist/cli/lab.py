@@ -295,7 +295,8 @@ def supervise(root: Path) -> None:
 
 
 # The lab kubelet's commands (kept in their own module).
-from kubehoist.cli import lab_pods  # noqa: E402
+from kubehoist.cli import lab_leaders, lab_pods  # noqa: E402
 
 lab.add_command(lab_pods.logs)
 lab.add_command(lab_pods.image)
+lab.add_command(lab_leaders.leaders_command)

@@ -1,7 +1,8 @@
 """Removing what a lab node's pods left behind when their kubelet died: launcher
 processes (their containers die with them), pod network namespaces and pod veths.
 Container mounts need no cleanup: they only ever exist in the containers' own mount
-namespaces, which the kernel drops with their last process. `lab down` calls
+namespaces, which the kernel drops with their last process. Container state files
+left without an end are closed (`runtime.close_stale_states`). `lab down` calls
 `cleanup_node` for every node; the kubelet calls it for its own node at start.
 """
 
@@ -13,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-from kubehoist.lab.kubelet import network
+from kubehoist.lab.kubelet import network, runtime
 from kubehoist.lab.spec import LabNode, LabSpec
 
 LAUNCHER_MODULE = b"kubehoist.lab.kubelet.launcher"
@@ -65,4 +66,9 @@ async def cleanup_node(spec: LabSpec, node: LabNode) -> list[str]:
     if removed:
         await asyncio.sleep(0.1)
     removed += await network.remove_leftovers(spec, node)
+    pods = node.root(spec.root) / "var" / "log" / "pods"
+    removed += [
+        f"closed container state {p.relative_to(pods)}"
+        for p in runtime.close_stale_states(node.root(spec.root))
+    ]
     return removed

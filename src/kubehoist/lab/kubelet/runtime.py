@@ -5,13 +5,18 @@ container, with its output appended to the container's log file.
 Container IDs are `lab://<32 hex>`, new for every start, as a real runtime's are.
 Logs live where the kubelet keeps them:
 `<node-root>/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restartCount>.log`
-(the raw output of both streams, without the CRI timestamp prefix).
+(the raw output of both streams, without the CRI timestamp prefix). Next to each log,
+`<restartCount>.state.json` records that start's lifetime (`STATE_FIELDS`): written
+when it starts, rewritten (atomically) with `finishedAt`, `exitCode` and `reason` when
+it ends; `kubehoist.lab.leaders` reads both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import re
 import shutil
@@ -20,14 +25,17 @@ import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kubehoist.lab.kubelet.images import Image
 from kubehoist.lab.kubelet.launcher import PARENT_ENV, LaunchSpec, Mount
 from kubehoist.lab.kubelet.podspec import Container, PodSpec
 from kubehoist.lab.kubelet.status import now
 from kubehoist.lab.spec import API_PORT, LAN_SUBNET
+
+_logger = logging.getLogger("kubehoist.lab.kubelet")
 
 CONTAINER_ID_PREFIX = "lab://"
 _SRC_DIR = str(Path(__file__).resolve().parents[3])
@@ -43,6 +51,78 @@ def log_dir(node_root: Path, pod: PodSpec, container: str) -> Path:
 
 def log_path(node_root: Path, pod: PodSpec, container: str, restart_count: int) -> Path:
     return log_dir(node_root, pod, container) / f"{restart_count}.log"
+
+
+STATE_SUFFIX = ".state.json"
+STATE_FIELDS = (
+    "containerID",
+    "startedAt",
+    "finishedAt",
+    "exitCode",
+    "reason",
+    "node",
+    "namespace",
+    "pod",
+    "podUID",
+    "container",
+    "restartCount",
+    "timeZone",
+)
+"""Keys of a state file. `startedAt`/`finishedAt` are RFC 3339 UTC with microseconds;
+`finishedAt`, `exitCode` and `reason` are null while the container runs; `timeZone`
+is the container's `TZ` if its environment sets one, else null (the host's
+/etc/localtime, which the container sees through its root filesystem)."""
+
+
+def state_path(log: Path) -> Path:
+    """`<restartCount>.state.json` next to `<restartCount>.log`."""
+    return log.with_name(log.name.removesuffix(".log") + STATE_SUFFIX)
+
+
+def precise_timestamp(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def close_stale_states(node_root: Path) -> list[Path]:
+    """Mark as ended the state files of containers a dead kubelet left without an end
+    (their processes died with it): reason `Unknown`, exit code null, `finishedAt` the
+    last write to the log (a lower bound), `finishedAtEstimated` true. Only for a node
+    whose kubelet is not running. Returns the files changed."""
+    changed = []
+    for path in sorted((node_root / "var" / "log" / "pods").glob(f"*/*/*{STATE_SUFFIX}")):
+        try:
+            doc = json.loads(path.read_text())
+            if not isinstance(doc, dict) or doc.get("finishedAt"):
+                continue
+            log = path.with_name(path.name.removesuffix(STATE_SUFFIX) + ".log")
+            try:
+                end = datetime.fromtimestamp(log.stat().st_mtime, UTC)
+            except OSError:
+                end = datetime.fromisoformat(str(doc["startedAt"]))
+            doc.update(
+                finishedAt=precise_timestamp(end),
+                exitCode=None,
+                reason="Unknown",
+                finishedAtEstimated=True,
+            )
+            write_json_atomic(path, doc)
+        except (OSError, ValueError, KeyError) as exc:
+            _logger.warning("container state %s: %s", path, exc)
+            continue
+        changed.append(path)
+    return changed
+
+
+def write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:
+    """Write `doc` to a temporary file beside `path`, then rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
@@ -134,7 +214,41 @@ class ContainerProcess:
     state_dir: Path
     log: Path
     started_at: datetime
+    identity: Mapping[str, Any] = field(default_factory=dict)
+    """The state file's fixed keys: node, namespace, pod, podUID, container, ..."""
+    finished_at: datetime | None = None
     _exit: int | None = field(default=None)
+
+    @property
+    def state_file(self) -> Path:
+        return state_path(self.log)
+
+    def state(self, *, exit_code: int | None = None, reason: str = "") -> dict[str, Any]:
+        doc: dict[str, Any] = {key: None for key in STATE_FIELDS}
+        doc.update(self.identity)
+        doc.update(
+            containerID=self.container_id,
+            startedAt=precise_timestamp(self.started_at),
+            finishedAt=precise_timestamp(self.finished_at) if self.finished_at else None,
+            exitCode=exit_code if self.finished_at else None,
+            reason=(reason or None) if self.finished_at else None,
+        )
+        return doc
+
+    def record(self, *, exit_code: int | None = None, reason: str = "") -> None:
+        """(Re)write the state file; a failure is logged, never raised (the log
+        directory may be gone with its pod)."""
+        try:
+            write_json_atomic(self.state_file, self.state(exit_code=exit_code, reason=reason))
+        except OSError as exc:
+            _logger.warning("container state %s: %s", self.state_file, exc)
+
+    def record_end(self, exit_code: int, reason: str, finished_at: datetime) -> None:
+        """Record the end once (the first caller's account is kept)."""
+        if self.finished_at is not None:
+            return
+        self.finished_at = finished_at
+        self.record(exit_code=exit_code, reason=reason)
 
     @property
     def pid1(self) -> int | None:
@@ -168,8 +282,11 @@ class ContainerProcess:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-async def start(spec: LaunchSpec, state_dir: Path, log: Path) -> ContainerProcess:
-    """Start the launcher for `spec`; its output goes to `log`."""
+async def start(
+    spec: LaunchSpec, state_dir: Path, log: Path, identity: Mapping[str, Any] | None = None
+) -> ContainerProcess:
+    """Start the launcher for `spec`; its output goes to `log`, and its state file
+    (with `identity`'s keys) is written next to it."""
     shutil.rmtree(state_dir, ignore_errors=True)
     (state_dir / "rootfs").mkdir(parents=True)
     spec_file = state_dir / "launch.json"
@@ -192,13 +309,16 @@ async def start(spec: LaunchSpec, state_dir: Path, log: Path) -> ContainerProces
             env=env,
             start_new_session=True,
         )
-    return ContainerProcess(
+    container = ContainerProcess(
         container_id=new_container_id(),
         process=proc,
         state_dir=state_dir,
         log=log,
         started_at=now(),
+        identity=dict(identity or {}),
     )
+    container.record()
+    return container
 
 
 def last_log_line(log: Path) -> str:

@@ -164,7 +164,8 @@ class PodWorker:
         for rec in self.records():
             if rec.process is not None:
                 with contextlib.suppress(Exception):
-                    await rec.process.stop(0)
+                    code = await rec.process.stop(0)
+                    rec.process.record_end(code, terminated_reason(code), now())
         if self._own_ip:
             with contextlib.suppress(Exception):
                 await network.teardown_pod_network(self.ctx.spec, self.ctx.node, self.pod_ip)
@@ -250,9 +251,11 @@ class PodWorker:
                 line := runtime.last_log_line(proc.log)
             ).startswith("launcher:"):
                 reason, message = "StartError", line.removeprefix("launcher:").strip()
+            reason = reason or terminated_reason(exit_code)
+            proc.record_end(exit_code, reason, finished)
             rec.state = State(
                 "terminated",
-                reason or terminated_reason(exit_code),
+                reason,
                 message,
                 exit_code=exit_code,
                 started_at=proc.started_at,
@@ -334,8 +337,20 @@ class PodWorker:
             mounts=mounts,
             state_dir=state_dir,
         )
+        identity = {
+            "node": self.ctx.node.name,
+            "namespace": self.pod.namespace,
+            "pod": self.pod.name,
+            "podUID": self.pod.uid,
+            "container": rec.spec.name,
+            "restartCount": rec.restart_count,
+            "timeZone": env.get("TZ"),
+        }
         proc = await runtime.start(
-            spec, state_dir, runtime.log_path(root, self.pod, rec.spec.name, rec.restart_count)
+            spec,
+            state_dir,
+            runtime.log_path(root, self.pod, rec.spec.name, rec.restart_count),
+            identity,
         )
         rec.attempts += 1
         rec.process = proc
