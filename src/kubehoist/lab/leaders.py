@@ -292,10 +292,11 @@ def find_instances(root: Path, component: str = DEFAULT_COMPONENT) -> list[Insta
         raise LeadersError(f"{root}: not a lab root (no nodes/ directory)")
     found: list[Instance] = []
     for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
-        pods_dir = node_dir / "var" / "log" / "pods"
-        if not pods_dir.is_dir():
-            continue
-        for pod_dir in sorted(p for p in pods_dir.iterdir() if p.is_dir()):
+        logs_dir = node_dir / "var" / "log"
+        # Live pods, and the archived logs of pods the kubelet is done with.
+        pod_dirs = [p for p in sorted((logs_dir / "pods").glob("*")) if p.is_dir()]
+        pod_dirs += [p for p in sorted((logs_dir / "pods-removed").glob("*/*")) if p.is_dir()]
+        for pod_dir in pod_dirs:
             try:
                 containers = sorted(p for p in pod_dir.iterdir() if p.is_dir())
             except OSError:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -89,6 +88,7 @@ class Kubelet:
     # --- life -------------------------------------------------------------------------
     async def run(self) -> None:
         left = await cleanup_node(self.spec, self.node)
+        runtime.archive_all_pod_logs(self.node_root)
         if left:
             log.info(
                 "%s: removed leftovers of an earlier kubelet: %s", self.node.name, ", ".join(left)
@@ -217,8 +217,8 @@ class Kubelet:
         for t in entry.tasks:
             if t is not asyncio.current_task():
                 t.cancel()
-        shutil.rmtree(
-            runtime.log_dir(self.node_root, entry.worker.pod, "x").parent, ignore_errors=True
+        runtime.archive_pod_logs(
+            self.node_root, runtime.log_dir(self.node_root, entry.worker.pod, "x").parent
         )
         volumes.remove_pod_dir(self.node_root, entry.worker.pod.uid)
         log.info("%s: removed %s pod %s", self.node.name, entry.source, entry.worker.pod.key)

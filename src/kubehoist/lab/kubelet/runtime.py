@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,35 @@ def new_container_id() -> str:
 
 def log_dir(node_root: Path, pod: PodSpec, container: str) -> Path:
     return node_root / "var" / "log" / "pods" / f"{pod.namespace}_{pod.name}_{pod.uid}" / container
+
+
+REMOVED_LOGS = ("var", "log", "pods-removed")
+
+
+def archive_pod_logs(node_root: Path, pod_log_dir: Path) -> Path | None:
+    """Keep the logs of a pod the kubelet is done with (a deleted pod, a removed static
+    pod, or a pod of an earlier kubelet run) under
+    `var/log/pods-removed/<time ns>/<namespace>_<pod>_<uid>/`, so what the components
+    logged stays readable after their pods are gone (a real kubelet deletes them)."""
+    if not pod_log_dir.is_dir():
+        return None
+    dest = node_root.joinpath(*REMOVED_LOGS) / str(time.time_ns()) / pod_log_dir.name
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(pod_log_dir, dest)
+    except OSError:
+        shutil.rmtree(pod_log_dir, ignore_errors=True)
+        return None
+    return dest
+
+
+def archive_all_pod_logs(node_root: Path) -> list[Path]:
+    """At a kubelet's start: the logs of the previous run's pods, archived (a pod that
+    runs again starts its restart count and its log afresh)."""
+    pods = node_root / "var" / "log" / "pods"
+    if not pods.is_dir():
+        return []
+    return [d for d in (archive_pod_logs(node_root, p) for p in sorted(pods.iterdir())) if d]
 
 
 def log_path(node_root: Path, pod: PodSpec, container: str, restart_count: int) -> Path:
