@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import secrets
 import sys
 import threading
@@ -138,6 +139,15 @@ class GuardConfig:
     @property
     def deployment_name(self) -> str:
         return self.deployment or self.component.name
+
+
+_NUMBER = re.compile(r"\d+(\.\d+)?")
+
+
+def _gist(reason: str) -> str:
+    """A reason without its figures: a Wait is logged when its gist changes, not every
+    round while a count of seconds goes up."""
+    return _NUMBER.sub("#", reason)
 
 
 def json_line(record: dict[str, Any]) -> None:
@@ -409,7 +419,9 @@ class Guard:
         self._account(snap, now)
         if decision.kind is not Kind.WAIT:
             self.act(decision, now)
-        elif self.last_decision is None or self.last_decision.reason != decision.reason:
+        elif self.last_decision is None or _gist(self.last_decision.reason) != _gist(
+            decision.reason
+        ):
             self.log({"event": "decision", "action": "Wait", "reason": decision.reason,
                       **self._tags()})  # fmt: skip
         self.last_decision = decision
