@@ -19,7 +19,10 @@ def test_demo_runs_the_story_end_to_end() -> None:
         "scale 2 → 3, until 3 Ready",
         "failover after a crash",
         "circular dependency",
-        "rollback from total loss",
+        "guard installed → its fallback static pod leads",
+        "handed back, a pod leads",
+        "failover after a crash, with the reaper",
+        "rollback, until a static pod leads",
     ):
         assert figure in text, figure
     assert "controllers are down for good" in text

@@ -132,7 +132,7 @@ def test_fallback_when_every_condition_holds() -> None:
     [
         (dict(changed_ago=5.0), "valid"),
         (dict(changed_ago=16.0), "grace"),
-        (dict(reachable=False), "did not answer"),
+        (dict(reachable=False), "reads failed"),
         (dict(age=4.0), "stale"),
         (dict(guard=False), "another guard"),
         (dict(manifest=Manifest.IN_PLACE), "in-place"),

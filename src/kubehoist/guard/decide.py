@@ -352,7 +352,7 @@ def holds_guard_lease(snap: Snapshot, *, now: float, policy: Policy) -> bool:
 def decide(snap: Snapshot, history: Sequence[Done], *, now: float, policy: Policy) -> Decision:
     """The one thing to do now, or `Wait`, with the reason."""
     if not snap.api_reachable:
-        return wait("the API server did not answer: acting on nothing until it does")
+        return wait("the last reads failed: acting on nothing until they succeed")
     age = now - snap.taken_at
     if age < 0 or age > policy.max_age_s:
         return wait(f"the snapshot is {age:.1f}s old (max {policy.max_age_s:.0f}s): stale")

@@ -515,6 +515,26 @@ def uninstall(
         say(line)
     if not everywhere:
         return
+    # The guards stop before their RBAC goes (else they log refused reads on the way out).
+    name = guardmanifest.pod_name(component)
+    deadline = time.monotonic() + timeout_s
+
+    def running() -> list[str]:
+        left = []
+        for node in nodes:
+            try:
+                call = Call(verb="get", resource="pods", namespace=NAMESPACE, name=name)
+                with api_errors(call, server=server):
+                    client.get(Pod, f"{name}-{node}", namespace=NAMESPACE)
+                left.append(node)
+            except NotFoundError:
+                pass
+        return left
+
+    while (left := running()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        say(f"guard pods still running on {', '.join(left)}; removing their RBAC anyway")
     for kind, name in (
         (RoleBinding, f"kubehoist:guard:{component.name}"),
         (Role, f"kubehoist:guard:{component.name}"),

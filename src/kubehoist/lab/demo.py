@@ -8,7 +8,10 @@
 5. kill the leader's process: how long the controllers stand still.
 6. the article's open problem: scale the Deployment to 0 — the leader removes
    itself and nothing can ever bring a controller manager back (the probe shows it).
-7. the way out today: `kubehoist rollback` (the guard will do it by itself).
+7. the answer: `kubehoist guard install` — the guard puts the parked static pod back
+   by itself, the controllers recreate the Deployment, and the guard hands back.
+8. kill the leader again, with the guard's reaper: failover in seconds.
+9. the way back: `guard uninstall`, `rollback`.
 Ends with a timeline of measured figures.
 """
 
@@ -164,7 +167,7 @@ class Demo:
         self.say(f"killed the container of {old.split('_')[0]}")
         took = self.wait("a new leader", lambda: self.holder(client) not in ("", old), timeout=120)
         self.figure(
-            "failover after a crash, without the guard's reaper",
+            "failover after a crash, without the guard",
             f"{took:.1f}s (the lease must expire first)",
         )
         self.figure(
@@ -209,14 +212,58 @@ class Demo:
                 f"{len(pods)}/2 pods: the controllers are down for good",
             )
 
-        self.step(7, "the way out: rollback puts the parked static pod back, byte for byte")
+        self.step(7, "the answer: kubehoist guard brings a controller manager back by itself")
+        self.say("`guard install` puts a small static pod on every control-plane node (the")
+        self.say("kubelet runs it with no controller manager). It sees no valid leader and no")
+        self.say("Ready replica for --grace (20 s), puts the parked static pod back, and once")
+        self.say("the Deployment's replicas are Ready again for --settle, parks it again.")
         t0 = time.monotonic()
-        self.cli("rollback", "--kubeconfig", kc)
+        self.cli("guard", "install", "--kubeconfig", kc, "--settle", "10")
+        self.figure("guard install on every control-plane node", f"{time.monotonic() - t0:.1f}s")
+        took = self.wait(
+            "the guard's fallback static pod to lead",
+            lambda: self.holder(client).startswith(f"{cp.name}_"),
+            timeout=120,
+        )
+        self.figure("guard installed → its fallback static pod leads", f"{took:.1f}s")
         self.figure(
-            "rollback from total loss, until a static pod leads", f"{time.monotonic() - t0:.1f}s"
+            "the controllers work again: a probe gets its ReplicaSet in",
+            f"{reconcile_probe(client):.2f}s",
+        )
+        t1 = time.monotonic()
+        took = self.wait(
+            "the guard to hand back to a Deployment pod",
+            lambda: self.holder(client).startswith(f"{KCM}-"),
+            timeout=180,
+        )
+        self.figure(
+            "fallback → the Deployment recreated, Ready, settled, handed back, a pod leads",
+            f"{time.monotonic() - t1:.1f}s",
         )
         self.cli("status", "--kubeconfig", kc, KCM)
-        self.say("kubehoist guard (next) does this by itself when no replica can come back.")
+
+        self.step(8, "kill the leader's process again, now with the guard's reaper")
+        self.wait("2 Ready replicas", lambda: self._ready(client) >= 2, timeout=120)
+        time.sleep(2)
+        old = self.holder(client)
+        pod = client.get(Pod, old.split("_")[0], namespace=NS)
+        kill_container(spec, pod, KCM, signal.SIGKILL)
+        took = self.wait("a new leader", lambda: self.holder(client) not in ("", old), timeout=120)
+        self.figure(
+            "failover after a crash, with the reaper",
+            f"{took:.1f}s (the guard saw the container replaced and released the lease)",
+        )
+
+        self.step(9, "the way back: guard uninstall, then rollback, byte for byte")
+        self.cli("guard", "uninstall", "--kubeconfig", kc)
+        t0 = time.monotonic()
+        self.cli("rollback", "--kubeconfig", kc)
+        self.figure("rollback, until a static pod leads", f"{time.monotonic() - t0:.1f}s")
+        self.cli("status", "--kubeconfig", kc, KCM)
+
+    def _ready(self, client: Client) -> int:
+        dep = client.get(Deployment, KCM, namespace=NS)
+        return (dep.status.readyReplicas or 0) if dep.status else 0
 
     def _timeline(self) -> None:
         table = Table(title="measured in this run", show_lines=False)
