@@ -15,6 +15,8 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -101,9 +103,10 @@ def manifests_in_place(lab: LabHandle) -> list[str]:
 
 def guard_log(lab: LabHandle, node: str) -> list[dict[str, Any]]:
     """Every JSON line every instance of `node`'s guard has written."""
-    root = lab.spec.node(node).root(lab.spec.root) / "var/log/pods"
+    root = lab.spec.node(node).root(lab.spec.root) / "var/log"
+    pattern = f"kube-system_{GUARD}-{node}_*/guard/*.log"
     lines: list[dict[str, Any]] = []
-    for log in sorted(root.glob(f"kube-system_{GUARD}-{node}_*/guard/*.log")):
+    for log in [*root.glob(f"pods-removed/*/{pattern}"), *root.glob(f"pods/{pattern}")]:
         for line in log.read_text().splitlines():
             if line.startswith("{"):
                 lines.append(json.loads(line))
@@ -179,6 +182,25 @@ class LeaseTracker:
                     self.last_deployment_renewal = time.monotonic()
                 self._seen = seen
             self._stop.wait(0.1)
+
+
+def node_metrics(lab: LabHandle, node: str) -> dict[str, float]:
+    """The guard's Prometheus metrics, fetched inside the node's network namespace."""
+    netns = f"kh-{lab.spec.lab_id}-{node}"
+    code = (
+        "import urllib.request;"
+        "print(urllib.request.urlopen('http://127.0.0.1:10360/metrics', timeout=5).read().decode())"
+    )
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    values: dict[str, float] = {}
+    for line in out.splitlines():
+        if line.startswith("kubehoist_guard_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name.split("{", 1)[0]] = float(value)
+    return values
 
 
 def report(label: str, figures: dict[str, float | None]) -> None:
@@ -258,6 +280,14 @@ def test_install_on_every_control_plane_node(glab: tuple[LabHandle, dict[str, by
     assert can("delete", "pods") == "no"
     assert can("get", "secrets") == "no"
     assert can("create", "events") == "yes"
+    # status shows the guards: one leads, all three Ready.
+    doc = json.loads(gkubehoist(lab, "status", KCM, "-o", "json", check=False).stdout)
+    guard = next(c for c in doc["components"] if c["component"] == KCM)["guard"]
+    assert guard["installed"] is True
+    assert guard["leader"] in {n.name for n in lab.spec.control_planes}, guard
+    assert sorted(p["node"] for p in guard["pods"] if p["ready"]) == sorted(
+        n.name for n in lab.spec.control_planes
+    ), guard["pods"]
     # Installing again (a certificate renewal) changes nothing but the certificates.
     again = gkubehoist(lab, "guard", "install", "--settle", f"{SETTLE_S:g}")
     assert again.returncode == 0
@@ -321,6 +351,11 @@ def _total_loss(
         assert not marker.exists(), n.name
     reasons = guard_events(lab)
     assert "GuardFallback" in reasons and "GuardHandBack" in reasons, reasons
+    # The guard's own metrics, read on its node (hostNetwork, 127.0.0.1:10360).
+    metrics = node_metrics(lab, node)
+    assert metrics["kubehoist_guard_fallbacks_total"] >= 1, metrics
+    assert metrics["kubehoist_guard_handbacks_total"] >= 1, metrics
+    assert metrics["kubehoist_guard_api_reachable"] == 1, metrics
 
 
 def test_total_loss_scaled_to_zero(glab: tuple[LabHandle, dict[str, bytes]]) -> None:

@@ -343,3 +343,37 @@ def test_errors_are_logged_once_and_the_guards_lease_is_released_on_stop(
     stop.set()
     guard.run(stop)
     assert api.leases[f"kubehoist-guard-{KCM}"]["spec"].get("holderIdentity", "") == ""
+
+
+def mirror_pod(uid: str) -> dict[str, Any]:
+    pod = deployment_pod(
+        f"{KCM}-cp-1", ready=True, state={"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    )
+    meta = pod["metadata"]
+    meta["uid"] = uid
+    meta["labels"] = {"component": KCM, "tier": "control-plane"}
+    meta["annotations"] = {"kubernetes.io/config.mirror": "hash"}
+    meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": "cp-1", "uid": "n"}]
+    pod["spec"] = {"nodeName": "cp-1", "hostNetwork": True, "containers": [{"name": KCM}]}
+    return pod
+
+
+def test_a_mirror_pod_made_again_replaces_the_old_ones_memory(tmp_path: Path, node: Path) -> None:
+    """A static pod's earlier mirror pod (gone) and its new one share the hostname; the
+    old memory must not make the holder ambiguous when the new one goes after a park."""
+    api, clock = FakeApi(), Clock()
+    first, second = f"cp-1_{UUID_A}", "cp-1_5b7e1f3c-1a2b-4c3d-9e8f-0a1b2c3d4e5f"
+    api.leases[KCM] = lease_obj(KCM, first, acquired="2026-01-01T00:00:00Z")
+    guard = make_guard(tmp_path, api, node, clock)
+    api.pods = [mirror_pod("m1")]
+    steps(guard, clock, 2)
+    api.pods = []  # a first fallback handed back: its mirror pod went, its holder reaped
+    assert Kind.REAP in steps(guard, clock, 2)
+    # A later fallback: a new process holds, under a mirror pod of the same name.
+    api.leases[KCM] = lease_obj(KCM, second, rv=9, acquired="2026-01-01T00:01:00Z")
+    api.pods = [mirror_pod("m2")]
+    steps(guard, clock, 2)
+    assert {p.uid for p in guard.pods.values()} == {"m2"}
+    api.pods = []  # parked again: the new mirror pod goes
+    assert Kind.REAP in steps(guard, clock, 2)
+    assert api.leases[KCM]["spec"].get("holderIdentity", "") == ""

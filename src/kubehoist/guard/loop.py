@@ -369,8 +369,12 @@ class Guard:
             )
             for o in objs
         }
+        names = {v.name for v in fresh.values()}
         for uid, old in self.pods.items():
-            if uid in fresh:
+            if uid in fresh or old.name in names:
+                # Still there, or replaced by a new object of the same name (a static
+                # pod's mirror pod made again): the old one's memory would only make
+                # the holder's pod ambiguous.
                 continue
             gone_at = self.gone_at.setdefault(uid, now)
             if now - gone_at < GONE_RETENTION_S:
