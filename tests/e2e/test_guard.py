@@ -177,7 +177,7 @@ class LeaseTracker:
         while not self._stop.is_set():
             try:
                 spec = lease_spec(self.lab)
-            except Exception:  # noqa: BLE001 - the API server is down (a cold start)
+            except Exception:  # the API server is down (a cold start)
                 spec = None
             if spec is not None and spec.holderIdentity:
                 seen = (str(spec.holderIdentity), str(spec.renewTime))
@@ -336,8 +336,7 @@ def _total_loss(
         {
             "break -> no replica Ready": t_gone - t0,
             "break -> last Deployment renewal": max(0.0, last_renewal - t0),
-            "last renewal or replicas gone -> static pod leads": t_leads
-            - max(last_renewal, t_gone),
+            "last renewal or loss -> static leads": t_leads - max(last_renewal, t_gone),
             "break -> fallback manifest back": t_back - t0,
             "break -> static pod leads": t_leads - t0,
             "reconcile probe": probe_s,
