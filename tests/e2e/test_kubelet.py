@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -377,6 +379,69 @@ def test_volumes_env_and_hostname(lab: LabHandle) -> None:
         assert "hello" in out and "token" in out and "ca.crt" in out and "ro" in out
     finally:
         delete_pod(lab, name)
+
+
+def test_termination_messages(lab: LabHandle) -> None:
+    """What a container writes to /dev/termination-log (an empty file per start, also
+    for a non-root user) comes back in state.terminated.message after exit 0 and after a
+    failure, and in lastState after a restart; FallbackToLogsOnError gives the log's
+    tail for a failure that left no message. The host's /dev is not written."""
+    token = uuid.uuid4().hex
+    # a file left by an earlier start, or anything else, is not this start's message
+    fresh = "test -s /dev/termination-log && exit 99;"
+    pods = {
+        "msg-done": (
+            f"{fresh} echo 'parked {token}' > /dev/termination-log; echo noise",
+            {"securityContext": {"runAsUser": 65534}},
+            "Never",
+        ),
+        "msg-failed": (f"{fresh} printf 'removed' > /dev/termination-log; exit 3", {}, "Never"),
+        "msg-logs": (
+            "echo starting; echo 'boom: no such thing' >&2; exit 2",
+            {"terminationMessagePolicy": "FallbackToLogsOnError"},
+            "Never",
+        ),
+        "msg-restarted": (
+            f'{fresh} echo "run $(cat /proc/sys/kernel/random/uuid)" > /dev/termination-log;'
+            " exit 1",
+            {},
+            "OnFailure",
+        ),
+    }
+    for name, (script, extra, policy) in pods.items():
+        container = {"name": "c", "image": "busybox", "command": ["sh", "-c", script], **extra}
+        apply(lab, pod_obj(name, container, restartPolicy=policy))
+    try:
+
+        def terminated(name: str) -> Any:
+            cs = container_status(get_pod(lab, name))
+            return cs is not None and cs.state.terminated is not None and cs.state.terminated
+
+        done = wait_for("msg-done ended", lambda: terminated("msg-done"), timeout=90)
+        assert (done.exitCode, done.reason, done.message) == (0, "Completed", f"parked {token}\n")
+        failed = wait_for("msg-failed ended", lambda: terminated("msg-failed"), timeout=90)
+        assert (failed.exitCode, failed.reason, failed.message) == (3, "Error", "removed")
+        logs = wait_for("msg-logs ended", lambda: terminated("msg-logs"), timeout=90)
+        assert (logs.exitCode, logs.message) == (2, "starting\nboom: no such thing\n")
+
+        def restarted() -> Any:
+            cs = container_status(get_pod(lab, "msg-restarted"))
+            if cs is None or not cs.restartCount or cs.lastState.terminated is None:
+                return None
+            return cs
+
+        cs = wait_for("msg-restarted restarted", restarted, timeout=90)
+        last = cs.lastState.terminated
+        assert last.exitCode == 1 and re.fullmatch(r"run [0-9a-f-]{36}\n", last.message or "")
+        now = cs.state.terminated or cs.state.running or cs.state.waiting
+        assert now is not None
+        if cs.state.terminated is not None:  # a start of its own, with its own message
+            assert cs.state.terminated.message != last.message
+        host_file = Path("/dev/termination-log")
+        assert not host_file.is_file() or token not in host_file.read_text(errors="replace")
+    finally:
+        for name in pods:
+            delete_pod(lab, name)
 
 
 # --- the article ----------------------------------------------------------------------

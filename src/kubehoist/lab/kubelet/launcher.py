@@ -6,8 +6,11 @@ makes new mount, UTS, IPC and PID namespaces and forks the container's first pro
 program. The root filesystem is an overlay whose lower layer is the host's `/` and
 whose upper layer is a tmpfs private to the container, so nothing on the host outside
 the lab root is ever changed: every mount lives in the container's own mount namespace
-and disappears with it. Then come the image's files, /proc, /dev, /sys, the volumes
-at their mount paths, /etc/hosts and /etc/hostname, and pivot_root.
+and disappears with it. Then come the image's files, /proc, /dev (a tmpfs of the
+container's own holding the host's devices, so that nothing made there, such as the
+mount point of the termination message file, reaches the host's /dev), /sys, the
+volumes and the termination message file at their mount paths, /etc/hosts and
+/etc/hostname, and pivot_root.
 
 The launcher stays as the parent of that process: it forwards signals to it and exits
 with its status (128+N for signal N), so the kubelet sees one child per container.
@@ -166,11 +169,35 @@ def build_root(spec: LaunchSpec) -> str:
     linux.mount(
         "proc", _inside(root, "proc"), "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     )
-    linux.mount("/dev", _inside(root, "dev"), None, linux.MS_BIND | linux.MS_REC)
+    _private_dev(_inside(root, "dev"))
     linux.mount("/sys", _inside(root, "sys"), None, linux.MS_BIND | linux.MS_REC)
     for m in spec.mounts:
         _bind(m.source, _inside(root, m.target), m.read_only)
     return root
+
+
+def _private_dev(target: str) -> None:
+    """The container's /dev: a tmpfs of its own with the host's /dev in it, every device
+    node and directory bound (a directory with what is mounted below it: pts, shm,
+    mqueue, ...) and every symbolic link copied; regular files are left out. Files the
+    container or its mounts create in /dev stay in the container."""
+    os.makedirs(target, exist_ok=True)
+    linux.mount("tmpfs", target, "tmpfs", linux.MS_NOSUID, "mode=0755,size=65536k")
+    for entry in os.scandir("/dev"):
+        dest = os.path.join(target, entry.name)
+        try:
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), dest)
+            elif entry.is_dir():
+                os.mkdir(dest)
+                linux.mount(entry.path, dest, None, linux.MS_BIND | linux.MS_REC)
+            elif not entry.is_file():
+                with open(dest, "a"):
+                    pass
+                linux.mount(entry.path, dest, None, linux.MS_BIND)
+        except OSError:  # gone meanwhile, or not bindable: the container goes without
+            with contextlib.suppress(OSError):
+                (os.rmdir if os.path.isdir(dest) else os.unlink)(dest)
 
 
 def _copy_owners(source: str, target: str, *, top: bool) -> None:

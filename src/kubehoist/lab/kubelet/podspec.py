@@ -17,6 +17,8 @@ SOURCE_ANNOTATION = "kubernetes.io/config.source"
 SEEN_ANNOTATION = "kubernetes.io/config.seen"
 
 DEFAULT_GRACE_SECONDS = 30
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
 
 
 class PodSpecError(ValueError):
@@ -119,6 +121,10 @@ class Container:
     run_as_group: int | None = None
     read_only_root: bool = False
     supplemental_groups: tuple[int, ...] = ()  # the pod's fsGroup and supplementalGroups
+    # where the container may write its termination message, and whether an empty one
+    # after a failure is made of the log's tail (the API's defaults: static pods too)
+    termination_message_path: str = DEFAULT_TERMINATION_MESSAGE_PATH
+    termination_message_policy: str = "File"
 
     def port_number(self, port: int | str) -> int:
         """A probe's port: a number, or the name of one of this container's ports."""
@@ -273,6 +279,12 @@ def _container(data: Mapping[str, Any], pod_security: Mapping[str, Any]) -> Cont
     name = str(data.get("name") or "")
     if not name:
         raise PodSpecError("a container has no name")
+    policy = str(data.get("terminationMessagePolicy") or "File")
+    if policy not in TERMINATION_MESSAGE_POLICIES:
+        raise PodSpecError(
+            f"container {name!r}: terminationMessagePolicy {policy!r} is not one of "
+            + ", ".join(TERMINATION_MESSAGE_POLICIES)
+        )
     return Container(
         name=name,
         image=str(data.get("image") or ""),
@@ -289,6 +301,10 @@ def _container(data: Mapping[str, Any], pod_security: Mapping[str, Any]) -> Cont
         run_as_group=None if run_as_group is None else int(run_as_group),
         read_only_root=bool(security.get("readOnlyRootFilesystem")),
         supplemental_groups=_groups(pod_security),
+        termination_message_path=str(
+            data.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+        ),
+        termination_message_policy=policy,
     )
 
 

@@ -9,6 +9,10 @@ Logs live where the kubelet keeps them:
 `<restartCount>.state.json` records that start's lifetime (`STATE_FIELDS`): written
 when it starts, rewritten (atomically) with `finishedAt`, `exitCode` and `reason` when
 it ends; `kubehoist.lab.leaders` reads both.
+
+Every start also gets an empty termination message file, `termination-log` in the
+start's state directory, bind-mounted read-write at the container's
+`terminationMessagePath`; the kubelet reads it when the container ends.
 """
 
 from __future__ import annotations
@@ -33,7 +37,11 @@ from typing import Any
 from kubehoist.lab.kubelet.images import Image
 from kubehoist.lab.kubelet.launcher import PARENT_ENV, LaunchSpec, Mount
 from kubehoist.lab.kubelet.podspec import Container, PodSpec
-from kubehoist.lab.kubelet.status import now
+from kubehoist.lab.kubelet.status import (
+    MAX_CONTAINER_MESSAGE_BYTES,
+    MAX_LOG_MESSAGE_BYTES,
+    now,
+)
 from kubehoist.lab.spec import API_PORT, LAN_SUBNET
 
 _logger = logging.getLogger("kubehoist.lab.kubelet")
@@ -102,6 +110,14 @@ STATE_FIELDS = (
 `finishedAt`, `exitCode` and `reason` are null while the container runs; `timeZone`
 is the container's `TZ` if its environment sets one, else null (the host's
 /etc/localtime, which the container sees through its root filesystem)."""
+
+
+TERMINATION_FILE = "termination-log"
+
+
+def termination_file(state_dir: Path) -> Path:
+    """The host side of a start's termination message file."""
+    return state_dir / TERMINATION_FILE
 
 
 def state_path(log: Path) -> Path:
@@ -204,6 +220,21 @@ def hosts_file(pod_ip: str, hostname: str) -> str:
     )
 
 
+def termination_mount(container: Container, state_dir: Path) -> tuple[Mount, ...]:
+    """The termination message file at `terminationMessagePath`, writable whatever the
+    container's other mounts and root filesystem (after the volumes, as the kubelet
+    orders them)."""
+    if not container.termination_message_path:
+        return ()
+    return (
+        Mount(
+            source=str(termination_file(state_dir)),
+            target=container.termination_message_path,
+            read_only=False,
+        ),
+    )
+
+
 def launch_spec(
     *,
     container: Container,
@@ -226,7 +257,7 @@ def launch_spec(
         image_files=tuple(
             Mount(source=str(f.source), target=f.target, read_only=True) for f in image.files
         ),
-        mounts=mounts,
+        mounts=(*mounts, *termination_mount(container, state_dir)),
         hosts=hosts_file(pod_ip, hostname),
         run_as_user=container.run_as_user,
         run_as_group=container.run_as_group,
@@ -281,6 +312,10 @@ class ContainerProcess:
         self.record(exit_code=exit_code, reason=reason)
 
     @property
+    def termination_file(self) -> Path:
+        return termination_file(self.state_dir)
+
+    @property
     def pid1(self) -> int | None:
         """The host PID of the container's first process (for exec probes)."""
         try:
@@ -319,6 +354,9 @@ async def start(
     (with `identity`'s keys) is written next to it."""
     shutil.rmtree(state_dir, ignore_errors=True)
     (state_dir / "rootfs").mkdir(parents=True)
+    message_file = termination_file(state_dir)
+    message_file.touch()
+    os.chmod(message_file, 0o666)  # whatever the umask: any runAsUser may write it
     spec_file = state_dir / "launch.json"
     spec_file.write_text(spec.to_json())
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -361,3 +399,30 @@ def last_log_line(log: Path) -> str:
     except OSError:
         return ""
     return lines[-1] if lines else ""
+
+
+def read_tail(path: Path, limit: int) -> bytes:
+    """The last `limit` bytes of a file (OSError if it cannot be read)."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - limit))
+        return fh.read(limit)
+
+
+def read_termination_file(path: Path) -> tuple[bytes | None, str]:
+    """A termination message file's last MAX_CONTAINER_MESSAGE_BYTES bytes (None if
+    the file is missing), or why it could not be read."""
+    try:
+        return read_tail(path, MAX_CONTAINER_MESSAGE_BYTES), ""
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"Error on reading termination log {path}: {exc}"
+
+
+def read_log_tail(log: Path) -> tuple[bytes, str]:
+    """Enough of a log's end for `status.log_message`, or why it could not be read."""
+    try:
+        return read_tail(log, MAX_LOG_MESSAGE_BYTES + 1), ""
+    except OSError as exc:
+        return b"", f"Error on reading termination message from logs: {exc}"

@@ -1,6 +1,7 @@
 """Pod status as the kubelet reports it, built from snapshots of the lab kubelet's own
 state: phase, conditions, pod and host IPs, and a status per container with its
-state, last state, restart count, container ID, readiness and start. Pure.
+state, last state, restart count, container ID, readiness and start; and the
+termination message of a container that ended. Pure.
 
 The status is sent as a JSON merge patch of `pods/status`; lists are replaced whole,
 so conditions this kubelet does not own (`PodScheduled` set by the scheduler,
@@ -15,6 +16,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 OWNED_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
+
+MAX_CONTAINER_MESSAGE_BYTES = 4096
+"""A termination message file is read up to this many bytes from its end."""
+MAX_LOG_MESSAGE_BYTES = 2048
+MAX_LOG_MESSAGE_LINES = 80
+"""FallbackToLogsOnError: the message is the log's last lines, cut to the last bytes."""
+MAX_POD_MESSAGE_BYTES = 12 * 1024
+"""All termination messages of a pod together: each status keeps its first
+MAX_POD_MESSAGE_BYTES / (containers + init containers) bytes."""
 
 
 def timestamp(t: datetime) -> str:
@@ -66,6 +76,52 @@ WAITING_CREATING = State("waiting", "ContainerCreating")
 
 def terminated_reason(exit_code: int) -> str:
     return "Completed" if exit_code == 0 else "Error"
+
+
+# --- termination messages -------------------------------------------------------------
+
+
+def falls_back_to_logs(policy: str, exit_code: int, reason: str) -> bool:
+    """Whether an empty (or missing) message file is replaced by the log's tail: only
+    for FallbackToLogsOnError and a failed container that did run (a container that
+    could not start has no log of its own)."""
+    return policy == "FallbackToLogsOnError" and exit_code != 0 and reason != "StartError"
+
+
+def file_message(data: bytes | None, *, error: str = "", fallback: bool) -> tuple[str, bool]:
+    """The message read from the file (`data`: its last MAX_CONTAINER_MESSAGE_BYTES,
+    None if the file is missing; `error`: why it could not be read), and whether the
+    log must be read instead."""
+    if error:
+        return error, False
+    if data is None:
+        return "", fallback
+    return data[-MAX_CONTAINER_MESSAGE_BYTES:].decode(errors="replace"), fallback and not data
+
+
+def log_message(tail: bytes) -> str:
+    """The message made of a log whose end is `tail` (at least its last
+    MAX_LOG_MESSAGE_BYTES + 1 bytes, or the whole log): its last MAX_LOG_MESSAGE_LINES
+    lines, of which the last MAX_LOG_MESSAGE_BYTES bytes."""
+    lines = tail.splitlines(keepends=True)[-MAX_LOG_MESSAGE_LINES:]
+    return b"".join(lines)[-MAX_LOG_MESSAGE_BYTES:].decode(errors="replace")
+
+
+def join_message(runtime_message: str, termination_message: str) -> str:
+    """A terminated state's message: the runtime's own (a start error), then what the
+    container left, separated by ": "."""
+    if runtime_message and termination_message:
+        return f"{runtime_message}: {termination_message}"
+    return runtime_message or termination_message
+
+
+def _cap_message(state: dict[str, Any], limit: int) -> None:
+    term = state.get("terminated")
+    if not term or "message" not in term:
+        return
+    raw = str(term["message"]).encode()
+    if len(raw) > limit:
+        term["message"] = raw[:limit].decode(errors="replace")
 
 
 @dataclass(frozen=True)
@@ -218,11 +274,15 @@ def build_status(
         "startTime": timestamp(pod.start_time),
         "containerStatuses": [c.to_api() for c in pod.containers],
     }
+    if pod.init_containers:
+        status["initContainerStatuses"] = [c.to_api() for c in pod.init_containers]
+    limit = MAX_POD_MESSAGE_BYTES // max(1, len(pod.containers) + len(pod.init_containers))
+    for c in (*status["containerStatuses"], *status.get("initContainerStatuses", ())):
+        _cap_message(c["state"], limit)
+        _cap_message(c["lastState"], limit)
     if pod.pod_ip:
         status["podIP"] = pod.pod_ip
         status["podIPs"] = [{"ip": pod.pod_ip}]
-    if pod.init_containers:
-        status["initContainerStatuses"] = [c.to_api() for c in pod.init_containers]
     if pod.message:
         status["message"] = pod.message
     if pod.reason:

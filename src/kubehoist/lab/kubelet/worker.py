@@ -28,6 +28,10 @@ from kubehoist.lab.kubelet.status import (
     ContainerSnapshot,
     PodSnapshot,
     State,
+    falls_back_to_logs,
+    file_message,
+    join_message,
+    log_message,
     now,
     terminated_reason,
 )
@@ -252,6 +256,10 @@ class PodWorker:
             ).startswith("launcher:"):
                 reason, message = "StartError", line.removeprefix("launcher:").strip()
             reason = reason or terminated_reason(exit_code)
+            message = join_message(
+                message,
+                termination_message(rec.spec, proc.termination_file, proc.log, exit_code, reason),
+            )
             proc.record_end(exit_code, reason, finished)
             rec.state = State(
                 "terminated",
@@ -465,6 +473,24 @@ class PodWorker:
                 rec.ready = verdict
                 self._changed()
             await asyncio.sleep(probe.period)
+
+
+def termination_message(
+    container: Container, message_file: Path, log: Path, exit_code: int, reason: str
+) -> str:
+    """What an ended container left as its termination message, by its
+    terminationMessagePolicy: its message file, else (FallbackToLogsOnError, after a
+    failure) the tail of its log."""
+    fallback = falls_back_to_logs(container.termination_message_policy, exit_code, reason)
+    data: bytes | None = None
+    error = ""
+    if container.termination_message_path:
+        data, error = runtime.read_termination_file(message_file)
+    message, check_logs = file_message(data, error=error, fallback=fallback)
+    if not check_logs:
+        return message
+    tail, error = runtime.read_log_tail(log)
+    return error or log_message(tail)
 
 
 def started_at(rec: ContainerRecord) -> datetime | None:
