@@ -9,7 +9,6 @@ import json
 import signal
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,12 +17,11 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from kubehoist.lab import leaders, podproc
-from tests.e2e.conftest import LabHandle, kubehoist, start_lab
+from tests.e2e.conftest import LabHandle, kubehoist, lab_root, start_lab
 
 pytestmark = pytest.mark.lab
 
 KCM = "kube-controller-manager"
-ROOT = Path("/tmp/kh-leaders/lab")
 HOST_PORT = 16611
 KILLS = 2
 
@@ -49,11 +47,11 @@ def holder(lab: LabHandle) -> str:
 
 @pytest.fixture(scope="module")
 def own_lab() -> Iterator[LabHandle]:
-    handle = start_lab(ROOT, HOST_PORT, workers=0)
+    handle = start_lab((lab_root().parent / "leaders").resolve(), HOST_PORT, workers=0)
     try:
         yield handle
     finally:
-        kubehoist("lab", "down", "--root", str(handle.spec.root), check=False)
+        kubehoist("lab", "down", "--purge", "--root", str(handle.spec.root), check=False)
 
 
 def test_killed_leaders_hand_over_without_two_leaders_at_once(own_lab: LabHandle) -> None:
