@@ -61,6 +61,18 @@ class LabHandle:
         return kubehoist(*args, "--root", str(self.spec.root), check=check)
 
 
+def node_files(spec: LabSpec) -> dict[str, bytes]:
+    """Every file under each control plane's /etc/kubernetes/{manifests,kubehoist}."""
+    out = {}
+    for node in spec.control_planes:
+        etc = node.root(spec.root) / "etc/kubernetes"
+        for sub in ("manifests", "kubehoist"):
+            for p in sorted((etc / sub).rglob("*")) if (etc / sub).exists() else []:
+                if p.is_file():
+                    out[str(p.relative_to(spec.root))] = p.read_bytes()
+    return out
+
+
 def lab_root() -> Path:
     return Path(os.environ.get("KUBEHOIST_TEST_LAB_ROOT", "/tmp/kubehoist-e2e/lab"))
 

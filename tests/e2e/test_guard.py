@@ -32,9 +32,8 @@ from lightkube.resources.core_v1 import Pod
 
 from kubehoist.lab import podproc
 from kubehoist.lab.leaders import analyze
-from kubehoist.lab.spec import LabSpec
 from kubehoist.pivot.phases import reconcile_probe
-from tests.e2e.conftest import LabHandle, kubehoist, lab_root, start_lab
+from tests.e2e.conftest import LabHandle, kubehoist, lab_root, node_files, start_lab
 
 pytestmark = pytest.mark.lab
 
@@ -80,17 +79,6 @@ def deployment_leads(lab: LabHandle) -> bool:
 def static_leader_node(lab: LabHandle) -> str | None:
     node = holder(lab).split("_")[0]
     return node if node in {n.name for n in lab.spec.control_planes} else None
-
-
-def node_files(spec: LabSpec) -> dict[str, bytes]:
-    out = {}
-    for node in spec.control_planes:
-        etc = node.root(spec.root) / "etc/kubernetes"
-        for sub in ("manifests", "kubehoist"):
-            for p in sorted((etc / sub).rglob("*")) if (etc / sub).exists() else []:
-                if p.is_file():
-                    out[str(p.relative_to(spec.root))] = p.read_bytes()
-    return out
 
 
 def manifests_in_place(lab: LabHandle) -> list[str]:

@@ -15,8 +15,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 
-from kubehoist.lab.spec import LabSpec
-from tests.e2e.conftest import LabHandle, kubehoist, lab_root, start_lab
+from tests.e2e.conftest import LabHandle, kubehoist, lab_root, node_files, start_lab
 
 pytestmark = pytest.mark.lab
 
@@ -41,18 +40,6 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None
 
 def static_leads(lab: LabHandle) -> bool:
     return holder(lab).split("_")[0] in {n.name for n in lab.spec.control_planes}
-
-
-def node_files(spec: LabSpec) -> dict[str, bytes]:
-    """Every file under each control plane's /etc/kubernetes/{manifests,kubehoist}."""
-    out = {}
-    for node in spec.control_planes:
-        etc = node.root(spec.root) / "etc/kubernetes"
-        for sub in ("manifests", "kubehoist"):
-            for p in sorted((etc / sub).rglob("*")) if (etc / sub).exists() else []:
-                if p.is_file():
-                    out[str(p.relative_to(spec.root))] = p.read_bytes()
-    return out
 
 
 def kube_system_objects(lab: LabHandle) -> set[str]:
