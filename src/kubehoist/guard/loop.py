@@ -52,6 +52,7 @@ from kubehoist.guard.decide import (
     holder_pods,
 )
 from kubehoist.guard.observe import pod_view
+from kubehoist.kube.client import get_or_none
 from kubehoist.kube.errors import Call, NotFoundError, api_errors
 from kubehoist.kube.objects import KUBEADM_COMPONENT_LABEL, lease_record
 from kubehoist.pivot import handover
@@ -511,13 +512,8 @@ class Guard:
         message = decision.reason + (f" ({decision.evidence})" if decision.evidence else "")
         message = f"{message}; {result}" if result else message
         try:
-            uid = None
-            try:
-                dep = self.client.get(Deployment, c.deployment_name, namespace=c.namespace)
-                uid = dep.metadata.uid if dep.metadata else None
-            except ApiError as exc:
-                if exc.status.code != 404:
-                    raise
+            dep = get_or_none(self.client, Deployment, c.deployment_name, namespace=c.namespace)
+            uid = dep.metadata.uid if dep is not None and dep.metadata else None
             event = Event(
                 metadata=ObjectMeta(
                     name=f"{c.deployment_name}.guard.{secrets.token_hex(6)}",

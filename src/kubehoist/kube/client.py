@@ -9,12 +9,17 @@ three honour `--kubeconfig`, `--context` and `KUBECONFIG` through `kube.config`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx2
 from lightkube import AsyncClient, Client
 from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import SingleConfig
+from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import NamespacedResource
 
 from kubehoist.constants import FIELD_MANAGER
 from kubehoist.kube.api import Api
@@ -28,6 +33,7 @@ from kubehoist.kube.transport import (
 )
 
 DEFAULT_TIMEOUT_S = 10.0
+_R = TypeVar("_R", bound=NamespacedResource)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,3 +107,28 @@ def connect_async(
         trust_env=False,
         transport=AsyncCountingTransport(inner, where.log),
     )
+
+
+def is_not_found(exc: ApiError) -> bool:
+    return exc.status.code == 404
+
+
+@contextmanager
+def absent_ok() -> Iterator[None]:
+    """Swallow a 404 from lightkube: the object is already gone, or never was (for
+    deletes and scale-downs that are idempotent)."""
+    try:
+        yield
+    except ApiError as exc:
+        if not is_not_found(exc):
+            raise
+
+
+def get_or_none(client: Client, kind: type[_R], name: str, *, namespace: str) -> _R | None:
+    """`client.get` of a namespaced object, or None when it does not exist."""
+    try:
+        return client.get(kind, name, namespace=namespace)
+    except ApiError as exc:
+        if is_not_found(exc):
+            return None
+        raise

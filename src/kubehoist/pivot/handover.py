@@ -27,6 +27,7 @@ from lightkube.resources.core_v1 import Pod
 
 from kubehoist.election import parse_identity
 from kubehoist.errors import KubehoistError
+from kubehoist.kube.client import get_or_none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,14 +39,9 @@ class LeaseView:
 
 
 def read_lease(client: Client, *, namespace: str, name: str) -> LeaseView:
-    try:
-        lease = client.get(Lease, name, namespace=namespace)
-    except ApiError as exc:
-        if exc.status.code == 404:
-            raise KubehoistError(
-                f"Lease {namespace}/{name} not found (is leader election on?)"
-            ) from None
-        raise
+    lease = get_or_none(client, Lease, name, namespace=namespace)
+    if lease is None:
+        raise KubehoistError(f"Lease {namespace}/{name} not found (is leader election on?)")
     spec = lease.spec
     assert lease.metadata is not None
     return LeaseView(
@@ -83,12 +79,9 @@ def _mirror_pod(component: str, node: str) -> str:
 def static_pod_dead(client: Client, *, component: str, node: str, namespace: str) -> bool:
     """Whether the static pod of `component` on `node` has certainly stopped, given that
     its manifest was removed from the node."""
-    try:
-        pod = client.get(Pod, _mirror_pod(component, node), namespace=namespace)
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return True
-        raise
+    pod = get_or_none(client, Pod, _mirror_pod(component, node), namespace=namespace)
+    if pod is None:
+        return True
     statuses = (pod.status.containerStatuses if pod.status else None) or []
     return bool(statuses) and all(
         cs.state is not None and cs.state.terminated is not None for cs in statuses

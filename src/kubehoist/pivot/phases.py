@@ -30,6 +30,7 @@ from lightkube.types import CascadeType
 from kubehoist.components import Component
 from kubehoist.constants import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, selector_labels
 from kubehoist.errors import KubehoistError
+from kubehoist.kube.client import absent_ok, get_or_none
 from kubehoist.manifest import StaticPod
 from kubehoist.pivot import handover
 from kubehoist.pivot import state as statemod
@@ -77,12 +78,7 @@ def control_plane_nodes(client: Client) -> list[str]:
 
 
 def mirror_pod(client: Client, component: str, node: str) -> Pod | None:
-    try:
-        return client.get(Pod, f"{component}-{node}", namespace=NAMESPACE)
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return None
-        raise
+    return get_or_none(client, Pod, f"{component}-{node}", namespace=NAMESPACE)
 
 
 def deployment_pods(client: Client, component: str) -> list[Pod]:
@@ -498,17 +494,11 @@ def handback(ctx: Context) -> str:
     # Take the pods and the holder before scaling down: the leader may delete its own
     # pods (and itself) the moment it sees the new replica count.
     pods = {_name(p) for p in _all_pods(ctx.client, comp)}
-    try:
+    with absent_ok():
         ctx.client.patch(Deployment, comp, {"spec": {"replicas": 0}}, namespace=NAMESPACE)
-    except ApiError as exc:
-        if exc.status.code != 404:
-            raise
     for name in pods:
-        try:
+        with absent_ok():
             ctx.client.delete(Pod, name, namespace=NAMESPACE)
-        except ApiError as exc:
-            if exc.status.code != 404:
-                raise
 
     def gone() -> bool:
         return not ({_name(p) for p in _all_pods(ctx.client, comp)} & pods)
@@ -566,11 +556,8 @@ def cleanup(ctx: Context) -> str:
         ("Secret", Secret),
     ):
         for obj in ctx.client.list(res, namespace=NAMESPACE, labels=labels):
-            try:
+            with absent_ok():
                 ctx.client.delete(res, _name(obj), namespace=NAMESPACE)
-            except ApiError as exc:
-                if exc.status.code != 404:
-                    raise
             if kind != "Pod":
                 removed.append(f"{kind} {_name(obj)}")
     handover.wait_until(

@@ -20,6 +20,7 @@ from lightkube.resources.core_v1 import ConfigMap
 
 from kubehoist.constants import object_labels
 from kubehoist.errors import KubehoistError
+from kubehoist.kube.client import absent_ok, get_or_none
 
 STATUSES = ("in-progress", "pivoted", "rolling-back", "rolled-back")
 
@@ -71,13 +72,8 @@ class PivotState:
 
 
 def load(client: Client, component: str) -> PivotState | None:
-    try:
-        cm = client.get(ConfigMap, configmap_name(component), namespace="kube-system")
-    except ApiError as exc:
-        if exc.status.code == 404:
-            return None
-        raise
-    return PivotState.from_configmap(cm)
+    cm = get_or_none(client, ConfigMap, configmap_name(component), namespace="kube-system")
+    return None if cm is None else PivotState.from_configmap(cm)
 
 
 def save(client: Client, state: PivotState) -> PivotState:
@@ -103,8 +99,5 @@ def save(client: Client, state: PivotState) -> PivotState:
 
 
 def delete(client: Client, component: str) -> None:
-    try:
+    with absent_ok():
         client.delete(ConfigMap, configmap_name(component), namespace="kube-system")
-    except ApiError as exc:
-        if exc.status.code != 404:
-            raise
