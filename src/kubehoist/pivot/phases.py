@@ -20,7 +20,7 @@ from typing import Any
 from lightkube import Client, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.models.apps_v1 import DeploymentSpec
-from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec
+from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec, Toleration
 from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Node, Pod, Secret
@@ -381,6 +381,8 @@ def verify(ctx: Context) -> str:
     extra = ""
     if ctx.component.name == "kube-controller-manager":
         extra = f"; a probe Deployment got its ReplicaSet in {reconcile_probe(ctx.client):.2f}s"
+    elif ctx.component.name == "kube-scheduler":
+        extra = f"; a probe pod was scheduled in {schedule_probe(ctx.client):.2f}s"
     ctx.state = type(ctx.state)(
         component=ctx.state.component,
         status="pivoted",
@@ -389,6 +391,34 @@ def verify(ctx: Context) -> str:
         resource_version=ctx.state.resource_version,
     )
     return f"{leader[-1]} leads and renews (after {took:.1f}s){extra}"
+
+
+def schedule_probe(client: Client, *, timeout: float = 60) -> float:
+    """Create a pod without a node; seconds until the scheduler binds it. The pod is
+    deleted at once (it tolerates every taint and asks for nothing)."""
+    name = f"kubehoist-verify-{uuid.uuid4().hex[:6]}"
+    labels: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "kubehoist.io/verify": name}
+    pod = Pod(
+        metadata=ObjectMeta(name=name, namespace=NAMESPACE, labels=labels),
+        spec=PodSpec(
+            containers=[Container(name="verify", image="busybox:1.36", command=["true"])],
+            restartPolicy="Never",
+            tolerations=[Toleration(operator="Exists")],
+            terminationGracePeriodSeconds=0,
+        ),
+    )
+    client.create(pod)
+    try:
+        return handover.wait_until(
+            f"probe pod {NAMESPACE}/{name} to be scheduled",
+            lambda: bool(
+                (got := client.get(Pod, name, namespace=NAMESPACE)).spec and got.spec.nodeName
+            ),
+            timeout=timeout,
+        )
+    finally:
+        with absent_ok():
+            client.delete(Pod, name, namespace=NAMESPACE, grace_period=0)
 
 
 def reconcile_probe(client: Client, *, timeout: float = 60) -> float:
