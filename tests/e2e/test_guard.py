@@ -279,9 +279,19 @@ def test_install_on_every_control_plane_node(glab: tuple[LabHandle, dict[str, by
     assert sorted(p["node"] for p in guard["pods"] if p["ready"]) == sorted(
         n.name for n in lab.spec.control_planes
     ), guard["pods"]
-    # Installing again (a certificate renewal) changes nothing but the certificates.
-    again = gkubehoist(lab, "guard", "install", "--settle", f"{SETTLE_S:g}")
-    assert again.returncode == 0
+    assert "signed on the node" in out.stdout, out.stdout
+    # Installing again (a certificate renewal), this time through the cluster's signer:
+    # only the certificates change.
+    manifest = lab.spec.control_planes[0].manifests_dir(lab.spec.root) / f"{GUARD}.yaml"
+    before = manifest.read_bytes()
+    again = gkubehoist(
+        lab, "guard", "install", "--settle", f"{SETTLE_S:g}", "--grace", f"{GRACE_S:g}",
+        "--issuer", "csr",
+    )  # fmt: skip
+    assert "signed by kubernetes.io/kube-apiserver-client" in again.stdout, again.stdout
+    assert manifest.read_bytes() == before
+    left = lab.kubectl("get", "secrets,csr", "-A", "-o", "name").stdout
+    assert "kubehoist-guard" not in left, left
 
 
 # --- total loss ------------------------------------------------------------------------

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from kubehoist import kube
 from kubehoist.cli.options import resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
+from kubehoist.guard import credentials
 from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
 from kubehoist.guard.decide import Policy
@@ -205,6 +208,16 @@ def _ca_fallback(where: kube.Target) -> bytes | None:
     show_default=True,
     help="Validity of the guards' client certificates (the signer may cap it).",
 )
+@click.option(
+    "--issuer",
+    type=click.Choice(["auto", "node", "csr"]),
+    default="auto",
+    show_default=True,
+    help="Who signs the guards' certificates: each node with its own "
+    "/etc/kubernetes/pki/ca.key (in a helper pod of --image; needs no controller manager), "
+    "the cluster's signer through a CertificateSigningRequest (needs a leading controller "
+    "manager), or the node where it holds a CA key and the signer elsewhere.",
+)
 @click.option("--no-wait", is_flag=True, help="Do not wait for the guards to be Ready.")
 @click.option("--dry-run", is_flag=True, help="Print what would be done; change nothing.")
 @click.option(
@@ -226,6 +239,7 @@ def install(
     reaper: bool,
     metrics_port: int,
     cert_days: int,
+    issuer: str,
     no_wait: bool,
     dry_run: bool,
     print_only: bool,
@@ -287,13 +301,15 @@ def install(
         metrics_port=metrics_port,
         validity_s=cert_days * 86400,
         timeout_s=timeout,
+        issuer=issuer,
     )
     if dry_run:
         for line in guardinstall.plan_install(options):
             click.echo(f"(dry run) {line}")
         return
-    ca = guardinstall.cluster_ca(client, server=where.server, fallback=_ca_fallback(where))
-    options = replace(options, ca_pem=ca)
+    if issuer != "node":
+        ca = guardinstall.cluster_ca(client, server=where.server, fallback=_ca_fallback(where))
+        options = replace(options, ca_pem=ca)
     guardinstall.install(client, options, server=where.server, say=click.echo, wait=not no_wait)
 
 
@@ -339,6 +355,52 @@ def uninstall(
         everywhere=everywhere,
         timeout_s=timeout,
     )
+
+
+@guard.command("node-setup", hidden=True)
+@click.option("--node", required=True)
+@click.option("--server", required=True)
+@click.option("--days", type=click.IntRange(1, 3650), default=365)
+@click.option(
+    "--etc-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/etc/kubernetes"),
+    show_default=True,
+)
+@click.option("--manifest-name", required=True)
+@click.option("--manifest-b64", required=True)
+def node_setup(
+    *, node: str, server: str, days: int, etc_dir: Path, manifest_name: str, manifest_b64: str
+) -> None:
+    """On a control-plane node (run by `guard install` in a node-pinned helper pod): sign
+    the guard's certificate with the node's CA, write guard.conf and the manifest."""
+    try:
+        manifest_text = base64.b64decode(manifest_b64, validate=True).decode()
+    except ValueError:
+        raise UsageError("--manifest-b64: not base64 text") from None
+    try:
+        result = credentials.node_setup(
+            etc_dir,
+            node=node,
+            server=server,
+            days=days,
+            manifest_name=manifest_name,
+            manifest_text=manifest_text,
+            now=datetime.now(UTC),
+        )
+    except KubehoistError as exc:
+        _termination_message(exc.message)
+        raise
+    _termination_message(result)
+    click.echo(result)
+
+
+def _termination_message(text: str) -> None:
+    """Where a kubelet reads a container's termination message, when there is one."""
+    path = Path("/dev/termination-log")
+    if path.exists():
+        with contextlib.suppress(OSError):
+            path.write_text(text[:4000] + "\n")
 
 
 command = guard

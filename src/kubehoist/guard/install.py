@@ -4,29 +4,26 @@ Install, in order (each step idempotent, so a run that failed half-way is simply
 again):
 
 1. the guard's Role and RoleBinding (server-side apply);
-2. a client certificate per node, user `kubehoist:guard:<node>`, group
-   `kubehoist:guards`: the private key is made here, in memory; the certificate is
-   signed by the cluster's own signer through a CertificateSigningRequest
-   (`kubernetes.io/kube-apiserver-client`, approved by this run, signed by the
-   controller manager), so no CA key is read anywhere;
-3. a Secret holding each node's kubeconfig and the guard's manifest, read by one
-   node-pinned helper pod per node (the same helpers as pivot: they need no scheduler
-   and no controller manager) which writes `/etc/kubernetes/kubehoist/guard.conf`
-   (0600) and then the static pod manifest, each atomically. The Secret is deleted as
-   soon as the helpers are done (also on failure): after install the keys exist only
-   on their nodes, as kubeadm's own kubeconfigs do;
-4. wait until every node's guard pod is Ready and one guard holds the guards' Lease.
+2. per node, the guard's client certificate (user `kubehoist:guard:<node>`, group
+   `kubehoist:guards`) and its static pod manifest, by one of two issuers (see
+   `guard.credentials`): on the node itself, in a node-pinned helper pod of the guard's
+   image that signs with the node's CA key and writes `guard.conf` and the manifest
+   (no controller manager needed, no key leaves the node); or through a
+   CertificateSigningRequest signed by the controller manager, the kubeconfigs then
+   carried to shell helpers by a short-lived Secret (deleted when they are done, also
+   on failure);
+3. wait until every node's guard pod is Ready and one guard holds the guards' Lease.
 
 Uninstall removes the manifest on every node (and `guard.conf` once no guard of any
-component is left there), then the RBAC and the guards' Lease. A fallback static pod
-the guard put in place is left running, and said so.
+component is left there), waits for the guard pods to stop, then deletes the RBAC and
+the guards' Lease. A fallback static pod the guard put in place is left running, and
+said so.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import posixpath
 import secrets
 import shlex
@@ -37,9 +34,6 @@ from typing import Any
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from lightkube import Client, codecs
 from lightkube.core.exceptions import ApiError
 from lightkube.models.certificates_v1 import (
@@ -59,6 +53,12 @@ from kubehoist.components import Component
 from kubehoist.constants import FIELD_MANAGER, object_labels
 from kubehoist.errors import KubehoistError
 from kubehoist.guard import manifest as guardmanifest
+from kubehoist.guard.credentials import (
+    NO_CA_KEY_EXIT,
+    guard_user,
+    kubeconfig_text,
+    new_key_and_csr,
+)
 from kubehoist.guard.loop import guard_lease_name
 from kubehoist.kube.errors import Call, NotFoundError, api_errors
 from kubehoist.pivot import helperpod
@@ -70,59 +70,7 @@ NAMESPACE = "kube-system"
 DEFAULT_VALIDITY_S = 365 * 24 * 3600
 
 
-def guard_user(node: str) -> str:
-    return f"{guardmanifest.GUARD_USER}:{node}"
-
-
 # --- pure pieces -----------------------------------------------------------------------
-
-
-def new_key_and_csr(node: str) -> tuple[bytes, bytes]:
-    """(private key PEM, CSR PEM) for the guard of `node`: EC P-256, CN the guard's user,
-    O its group."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, guardmanifest.GUARD_GROUP),
-            x509.NameAttribute(NameOID.COMMON_NAME, guard_user(node)),
-        ]
-    )
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
-
-
-def kubeconfig_text(
-    *, server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str
-) -> str:
-    """A kubeconfig with everything embedded (the guard mounts no other file)."""
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "cluster",
-                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
-            }
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)},
-            }
-        ],
-        "contexts": [{"name": "guard", "context": {"cluster": "cluster", "user": user}}],
-        "current-context": "guard",
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def _host(path: str) -> str:
@@ -190,6 +138,9 @@ class InstallOptions:
     metrics_port: int = guardmanifest.DEFAULT_METRICS_PORT
     validity_s: int = DEFAULT_VALIDITY_S
     timeout_s: float = 120.0
+    issuer: str = "auto"
+    """`node` (the node's CA, in a helper pod of the guard's image), `csr` (the
+    cluster's signer, needs a leading controller manager), `auto` (node, else csr)."""
 
 
 def guard_pod(options: InstallOptions) -> dict[str, Any]:
@@ -209,9 +160,13 @@ def plan_install(options: InstallOptions) -> list[str]:
     name = guardmanifest.pod_name(c)
     lines = [f"server-side apply Role and RoleBinding {NAMESPACE}/kubehoist:guard:{c.name}"]
     for node in options.nodes:
+        how = {
+            "node": "signed on the node with its /etc/kubernetes/pki/ca.key",
+            "csr": f"a CertificateSigningRequest to {SIGNER}",
+            "auto": "signed on the node with its CA key, else a CertificateSigningRequest",
+        }[options.issuer]
         lines.append(
-            f"node/{node}: issue a client certificate for {guard_user(node)} "
-            f"(CertificateSigningRequest, signer {SIGNER}, "
+            f"node/{node}: a client certificate for {guard_user(node)} ({how}, "
             f"{options.validity_s // 86400} days) -> {guardmanifest.KUBECONFIG} (server "
             f"{options.server})"
         )
@@ -346,6 +301,19 @@ def node_key(node: str) -> str:
     return f"{node}.conf"
 
 
+def node_setup_command(node: str, options: InstallOptions, manifest_text: str) -> list[str]:
+    """The helper's argv: `kubehoist guard node-setup` in the guard's own image."""
+    return [
+        "kubehoist", "guard", "node-setup",
+        "--node", node,
+        "--server", options.server,
+        "--days", str(max(1, options.validity_s // 86400)),
+        "--etc-dir", HOST_MOUNT,
+        "--manifest-name", f"{guardmanifest.pod_name(options.component)}.yaml",
+        "--manifest-b64", base64.b64encode(manifest_text.encode()).decode(),
+    ]  # fmt: skip
+
+
 def install(
     client: Client,
     options: InstallOptions,
@@ -357,9 +325,61 @@ def install(
     c = options.component
     for line in apply_rbac(client, c, server=server):
         say(f"{line} serverside-applied")
-    confs: dict[str, str] = {}
-    expires: dict[str, dt.datetime] = {}
+    manifest_text = yaml.safe_dump(guard_pod(options), sort_keys=False)
+    done: dict[str, str] = {}
+    by_csr: list[str] = list(options.nodes) if options.issuer == "csr" else []
+    if options.issuer in ("node", "auto"):
+        call = Call(verb="create", resource="pods", namespace=NAMESPACE)
+        with api_errors(call, server=server):
+            outs = helperpod.run_scripts(
+                client,
+                {n: node_setup_command(n, options, manifest_text) for n in options.nodes},
+                image=options.image,
+                component=c.name,
+                namespace=NAMESPACE,
+                timeout=options.timeout_s,
+            )
+        for node in options.nodes:
+            out = outs[node]
+            words = out.message.split()
+            if out.exit_code == 0:
+                until = words[1][:10] if len(words) > 1 and words[0] == "installed" else "?"
+                done[node] = f"signed on the node, expires {until}"
+            elif out.exit_code == NO_CA_KEY_EXIT and options.issuer == "auto":
+                by_csr.append(node)
+            else:
+                raise KubehoistError(
+                    f"node {node}: guard node-setup failed (exit {out.exit_code}): "
+                    f"{out.message or 'no message'}"
+                )
+    if by_csr:
+        done.update(_install_by_csr(client, options, by_csr, manifest_text, server=server))
     for node in options.nodes:
+        say(
+            f"node/{node}: guard {guardmanifest.pod_name(c)} installed "
+            f"({guard_user(node)}, {done[node]})"
+        )
+    if wait:
+        waited = wait_installed(
+            client, c, options.nodes, server=server, timeout_s=options.timeout_s
+        )
+        say(f"guards Ready on {len(options.nodes)} node(s); {waited}")
+
+
+def _install_by_csr(
+    client: Client,
+    options: InstallOptions,
+    nodes: Sequence[str],
+    manifest_text: str,
+    *,
+    server: str,
+) -> dict[str, str]:
+    """The CSR issuer: keys made here, certificates from the cluster's signer, written
+    by shell helpers through a short-lived Secret (deleted also on failure)."""
+    c = options.component
+    confs: dict[str, str] = {}
+    done: dict[str, str] = {}
+    for node in nodes:
         key_pem, csr_pem = new_key_and_csr(node)
         cert_pem = issue_certificate(
             client,
@@ -370,7 +390,7 @@ def install(
             timeout_s=min(60.0, options.timeout_s),
         )
         cert = x509.load_pem_x509_certificate(cert_pem)
-        expires[node] = cert.not_valid_after_utc
+        done[node] = f"signed by {SIGNER}, expires {cert.not_valid_after_utc:%Y-%m-%d}"
         confs[node_key(node)] = kubeconfig_text(
             server=options.server,
             ca_pem=options.ca_pem,
@@ -378,10 +398,8 @@ def install(
             key_pem=key_pem,
             user=guard_user(node),
         )
-    pod = guard_pod(options)
     manifest_name = f"{guardmanifest.pod_name(c)}.yaml"
-    run = secrets.token_hex(4)
-    secret = _secret(run, confs, yaml.safe_dump(pod, sort_keys=False), c.name)
+    secret = _secret(secrets.token_hex(4), confs, manifest_text, c.name)
     assert secret.metadata is not None and secret.metadata.name is not None
     secret_name = secret.metadata.name
     call = Call(verb="create", resource="secrets", namespace=NAMESPACE, name=secret_name)
@@ -392,7 +410,7 @@ def install(
         with api_errors(call, server=server):
             outs = helperpod.run_scripts(
                 client,
-                {n: install_script(node_key(n), manifest_name) for n in options.nodes},
+                {n: install_script(node_key(n), manifest_name) for n in nodes},
                 image=options.helper_image,
                 component=c.name,
                 namespace=NAMESPACE,
@@ -403,22 +421,14 @@ def install(
     finally:
         with contextlib.suppress(ApiError, KubehoistError):
             client.delete(Secret, secret_name, namespace=NAMESPACE)
-    failed = {n: o for n, o in outs.items() if o.exit_code != 0}
-    for node, out in sorted(failed.items()):
-        raise KubehoistError(
-            f"node {node}: writing the guard failed (exit {out.exit_code}): "
-            f"{out.message or 'no message'}"
-        )
-    for node in options.nodes:
-        say(
-            f"node/{node}: guard {guardmanifest.pod_name(c)} installed "
-            f"({guard_user(node)}, certificate expires {expires[node]:%Y-%m-%d})"
-        )
-    if wait:
-        waited = wait_installed(
-            client, c, options.nodes, server=server, timeout_s=options.timeout_s
-        )
-        say(f"guards Ready on {len(options.nodes)} node(s); {waited}")
+    for node in nodes:
+        out = outs[node]
+        if out.exit_code != 0:
+            raise KubehoistError(
+                f"node {node}: writing the guard failed (exit {out.exit_code}): "
+                f"{out.message or 'no message'}"
+            )
+    return done
 
 
 def _ready(pod: Pod) -> bool:

@@ -43,7 +43,7 @@ RUN_LABEL = "kubehoist.io/helper-run"
 def helper_pod(
     *,
     node: str,
-    script: str,
+    script: str | Sequence[str],
     image: str,
     component: str,
     run: str,
@@ -70,7 +70,7 @@ def helper_pod(
                 Container(
                     name="files",
                     image=image,
-                    command=["/bin/sh", "-c", script],
+                    command=["/bin/sh", "-c", script] if isinstance(script, str) else [*script],
                     terminationMessagePolicy="File",
                     securityContext=SecurityContext(runAsUser=0),
                     volumeMounts=[
@@ -116,7 +116,7 @@ START_FAILURES = range(126, 129)
 
 def run_scripts(
     client: Client,
-    scripts: Mapping[str, str],
+    scripts: Mapping[str, str | Sequence[str]],
     *,
     image: str,
     component: str,
@@ -126,8 +126,9 @@ def run_scripts(
     secret: str | None = None,
     secret_mount: str = "/kubehoist-input",
 ) -> dict[str, HelperOutcome]:
-    """Run `scripts[node]` on each node at once and wait for all. A helper whose
-    container could not start is run again (the scripts are idempotent)."""
+    """Run `scripts[node]` on each node at once and wait for all: a shell script, or a
+    command (argv) of the image. A helper whose container could not start is run again
+    (the scripts are idempotent)."""
     out: dict[str, HelperOutcome] = {}
     todo = dict(scripts)
     for attempt in range(1, attempts + 1):
@@ -151,7 +152,7 @@ def run_scripts(
 
 def _run_once(
     client: Client,
-    scripts: Mapping[str, str],
+    scripts: Mapping[str, str | Sequence[str]],
     *,
     image: str,
     component: str,
