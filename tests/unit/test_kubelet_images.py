@@ -131,3 +131,24 @@ def test_context_escape_is_refused(tmp_path: Path) -> None:
     (tmp_path / "ctx" / "Dockerfile").write_text("FROM busybox\nADD ../secret /s\n")
     with pytest.raises(ImageError, match="outside the build context"):
         images.build(tmp_path / "store", "x", tmp_path / "ctx")
+
+
+def test_the_interpreter_and_source_are_bound_where_a_container_would_not_see_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from kubehoist.lab.kubelet import images
+
+    venv = Path("/tmp") / tmp_path.name / "venv"
+    monkeypatch.setattr(images.sys, "prefix", str(venv))
+    monkeypatch.setattr(images.sys, "exec_prefix", str(venv))
+    monkeypatch.setattr(images.sys, "base_prefix", "/usr")
+    monkeypatch.setattr(images.sys, "executable", "/usr/bin/python3")
+    monkeypatch.setattr(Path, "is_dir", lambda self: True)
+    binds = {b.target for b in images.interpreter_dirs()}
+    assert str(venv) in binds
+    assert "/usr" not in binds  # the container sees the host's /usr already
+    monkeypatch.setattr(images.sys, "prefix", "/opt/venv")
+    monkeypatch.setattr(images.sys, "exec_prefix", "/opt/venv")
+    src = Path(images.__file__).resolve().parents[3]
+    expected = {str(src)} if any(p in (Path("/tmp"), Path("/run")) for p in src.parents) else set()
+    assert {b.target for b in images.interpreter_dirs()} == expected

@@ -88,6 +88,8 @@ class Image:
     cmd: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = (("PATH", DEFAULT_PATH),)
     working_dir: str = ""
+    binds: tuple[ImageFile, ...] = ()
+    """Host directories bound read-only at the same paths (not copied into the layer)."""
 
 
 # --- the table ------------------------------------------------------------------------
@@ -152,6 +154,30 @@ def mapped_program(ref: ImageRef) -> str | None:
     return None
 
 
+MASKED_DIRS = (Path("/tmp"), Path("/run"))
+"""Host directories a container does not see (it gets its own /tmp and /run)."""
+
+
+def interpreter_dirs() -> tuple[ImageFile, ...]:
+    """The directories this Python and kubehoist's source live in, where a container
+    would not see them (a virtualenv or a checkout under /tmp): bound read-only at the
+    same paths, so the lab's `python` and `kubehoist` images run wherever they are."""
+    src = Path(__file__).resolve().parents[3]
+    wanted = {
+        src,
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(sys.exec_prefix),
+        Path(sys.executable).resolve().parent.parent,
+    }
+    masked = sorted(
+        d for d in wanted if any(d == m or m in d.parents for m in MASKED_DIRS) and d.is_dir()
+    )
+    # A directory inside another one already bound needs nothing of its own.
+    kept = [d for d in masked if not any(o != d and o in d.parents for o in masked)]
+    return tuple(ImageFile(str(d), d) for d in kept)
+
+
 def program_image(name: str, program: str, binaries: Binaries, *, support_dir: Path) -> Image:
     """The Image of a table row. `support_dir` holds small generated helper scripts."""
     if program in KUBE_PROGRAMS:
@@ -174,6 +200,7 @@ def program_image(name: str, program: str, binaries: Binaries, *, support_dir: P
                 ImageFile("/usr/local/bin/python3", Path(sys.executable)),
                 ImageFile("/usr/local/bin/python", Path(sys.executable)),
             ),
+            binds=interpreter_dirs(),
             cmd=("python3",),
         )
     if program == "kubehoist":
@@ -182,6 +209,7 @@ def program_image(name: str, program: str, binaries: Binaries, *, support_dir: P
             name=name,
             program=program,
             files=(ImageFile("/usr/local/bin/kubehoist", script),),
+            binds=interpreter_dirs(),
             entrypoint=("kubehoist",),
         )
     raise ImageError(f"no program {program!r} in the image table")
@@ -313,6 +341,7 @@ def resolve(
             cmd=(base.cmd if built.entrypoint is None else ()) if built.cmd is None else built.cmd,
             env=tuple(env.items()),
             working_dir=built.working_dir or base.working_dir,
+            binds=base.binds,
         )
     program = mapped_program(ref)
     if program is None:

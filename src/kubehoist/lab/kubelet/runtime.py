@@ -257,7 +257,11 @@ def launch_spec(
         image_files=tuple(
             Mount(source=str(f.source), target=f.target, read_only=True) for f in image.files
         ),
-        mounts=(*mounts, *termination_mount(container, state_dir)),
+        mounts=(
+            *(Mount(source=str(b.source), target=b.target, read_only=True) for b in image.binds),
+            *mounts,
+            *termination_mount(container, state_dir),
+        ),
         hosts=hosts_file(pod_ip, hostname),
         run_as_user=container.run_as_user,
         run_as_group=container.run_as_group,
