@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.coordination_v1 import Lease
 
 from kubehoist import hostfiles, kube
 from kubehoist.cli.options import resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
+from kubehoist.guard.loop import guard_lease_name
+from kubehoist.kube.client import get_or_none
 from kubehoist.manifest import load_static_pod
 from kubehoist.pivot import events, helperpod, phases
 from kubehoist.pivot import state as statemod
@@ -203,6 +207,18 @@ def pivot(
     progress.line(
         f"{comp.name} now runs from its Deployment; undo with `kubehoist rollback {comp.name}`"
     )
+    try:
+        guarded = (
+            get_or_none(client, Lease, guard_lease_name(comp.name), namespace="kube-system")
+            is not None
+        )
+    except ApiError:
+        guarded = True  # cannot tell: say nothing
+    if not guarded:
+        progress.line(
+            f"no guard is installed: if every replica is lost, nothing brings {comp.name} "
+            f"back; `kubehoist guard install --component {comp.name}` closes that loop"
+        )
 
 
 def _rollback(ctx: phases.Context, *, skip: list[str], dry_run: bool = False) -> None:
