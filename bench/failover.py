@@ -32,16 +32,12 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
-import shlex
 import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,142 +45,43 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from kubehoist.constants import selector_labels
 from kubehoist.kube.probe import ReconcileProbe
 from kubehoist.lab.podproc import container_pid
 from kubehoist.lab.spec import LabSpec
-from kubehoist.measure import Sample, baseline_of, outage_of
 from kubehoist.pivot import handover
 
-COMPONENT = "kube-controller-manager"
-NAMESPACE = "kube-system"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `bench.common`
+
+from bench import common
+from bench.common import COMPONENT, LEASE_DURATION_S, NAMESPACE, Lab
+
 GUARD_LEASE = f"kubehoist-guard-{COMPONENT}"
 GUARD_NODE = "bench"
 MODES = ("off", "on")  # reaper off / on, alternating in this order
-LEASE_DURATION_S = 15.0  # pivot's default (the controller manager's)
-WAIT_S = 180.0
 RESTART_WAIT_S = 480.0  # the lab kubelet's crash-loop back-off reaches 300 s
 QUIET_S = 10.0  # probe running, guard holding its Lease, nothing happening: the baseline
 AFTER_S = 2.0  # probes sent up to this long after the first answer of the new leader
 SETTLED_S = 5.0  # one holder, unchanged, for this long: the leader is settled
 
 
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
 # --- what the watches saw ------------------------------------------------------------------
-@dataclass(frozen=True)
-class LeaseSeen:
-    at: float
-    name: str
-    holder: str
-    resource_version: str
-
-
-@dataclass(frozen=True)
-class PodSeen:
-    at: float
-    kind: str  # ADDED, MODIFIED, DELETED
-    name: str
-    ready: bool
-    state: str  # running, terminated, waiting or ""
-    restarts: int
-    deleting: bool
-
-
 def _pod_name(holder: str) -> str:
     """A Deployment pod's name from a holder identity (its hostname is the pod's name)."""
     return handover.holder_node(holder) if holder else ""
 
 
-def _ready(pod: Pod) -> bool:
-    return any(
-        c.type == "Ready" and c.status == "True"
-        for c in ((pod.status.conditions if pod.status else None) or [])
-    )
-
-
-def _container(pod: Pod) -> tuple[str, int]:
-    """(state, restartCount) of the component's container."""
-    for cs in (pod.status.containerStatuses if pod.status else None) or []:
-        if cs.name != COMPONENT:
-            continue
-        st = cs.state
-        state = ""
-        if st is not None:
-            state = next((k for k in ("running", "terminated", "waiting") if getattr(st, k)), "")
-        return state, cs.restartCount or 0
-    return "", 0
-
-
-@dataclass
-class Recorder:
+class Recorder(common.Recorder):
     """Watches the component's Lease, the guards' Lease and the Deployment's pods."""
 
-    client: AsyncClient
-    leases: list[LeaseSeen] = field(default_factory=list)
-    pods: list[PodSeen] = field(default_factory=list)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._forever(lambda: self._lease_once(COMPONENT))),
-            asyncio.create_task(self._forever(lambda: self._lease_once(GUARD_LEASE))),
-            asyncio.create_task(self._forever(self._pods_once)),
-        ]
-        deadline = time.monotonic() + 30
-        while not self.of(COMPONENT) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    @staticmethod
-    async def _forever(once: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await once()
-            await asyncio.sleep(0.2)
-
-    async def _lease_once(self, name: str) -> None:
-        async for _typ, lease in self.client.watch(
-            Lease, namespace=NAMESPACE, fields={"metadata.name": name}
-        ):
-            now = time.monotonic()
-            holder = (lease.spec.holderIdentity if lease.spec else None) or ""
-            rv = (lease.metadata.resourceVersion if lease.metadata else None) or ""
-            self.leases.append(LeaseSeen(now, name, holder, rv))
-
-    async def _pods_once(self) -> None:
-        labels: dict[str, Any] = dict(selector_labels(COMPONENT))
-        async for typ, pod in self.client.watch(Pod, namespace=NAMESPACE, labels=labels):
-            now = time.monotonic()
-            meta = pod.metadata
-            state, restarts = _container(pod)
-            self.pods.append(
-                PodSeen(
-                    at=now,
-                    kind=str(typ),
-                    name=(meta.name if meta else None) or "",
-                    ready=_ready(pod),
-                    state=state,
-                    restarts=restarts,
-                    deleting=bool(meta and meta.deletionTimestamp),
-                )
-            )
-
-    def of(self, name: str) -> list[LeaseSeen]:
-        return [e for e in self.leases if e.name == name]
-
-    def holder(self, name: str = COMPONENT) -> str:
-        seen = self.of(name)
-        return seen[-1].holder if seen else ""
+        await self._start(
+            lambda: self._lease_once(COMPONENT),
+            lambda: self._lease_once(GUARD_LEASE),
+            lambda: self._pods_once(dict(selector_labels(COMPONENT))),
+        )
 
     def held_since(self) -> float | None:
         """Arrival of the first record of the current holder's uninterrupted tenure."""
@@ -198,13 +95,6 @@ class Recorder:
                 break
             since = e.at
         return since
-
-    def first_lease(self, after: float, pred: Callable[[str], bool]) -> LeaseSeen | None:
-        return next((e for e in self.of(COMPONENT) if e.at >= after and pred(e.holder)), None)
-
-    def last_renew(self, holder: str, before: float) -> float | None:
-        seen = [e.at for e in self.of(COMPONENT) if e.at < before and e.holder == holder]
-        return seen[-1] if seen else None
 
     def death_reported(self, pod: str, after: float, restarts: int) -> float | None:
         """The first status of `pod` after `after` that shows its container gone: not
@@ -231,60 +121,7 @@ class Recorder:
         )
 
 
-# --- the lab, the CLI and the guard --------------------------------------------------------
-@dataclass(frozen=True)
-class Lab:
-    root: Path
-    port: int
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "admin.conf"
-
-    @property
-    def node_root(self) -> Path:
-        return self.root / "nodes" / "cp-1"
-
-
-def kubehoist_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kubehoist", *args]
-
-
-def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 600) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc.stdout
-
-
-@dataclass(frozen=True)
-class Line:
-    at: float
-    text: str
-
-
-async def run_streamed(cmd: Sequence[str], *, timeout: float = 600) -> tuple[int, list[Line]]:
-    """Run a command; its stderr lines stamped with our clock on arrival."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    lines: list[Line] = []
-
-    async def read() -> None:
-        assert proc.stderr is not None
-        async for raw in proc.stderr:
-            lines.append(Line(time.monotonic(), raw.decode(errors="replace").rstrip()))
-
-    try:
-        await asyncio.wait_for(asyncio.gather(read(), proc.wait()), timeout=timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, lines
-
-
+# --- the guard -----------------------------------------------------------------------------
 @dataclass
 class GuardProc:
     """`kubehoist guard run` as a host process: the reaper's logic is the guard's static
@@ -316,7 +153,7 @@ class GuardProc:
         ]
         if not self.reaper:
             args.append("--no-reaper")
-        return kubehoist_cmd(*args)
+        return common.kubehoist_cmd(*args)
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -333,7 +170,7 @@ class GuardProc:
                 raise RuntimeError(f"guard exited {self.proc.returncode}: {tail}")
             return bool(self.identity)
 
-        await wait_for("the guard's start line", started, timeout=60)
+        await common.wait_for("the guard's start line", started, timeout=60)
 
     async def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -371,27 +208,12 @@ class GuardProc:
 
 
 # --- waiting -------------------------------------------------------------------------------
-async def wait_for(
-    what: str, check: Callable[[], Awaitable[bool]], timeout: float = WAIT_S, every: float = 0.1
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(every)
-
-
-async def deployment_pods(client: AsyncClient) -> list[Pod]:
-    labels: dict[str, Any] = dict(selector_labels(COMPONENT))
-    return [p async for p in client.list(Pod, namespace=NAMESPACE, labels=labels)]
-
-
 async def settled(client: AsyncClient, recorder: Recorder, replicas: int) -> bool:
     """Every replica Ready (none going away), and one of them has held the Lease,
     unchanged, for `SETTLED_S`."""
-    pods = [p for p in await deployment_pods(client) if p.metadata and p.metadata.name]
+    pods = [p for p in await common.deployment_pods(client) if p.metadata and p.metadata.name]
     alive = [p for p in pods if not (p.metadata and p.metadata.deletionTimestamp)]
-    if len(alive) != replicas or not all(_ready(p) for p in alive):
+    if len(alive) != replicas or not all(common.pod_ready(p) for p in alive):
         return False
     names = {p.metadata.name for p in alive if p.metadata}
     since = recorder.held_since()
@@ -400,14 +222,6 @@ async def settled(client: AsyncClient, recorder: Recorder, replicas: int) -> boo
         and since is not None
         and time.monotonic() - since >= SETTLED_S
     )
-
-
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 3)
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else round(b - a, 3)
 
 
 # --- one repetition ------------------------------------------------------------------------
@@ -446,49 +260,39 @@ class Rep:
     def figures(self) -> dict[str, float | None]:
         return {
             "outage_s": round(self.outage_s, 3),
-            "lease_gap_s": _diff(self.t_kill, self.t_new_holder),
-            "release_s": _diff(self.t_kill, self.t_release),
-            "reported_s": _diff(self.t_kill, self.t_reported),
-            "reap_s": _diff(self.t_reported, self.t_reap_logged),
-            "standby_retry_s": _diff(self.t_release, self.t_new_holder),
-            "no_renewal_s": _diff(self.t_last_renew, self.t_new_holder),
-            "controller_start_s": _diff(self.t_new_holder, self.t_first_reconciled),
-            "backlog_s": _diff(self.t_first_reconciled, self.t_worst_reconciled),
-            "kill_to_reconciled_s": _diff(self.t_kill, self.t_first_reconciled),
-            "restart_s": _diff(self.t_kill, self.t_ready_again),
+            "lease_gap_s": common.diff(self.t_kill, self.t_new_holder),
+            "release_s": common.diff(self.t_kill, self.t_release),
+            "reported_s": common.diff(self.t_kill, self.t_reported),
+            "reap_s": common.diff(self.t_reported, self.t_reap_logged),
+            "standby_retry_s": common.diff(self.t_release, self.t_new_holder),
+            "no_renewal_s": common.diff(self.t_last_renew, self.t_new_holder),
+            "controller_start_s": common.diff(self.t_new_holder, self.t_first_reconciled),
+            "backlog_s": common.diff(self.t_first_reconciled, self.t_worst_reconciled),
+            "kill_to_reconciled_s": common.diff(self.t_kill, self.t_first_reconciled),
+            "restart_s": common.diff(self.t_kill, self.t_ready_again),
         }
-
-
-def first_reconciled(samples: Sequence[Sample], after: float) -> float | None:
-    times = [s.reconciled for s in samples if s.reconciled is not None and s.reconciled >= after]
-    return min(times) if times else None
 
 
 def score(rep: Rep, probe: ReconcileProbe, stopped: float) -> None:
     """As bench/handover: the longest latency among probes sent from the kill until
     `AFTER_S` after the first probe the new leader answered, minus the quiet baseline
     (a probe never answered counts as waiting until the probe stopped)."""
-    samples = probe.samples()
-    quiet = [s for s in samples if rep.t_kill - QUIET_S <= s.sent < rep.t_kill - 0.5]
-    rep.baseline_s = baseline_of(quiet)
-    end = (rep.t_first_reconciled or stopped) + AFTER_S
-    window = [s for s in samples if rep.t_kill <= s.sent <= end]
-    o = outage_of(window, baseline=rep.baseline_s, end=stopped)
-    rep.worst_s, rep.outage_s = o.worst, o.outage
-    rep.unreconciled, rep.samples = o.unreconciled, o.samples
-    worst = max(window, key=lambda s: (s.reconciled or stopped) - s.sent)
-    rep.t_worst_reconciled = worst.reconciled
-    rep.probes = [
-        (round(s.sent - rep.t_kill, 3), None if s.latency is None else round(s.latency, 3))
-        for s in window
-    ]
+    common.score_window(
+        rep,
+        probe.samples(),
+        start=rep.t_kill,
+        stopped=stopped,
+        origin=rep.t_kill,
+        quiet_s=QUIET_S,
+        after_s=AFTER_S,
+    )
 
 
 async def kill_leader(lab: Lab, spec: LabSpec, client: AsyncClient, rep: Rep) -> None:
     """SIGKILL the leading pod's container process, as a crash would."""
     pod = await client.get(Pod, rep.pod, namespace=NAMESPACE)
     rep.node = str(pod.spec.nodeName) if pod.spec else ""
-    _, rep.restarts_before = _container(pod)
+    _, rep.restarts_before = common.container_state(pod)
     rep.pid = await asyncio.to_thread(container_pid, spec, pod, COMPONENT)
     os.kill(rep.pid, signal.SIGKILL)
     rep.t_kill = time.monotonic()
@@ -514,7 +318,7 @@ async def one_rep(
             async def guard_holds() -> bool:
                 return recorder.holder(GUARD_LEASE) == guard.identity
 
-            await wait_for("the guard to hold the guards' Lease", guard_holds, timeout=60)
+            await common.wait_for("the guard to hold the guards' Lease", guard_holds, timeout=60)
             rep.t_guard_holds = time.monotonic()
             probe = ReconcileProbe(client)
             await probe.__aenter__()
@@ -532,10 +336,10 @@ async def one_rep(
                 if seen is None:
                     return False
                 rep.t_new_holder, rep.new_holder = seen.at, seen.holder
-                rep.t_first_reconciled = first_reconciled(probe.samples(), rep.t_new_holder)
+                rep.t_first_reconciled = common.first_reconciled(probe.samples(), rep.t_new_holder)
                 return rep.t_first_reconciled is not None
 
-            await wait_for("a new leader to reconcile", new_leader_reconciles)
+            await common.wait_for("a new leader to reconcile", new_leader_reconciles)
             assert rep.t_first_reconciled is not None
             await asyncio.sleep(max(0.0, rep.t_first_reconciled + AFTER_S - time.monotonic()))
             await probe.stop(drain=10)
@@ -557,12 +361,12 @@ async def one_rep(
                     recorder.ready_again(rep.pod, rep.t_kill, rep.restarts_before) is not None
                 )
 
-            await wait_for(
+            await common.wait_for(
                 "the killed pod Ready again, a leader settled", back, RESTART_WAIT_S, every=0.5
             )
             rep.t_ready_again = recorder.ready_again(rep.pod, rep.t_kill, rep.restarts_before)
             rep.t_reported = recorder.death_reported(rep.pod, rep.t_kill, rep.restarts_before)
-            rep.t_last_renew = recorder.last_renew(rep.holder, rep.t_kill)
+            rep.t_last_renew = recorder.last_lease(rep.t_kill, lambda h: h == rep.holder)
             rep.t_end = time.monotonic()
         finally:
             if probe is not None:
@@ -610,23 +414,11 @@ FIGURES = (
 RATIOS = ("outage_s", "lease_gap_s", "no_renewal_s", "kill_to_reconciled_s")  # off / on
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _stats(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    got = [v for v in values if v is not None]
-    return (statistics.median(got), max(got)) if got else (None, None)
-
-
 def summarize(reps: Sequence[Rep]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for mode in MODES:
         figs = [r.figures() for r in reps if r.mode == mode and r.error is None]
-        out[mode] = {
-            k: dict(zip(("median", "max"), _stats([f[k] for f in figs]), strict=True))
-            for k, _ in FIGURES
-        }
+        out[mode] = {k: common.med_max([f[k] for f in figs]) for k, _ in FIGURES}
         out[mode]["n"] = len(figs)
         out[mode]["restarted_pod_led"] = sum(
             1
@@ -652,29 +444,18 @@ def table(summary: dict[str, Any]) -> str:
         rows.append(
             [
                 label,
-                _fmt(off["median"]),
-                _fmt(off["max"]),
-                _fmt(on["median"]),
-                _fmt(on["max"]),
+                common.fmt(off["median"]),
+                common.fmt(off["max"]),
+                common.fmt(on["median"]),
+                common.fmt(on["max"]),
                 "-" if ratio is None else f"{ratio:.1f}x",
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = []
-    for n, r in enumerate(rows):
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return common.render_table(rows)
 
 
 async def pivot(lab: Lab, args: argparse.Namespace) -> dict[str, float]:
-    cmd = kubehoist_cmd(
+    cmd = common.kubehoist_cmd(
         "pivot",
         "--kubeconfig",
         str(lab.kubeconfig),
@@ -683,17 +464,7 @@ async def pivot(lab: Lab, args: argparse.Namespace) -> dict[str, float]:
         "--replicas",
         str(args.replicas),
     )
-    code, lines = await run_streamed(cmd)
-    if code != 0:
-        raise RuntimeError("pivot failed:\n" + "\n".join(x.text for x in lines[-15:]))
-    phases: dict[str, float] = {}
-    for line in lines:
-        # "[5/7] retire: parked cp-1 (...) (1.2s)"
-        if line.text.startswith("[") and line.text.endswith("s)") and ": " in line.text:
-            phase = line.text.split("] ", 1)[1].split(":", 1)[0]
-            with contextlib.suppress(ValueError):
-                phases[phase] = float(line.text.rsplit("(", 1)[1].rstrip("s)"))
-    return phases
+    return common.pivot_phases(*await common.run_streamed(cmd))
 
 
 async def bench(args: argparse.Namespace, lab: Lab) -> dict[str, Any]:
@@ -711,72 +482,60 @@ async def bench(args: argparse.Namespace, lab: Lab) -> dict[str, Any]:
         except ApiError:
             pivoted = False
         if pivoted:
-            log("already pivoted (reused lab)")
+            common.log("already pivoted (reused lab)")
         else:
-            log(f"kubehoist pivot --replicas {args.replicas}")
+            common.log(f"kubehoist pivot --replicas {args.replicas}")
             phases = await pivot(lab, args)
-            log(f"  phases: {phases}")
+            common.log(f"  phases: {phases}")
 
         async def ready() -> bool:
             return await settled(client, recorder, args.replicas)
 
-        await wait_for("every replica Ready and a leader settled", ready, RESTART_WAIT_S, every=0.5)
-        log(f"settling {args.settle:.0f}s")
+        await common.wait_for(
+            "every replica Ready and a leader settled", ready, RESTART_WAIT_S, every=0.5
+        )
+        common.log(f"settling {args.settle:.0f}s")
         await asyncio.sleep(args.settle)
         for n in range(1, args.reps + 1):
             for mode in MODES:
-                log(f"rep {n}/{args.reps} reaper {mode}")
+                common.log(f"rep {n}/{args.reps} reaper {mode}")
                 try:
                     rep = await one_rep(lab, spec, client, recorder, mode, n, args.replicas)
                 except Exception as exc:
                     rep = Rep(mode=mode, rep=n, error=f"{type(exc).__name__}: {exc}")
-                    log(f"  failed: {rep.error}")
-                    await wait_for(
+                    common.log(f"  failed: {rep.error}")
+                    await common.wait_for(
                         "a settled state after a failure", ready, RESTART_WAIT_S, every=0.5
                     )
                 reps.append(rep)
                 if rep.error is None:
                     f = rep.figures()
-                    log(
+                    common.log(
                         f"  killed {rep.pod} on {rep.node} (restarts {rep.restarts_before}), "
                         f"new holder {_pod_name(rep.new_holder)}: "
-                        + ", ".join(f"{k}={_fmt(v)}" for k, v in f.items())
+                        + ", ".join(f"{k}={common.fmt(v)}" for k, v in f.items())
                         + f", baseline={rep.baseline_s:.3f}"
                     )
                 for odd in rep.odd:
-                    log(f"  odd: {odd}")
+                    common.log(f"  odd: {odd}")
     finally:
         await recorder.stop()
         with contextlib.suppress(Exception):
             await client.close()
     summary = summarize(reps)
     return {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": {
-            "nproc": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **common.run_info(),
         "replicas": args.replicas,
         "lease_duration_s": LEASE_DURATION_S,
         "quiet_s": QUIET_S,
         "pivot_phases": phases,
         "summary": summary,
-        "reps": [
-            {
-                **asdict(r),
-                "figures": r.figures(),
-                "clock": "t_* are this process's monotonic seconds",
-            }
-            for r in reps
-        ],
+        "reps": common.reps_json(reps),
     }
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = common.parser(__doc__)
     ap.add_argument("--reps", type=int, default=10, help="kills per mode (default 10)")
     ap.add_argument("--replicas", type=int, default=3, choices=(2, 3))
     ap.add_argument("--root", type=Path, default=Path("/tmp/kh-failover"))
@@ -793,30 +552,9 @@ def main() -> int:
     if os.geteuid() != 0:
         ap.error("the lab needs root")
     lab = Lab(root=args.root.resolve(), port=args.host_port)
-    down = kubehoist_cmd("lab", "down", "--purge", "--root", str(lab.root))
-    try:
-        if not args.reuse_lab:
-            run(down, check=False)
-            log(f"lab up at {lab.root} (port {lab.port})")
-            run(
-                kubehoist_cmd(
-                    "lab",
-                    "up",
-                    "--root",
-                    str(lab.root),
-                    "--host-port",
-                    str(lab.port),
-                    "--workers",
-                    "2",
-                )
-            )
+    with common.lab_up(lab, keep=args.keep_lab, reuse=args.reuse_lab):
         result = asyncio.run(bench(args, lab))
-    finally:
-        if not args.keep_lab:
-            log("lab down --purge")
-            run(down, check=False)
-    print(f"command: {result['command']}")
-    print(f"machine: nproc={result['machine']['nproc']} {result['machine']['platform']}")
+    common.print_run_info(result)
     print(
         f"kubehoist pivot --replicas {result['replicas']} (lease 15s, retry 2s); "
         "guard run as a host process, --no-reaper for off"
@@ -833,15 +571,7 @@ def main() -> int:
     odd = [f"{r['mode']}#{r['rep']}: {o}" for r in result["reps"] for o in r["odd"]]
     if odd:
         print("\nodd:\n  " + "\n  ".join(odd))
-    if failed:
-        print("\nfailed repetitions:\n  " + "\n  ".join(failed))
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-        print(f"\nraw numbers: {args.json}")
-    else:
-        print("\n" + text)
-    return 1 if failed else 0
+    return common.finish(result, failed, args.json)
 
 
 if __name__ == "__main__":

@@ -29,14 +29,10 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
-import shlex
-import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,49 +40,28 @@ from lightkube import AsyncClient, Client, codecs
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import ReplicaSet
-from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import CascadeType
 
 from kubehoist.constants import selector_labels
 from kubehoist.kube.probe import ReconcileProbe
 from kubehoist.lab.binaries import locate
-from kubehoist.measure import Sample, baseline_of, outage_of
+from kubehoist.measure import outage_of
 from kubehoist.pivot import handover
 
-COMPONENT = "kube-controller-manager"
-NAMESPACE = "kube-system"
-NODE = "cp-1"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `bench.common`
+
+from bench import common
+from bench.common import COMPONENT, LEASE_DURATION_S, NAMESPACE, NODE
+
 MIRROR_POD = f"{COMPONENT}-{NODE}"
-LEASE_DURATION_S = 15.0  # the controller manager's default; the article changes none
 FIELD_MANAGER = "kubehoist-bench"
-WAIT_S = 180.0
 QUIET_S = 10.0  # probe running, nothing happening: the baseline
 STEADY_S = 10.0  # after recovery: API request rates of the new leader and standbys
 VARIANTS = {"a": None, "b-2s": None, "b-500ms": "500ms"}  # name -> pivot --retry-period
 
 
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
 # --- what the watches saw ------------------------------------------------------------------
-@dataclass(frozen=True)
-class LeaseSeen:
-    at: float
-    holder: str
-    resource_version: str
-
-
-@dataclass(frozen=True)
-class PodSeen:
-    at: float
-    kind: str  # ADDED, MODIFIED, DELETED
-    name: str
-    terminated: bool
-    ready: bool
-
-
 def _is_static(holder: str) -> bool:
     return handover.holder_node(holder) == NODE if holder else False
 
@@ -95,71 +70,15 @@ def _is_deployment(holder: str) -> bool:
     return bool(holder) and handover.holder_node(holder).startswith(f"{COMPONENT}-")
 
 
-@dataclass
-class Recorder:
+class Recorder(common.Recorder):
     """Watches the Lease and the kube-system pods for the whole run."""
 
-    client: AsyncClient
-    leases: list[LeaseSeen] = field(default_factory=list)
-    pods: list[PodSeen] = field(default_factory=list)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._forever(self._lease_once)),
-            asyncio.create_task(self._forever(self._pods_once)),
-        ]
-        deadline = time.monotonic() + 30
-        while not self.leases and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await self._start(lambda: self._lease_once(COMPONENT), self._pods_once)
 
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    @staticmethod
-    async def _forever(once: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                await once()
-            await asyncio.sleep(0.2)
-
-    async def _lease_once(self) -> None:
-        async for _typ, lease in self.client.watch(
-            Lease, namespace=NAMESPACE, fields={"metadata.name": COMPONENT}
-        ):
-            now = time.monotonic()
-            holder = (lease.spec.holderIdentity if lease.spec else None) or ""
-            rv = (lease.metadata.resourceVersion if lease.metadata else None) or ""
-            self.leases.append(LeaseSeen(now, holder, rv))
-
-    async def _pods_once(self) -> None:
-        async for typ, pod in self.client.watch(Pod, namespace=NAMESPACE):
-            now = time.monotonic()
-            name = (pod.metadata.name if pod.metadata else None) or ""
-            if not name.startswith(COMPONENT):
-                continue
-            statuses = (pod.status.containerStatuses if pod.status else None) or []
-            terminated = bool(statuses) and all(
-                cs.state is not None and cs.state.terminated is not None for cs in statuses
-            )
-            ready = any(
-                c.type == "Ready" and c.status == "True"
-                for c in ((pod.status.conditions if pod.status else None) or [])
-            )
-            self.pods.append(PodSeen(now, str(typ), name, terminated, ready))
-
-    def holder(self) -> str:
-        return self.leases[-1].holder if self.leases else ""
-
-    def first_lease(self, after: float, pred: Callable[[str], bool]) -> float | None:
-        return next((e.at for e in self.leases if e.at >= after and pred(e.holder)), None)
-
-    def last_static_renew(self, before: float) -> float | None:
-        """Arrival of the last change of the static pod's record before `before`."""
-        seen = [e.at for e in self.leases if e.at < before and _is_static(e.holder)]
-        return seen[-1] if seen else None
+    def first_at(self, after: float, pred: Callable[[str], bool]) -> float | None:
+        seen = self.first_lease(after, pred)
+        return None if seen is None else seen.at
 
     def mirror_dead(self, after: float) -> tuple[float | None, float | None]:
         """(container seen terminated, mirror pod seen deleted) after `after`."""
@@ -173,73 +92,18 @@ class Recorder:
         return len(rvs)
 
 
-# --- the lab and the CLI -------------------------------------------------------------------
-@dataclass(frozen=True)
-class Lab:
-    root: Path
-    port: int
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.root / "admin.conf"
-
-    @property
-    def node_root(self) -> Path:
-        return self.root / "nodes" / NODE
-
-    @property
-    def manifest(self) -> Path:
-        return self.node_root / "etc/kubernetes/manifests" / f"{COMPONENT}.yaml"
-
+# --- the lab -------------------------------------------------------------------------------
+class Lab(common.Lab):
     @property
     def aside(self) -> Path:
         """Where the operator of (a) moves the manifest: out of the manifests directory."""
         return self.node_root / "etc/kubernetes" / f"{COMPONENT}.yaml.aside"
 
 
-def kubehoist_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kubehoist", *args]
-
-
-def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 600) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
-    return proc.stdout
-
-
-@dataclass(frozen=True)
-class Line:
-    at: float
-    text: str
-
-
-async def run_streamed(cmd: Sequence[str], *, timeout: float = 600) -> tuple[int, list[Line]]:
-    """Run a command; its stderr lines stamped with our clock on arrival."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    lines: list[Line] = []
-
-    async def read() -> None:
-        assert proc.stderr is not None
-        async for raw in proc.stderr:
-            lines.append(Line(time.monotonic(), raw.decode(errors="replace").rstrip()))
-
-    try:
-        await asyncio.wait_for(asyncio.gather(read(), proc.wait()), timeout=timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, lines
-
-
 def apiserver_lease_requests(lab: Lab) -> dict[str, float]:
     """apiserver_request_total for Leases, summed by verb."""
     kubectl = str(locate().path("kubectl"))
-    text = run([kubectl, "--kubeconfig", str(lab.kubeconfig), "get", "--raw", "/metrics"])
+    text = common.run([kubectl, "--kubeconfig", str(lab.kubeconfig), "get", "--raw", "/metrics"])
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{") and 'resource="leases"' in line:
@@ -248,38 +112,11 @@ def apiserver_lease_requests(lab: Lab) -> dict[str, float]:
     return out
 
 
-# --- waiting -------------------------------------------------------------------------------
-async def wait_for(
-    what: str, check: Callable[[], Awaitable[bool]], timeout: float = WAIT_S
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
-
-
-async def deployment_pods(client: AsyncClient) -> list[Pod]:
-    labels: dict[str, Any] = dict(selector_labels(COMPONENT))
-    return [p async for p in client.list(Pod, namespace=NAMESPACE, labels=labels)]
-
-
-def _ready(pod: Pod) -> bool:
-    return any(
-        c.type == "Ready" and c.status == "True"
-        for c in ((pod.status.conditions if pod.status else None) or [])
-    )
-
-
 async def mirror_ready(client: AsyncClient) -> bool:
     try:
-        return _ready(await client.get(Pod, MIRROR_POD, namespace=NAMESPACE))
+        return common.pod_ready(await client.get(Pod, MIRROR_POD, namespace=NAMESPACE))
     except ApiError:
         return False
-
-
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 3)
 
 
 # --- one repetition ------------------------------------------------------------------------
@@ -314,10 +151,6 @@ class Rep:
     def since_retire(self, t: float | None) -> float | None:
         return None if t is None or self.t_retire is None else round(t - self.t_retire, 3)
 
-    @staticmethod
-    def _diff(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else round(b - a, 3)
-
     def figures(self) -> dict[str, float | None]:
         if self.t_release is not None:
             gap_from: float | None = self.t_release
@@ -325,42 +158,36 @@ class Rep:
             gap_from = self.t_last_static_renew + LEASE_DURATION_S
         else:
             gap_from = None
-        gap = self._diff(gap_from, self.t_new_holder)
+        gap = common.diff(gap_from, self.t_new_holder)
         return {
             "outage_s": round(self.outage_s, 3),
-            "cutover_outage_s": _round(self.cutover_outage_s),
-            "pre_retire_outage_s": _round(self.pre_retire_outage_s),
+            "cutover_outage_s": common.round3(self.cutover_outage_s),
+            "pre_retire_outage_s": common.round3(self.pre_retire_outage_s),
             "lease_gap_s": None if gap is None else max(0.0, gap),
-            "no_renewal_s": self._diff(self.t_last_static_renew, self.t_new_holder),
-            "detection_s": self._diff(self.t_retire, self.t_dead),
-            "release_s": self._diff(self.t_dead, self.t_release),
-            "standby_retry_s": self._diff(self.t_release, self.t_new_holder),
-            "dead_to_holder_s": self._diff(self.t_dead, self.t_new_holder),
-            "controller_start_s": self._diff(self.t_new_holder, self.t_first_reconciled),
-            "backlog_s": self._diff(self.t_first_reconciled, self.t_worst_reconciled),
-            "retire_to_reconciled_s": self._diff(self.t_retire, self.t_first_reconciled),
+            "no_renewal_s": common.diff(self.t_last_static_renew, self.t_new_holder),
+            "detection_s": common.diff(self.t_retire, self.t_dead),
+            "release_s": common.diff(self.t_dead, self.t_release),
+            "standby_retry_s": common.diff(self.t_release, self.t_new_holder),
+            "dead_to_holder_s": common.diff(self.t_dead, self.t_new_holder),
+            "controller_start_s": common.diff(self.t_new_holder, self.t_first_reconciled),
+            "backlog_s": common.diff(self.t_first_reconciled, self.t_worst_reconciled),
+            "retire_to_reconciled_s": common.diff(self.t_retire, self.t_first_reconciled),
         }
 
 
 def score(rep: Rep, probe: ReconcileProbe, stopped: float) -> None:
     """The outage over the whole procedure (from apply / pivot launch), and the part of
     it that the cut-over itself causes: probes still in flight when the manifest went."""
-    samples = probe.samples()
-    quiet = [s for s in samples if rep.t_start - QUIET_S <= s.sent < rep.t_start - 0.5]
-    rep.baseline_s = baseline_of(quiet)
-    end = (rep.t_first_reconciled or stopped) + 2.0
-    window = [s for s in samples if rep.t_start <= s.sent <= end]
-    o = outage_of(window, baseline=rep.baseline_s, end=stopped)
-    rep.worst_s, rep.outage_s = o.worst, o.outage
-    rep.unreconciled, rep.samples = o.unreconciled, o.samples
-    worst = max(window, key=lambda s: (s.reconciled or stopped) - s.sent)
+    window, worst = common.score_window(
+        rep,
+        probe.samples(),
+        start=rep.t_start,
+        stopped=stopped,
+        origin=rep.t_retire or rep.t_start,
+        quiet_s=QUIET_S,
+        after_s=2.0,
+    )
     rep.worst_sent_since_retire = rep.since_retire(worst.sent)
-    rep.t_worst_reconciled = worst.reconciled
-    origin = rep.t_retire or rep.t_start
-    rep.probes = [
-        (round(s.sent - origin, 3), None if s.latency is None else round(s.latency, 3))
-        for s in window
-    ]
     retire = rep.t_retire or stopped
     cut = [s for s in window if (s.reconciled or stopped) >= retire]
     before = [s for s in window if (s.reconciled or stopped) < retire]
@@ -368,11 +195,6 @@ def score(rep: Rep, probe: ReconcileProbe, stopped: float) -> None:
         rep.cutover_outage_s = outage_of(cut, baseline=rep.baseline_s, end=stopped).outage
     if before:
         rep.pre_retire_outage_s = outage_of(before, baseline=rep.baseline_s, end=stopped).outage
-
-
-def first_reconciled(samples: Sequence[Sample], after: float) -> float | None:
-    times = [s.reconciled for s in samples if s.reconciled is not None and s.reconciled >= after]
-    return min(times) if times else None
 
 
 async def watch_manifest(lab: Lab, rep: Rep) -> None:
@@ -391,10 +213,10 @@ async def manual_procedure(
     want = int(dep["spec"].get("replicas", 1))
 
     async def standing_by() -> bool:
-        ready = [p for p in await deployment_pods(client) if _ready(p)]
+        ready = [p for p in await common.deployment_pods(client) if common.pod_ready(p)]
         return len(ready) >= want and _is_static(recorder.holder())
 
-    await wait_for("Ready standbys", standing_by)
+    await common.wait_for("Ready standbys", standing_by)
     os.rename(lab.manifest, lab.aside)
     rep.t_retire = time.monotonic()
 
@@ -410,9 +232,11 @@ async def restore_manual(
     released once they are (they are certainly dead then), the static pod leading."""
     if lab.aside.exists():
         os.rename(lab.aside, lab.manifest)
-    await wait_for("the static pod Ready", lambda: mirror_ready(client))
+    await common.wait_for("the static pod Ready", lambda: mirror_ready(client))
     pods = {
-        p.metadata.name for p in await deployment_pods(client) if p.metadata and p.metadata.name
+        p.metadata.name
+        for p in await common.deployment_pods(client)
+        if p.metadata and p.metadata.name
     }
     for obj in rendered:
         with contextlib.suppress(ApiError):
@@ -432,9 +256,9 @@ async def restore_manual(
             await client.delete(Pod, name, namespace=NAMESPACE)
 
     async def gone() -> bool:
-        return not await deployment_pods(client)
+        return not await common.deployment_pods(client)
 
-    await wait_for("the Deployment's pods to be gone", gone)
+    await common.wait_for("the Deployment's pods to be gone", gone)
     holder = recorder.holder()
     if holder and handover.holder_node(holder) in pods:
         await asyncio.to_thread(
@@ -444,7 +268,7 @@ async def restore_manual(
     async def static_leads() -> bool:
         return _is_static(recorder.holder())
 
-    await wait_for("the static pod to lead", static_leads)
+    await common.wait_for("the static pod to lead", static_leads)
 
 
 async def one_rep(
@@ -469,29 +293,21 @@ async def one_rep(
             args = ["pivot", "--kubeconfig", str(lab.kubeconfig), "--host-root", str(lab.node_root)]
             if VARIANTS[variant]:
                 args += ["--retry-period", str(VARIANTS[variant])]
-            code, lines = await run_streamed(kubehoist_cmd(*args))
+            code, lines = await common.run_streamed(common.kubehoist_cmd(*args))
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            for line in lines:
-                # "[5/7] retire: parked cp-1 (...) (1.2s)"
-                if line.text.startswith("[") and line.text.endswith("s)") and ": " in line.text:
-                    phase = line.text.split("] ", 1)[1].split(":", 1)[0]
-                    took = line.text.rsplit("(", 1)[1].rstrip("s)")
-                    with contextlib.suppress(ValueError):
-                        rep.phases[phase] = float(took)
-            if code != 0:
-                raise RuntimeError("pivot failed:\n" + "\n".join(x.text for x in lines[-15:]))
+            rep.phases = common.pivot_phases(code, lines)
         assert rep.t_retire is not None
 
         async def new_leader_reconciles() -> bool:
-            rep.t_new_holder = recorder.first_lease(rep.t_retire or 0.0, _is_deployment)
+            rep.t_new_holder = recorder.first_at(rep.t_retire or 0.0, _is_deployment)
             if rep.t_new_holder is None:
                 return False
-            rep.t_first_reconciled = first_reconciled(probe.samples(), rep.t_new_holder)
+            rep.t_first_reconciled = common.first_reconciled(probe.samples(), rep.t_new_holder)
             return rep.t_first_reconciled is not None
 
-        await wait_for("a Deployment pod to lead and reconcile", new_leader_reconciles)
+        await common.wait_for("a Deployment pod to lead and reconcile", new_leader_reconciles)
         # Steady state under the new leader: request rates of the Lease.
         before = await asyncio.to_thread(apiserver_lease_requests, lab)
         t0 = time.monotonic()
@@ -510,9 +326,9 @@ async def one_rep(
         stopped = time.monotonic()
         rep.t_end = stopped
         rep.t_dead, rep.t_mirror_gone = recorder.mirror_dead(rep.t_retire)
-        rep.t_last_static_renew = recorder.last_static_renew(rep.t_new_holder or stopped)
+        rep.t_last_static_renew = recorder.last_lease(rep.t_new_holder or stopped, _is_static)
         if variant != "a":
-            rep.t_release = recorder.first_lease(rep.t_retire, lambda h: h == "")
+            rep.t_release = recorder.first_at(rep.t_retire, lambda h: h == "")
         score(rep, probe, stopped)
     finally:
         await probe.stop()
@@ -532,16 +348,18 @@ async def restore(
     if variant == "a":
         await restore_manual(lab, client, sync, recorder, rendered)
         return
-    code, lines = await run_streamed(kubehoist_cmd("rollback", "--kubeconfig", str(lab.kubeconfig)))
+    code, lines = await common.run_streamed(
+        common.kubehoist_cmd("rollback", "--kubeconfig", str(lab.kubeconfig))
+    )
     if code != 0:
         # A pivot that failed has rolled itself back: then nothing is recorded, and the
         # static pod must lead again with its manifest in place.
-        log("  rollback: " + " | ".join(x.text for x in lines[-3:]))
+        common.log("  rollback: " + " | ".join(x.text for x in lines[-3:]))
 
     async def static_leads() -> bool:
         return lab.manifest.exists() and _is_static(recorder.holder())
 
-    await wait_for("the static pod to lead", static_leads)
+    await common.wait_for("the static pod to lead", static_leads)
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -561,40 +379,18 @@ FIGURES = (
 )
 
 
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _stats(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    got = [v for v in values if v is not None]
-    return (statistics.median(got), max(got)) if got else (None, None)
-
-
 def summarize(reps: Sequence[Rep], variants: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for v in variants:
         figs = [r.figures() for r in reps if r.variant == v and r.error is None]
-        out[v] = {
-            k: dict(zip(("median", "max"), _stats([f[k] for f in figs]), strict=True))
-            for k, _ in FIGURES
-        }
+        out[v] = {k: common.med_max([f[k] for f in figs]) for k, _ in FIGURES}
         out[v]["n"] = len(figs)
         for k in sorted({k for r in reps if r.variant == v for k in r.phases}):
-            out[v][f"phase_{k}_s"] = dict(
-                zip(
-                    ("median", "max"),
-                    _stats([r.phases.get(k) for r in reps if r.variant == v]),
-                    strict=True,
-                )
+            out[v][f"phase_{k}_s"] = common.med_max(
+                [r.phases.get(k) for r in reps if r.variant == v]
             )
         for k in sorted({k for r in reps if r.variant == v for k in r.steady}):
-            out[v][k] = dict(
-                zip(
-                    ("median", "max"),
-                    _stats([r.steady.get(k) for r in reps if r.variant == v]),
-                    strict=True,
-                )
-            )
+            out[v][k] = common.med_max([r.steady.get(k) for r in reps if r.variant == v])
     return out
 
 
@@ -616,7 +412,7 @@ def table(summary: dict[str, Any], variants: Sequence[str]) -> str:
         row = [label]
         for v in variants:
             cell = summary[v].get(k, {})
-            row += [_fmt(cell.get("median")), _fmt(cell.get("max"))]
+            row += [common.fmt(cell.get("median")), common.fmt(cell.get("max"))]
         if "a" in variants:
             for b in bs:
                 a_med = summary["a"].get(k, {}).get("median")
@@ -626,18 +422,7 @@ def table(summary: dict[str, Any], variants: Sequence[str]) -> str:
                 ok = timed and a_med is not None and b_med is not None and b_med >= 0.05
                 row.append(f"{a_med / b_med:.1f}x" if ok else "-")
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = []
-    for n, r in enumerate(rows):
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return common.render_table(rows)
 
 
 async def bench(args: argparse.Namespace, lab: Lab) -> dict[str, Any]:
@@ -649,11 +434,13 @@ async def bench(args: argparse.Namespace, lab: Lab) -> dict[str, Any]:
     await recorder.start()
     reps: list[Rep] = []
     try:
-        await wait_for("the static pod to lead", lambda: _async(_is_static(recorder.holder())))
+        await common.wait_for(
+            "the static pod to lead", lambda: _async(_is_static(recorder.holder()))
+        )
         original = lab.manifest.read_bytes()
         rendered_list = json.loads(
-            run(
-                kubehoist_cmd(
+            common.run(
+                common.kubehoist_cmd(
                     "render",
                     "-f",
                     str(lab.manifest),
@@ -665,18 +452,20 @@ async def bench(args: argparse.Namespace, lab: Lab) -> dict[str, Any]:
             )
         )
         rendered: list[dict[str, Any]] = list(rendered_list["items"])
-        log(f"rendered {', '.join(o['kind'] + ' ' + o['metadata']['name'] for o in rendered)}")
-        log(f"settling {args.settle:.0f}s")
+        common.log(
+            f"rendered {', '.join(o['kind'] + ' ' + o['metadata']['name'] for o in rendered)}"
+        )
+        common.log(f"settling {args.settle:.0f}s")
         await asyncio.sleep(args.settle)
         for n in range(1, args.reps + 1):
             for variant in variants:
-                log(f"rep {n}/{args.reps} {variant}")
+                common.log(f"rep {n}/{args.reps} {variant}")
                 try:
                     rep = await one_rep(lab, client, sync, recorder, variant, n, rendered)
                 except Exception as exc:
                     rep = Rep(variant=variant, rep=n, error=f"{type(exc).__name__}: {exc}")
-                    log(f"  failed: {rep.error}")
-                log(f"  restoring ({variant})")
+                    common.log(f"  failed: {rep.error}")
+                common.log(f"  restoring ({variant})")
                 await restore(lab, client, sync, recorder, variant, rendered)
                 rep.manifest_identical = lab.manifest.read_bytes() == original
                 if not rep.manifest_identical:
@@ -684,9 +473,9 @@ async def bench(args: argparse.Namespace, lab: Lab) -> dict[str, Any]:
                 reps.append(rep)
                 if rep.error is None:
                     f = rep.figures()
-                    log(
+                    common.log(
                         "  "
-                        + ", ".join(f"{k}={_fmt(f[k])}" for k, _ in FIGURES)
+                        + ", ".join(f"{k}={common.fmt(f[k])}" for k, _ in FIGURES)
                         + f", baseline={rep.baseline_s:.3f}, phases={rep.phases}"
                         + f", steady={rep.steady}"
                     )
@@ -697,24 +486,12 @@ async def bench(args: argparse.Namespace, lab: Lab) -> dict[str, Any]:
         sync.close()
     summary = summarize(reps, variants)
     return {
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "machine": {
-            "nproc": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        **common.run_info(),
         "variants": {v: {"pivot_retry_period": VARIANTS[v]} for v in variants},
         "lease_duration_s": LEASE_DURATION_S,
         "quiet_s": QUIET_S,
         "summary": summary,
-        "reps": [
-            {
-                **asdict(r),
-                "figures": r.figures(),
-                "clock": "t_* are this process's monotonic seconds",
-            }
-            for r in reps
-        ],
+        "reps": common.reps_json(reps),
     }
 
 
@@ -743,9 +520,7 @@ def api_cost(summary: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = common.parser(__doc__)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--root", type=Path, default=Path("/tmp/khbench"))
     ap.add_argument("--host-port", type=int, default=16481)
@@ -765,23 +540,10 @@ def main() -> int:
     if os.geteuid() != 0:
         ap.error("the lab needs root")
     lab = Lab(root=args.root.resolve(), port=args.host_port)
-    down = kubehoist_cmd("lab", "down", "--purge", "--root", str(lab.root))
-    try:
-        run(down, check=False)
-        log(f"lab up at {lab.root} (port {lab.port})")
-        run(
-            kubehoist_cmd(
-                "lab", "up", "--root", str(lab.root), "--host-port", str(lab.port), "--workers", "2"
-            )
-        )
+    with common.lab_up(lab, keep=args.keep_lab):
         result = asyncio.run(bench(args, lab))
-    finally:
-        if not args.keep_lab:
-            log("lab down --purge")
-            run(down, check=False)
     variants = args.variants
-    print(f"command: {result['command']}")
-    print(f"machine: nproc={result['machine']['nproc']} {result['machine']['platform']}")
+    common.print_run_info(result)
     print(
         "variants: a = the article's manual procedure (lease 15s, retry 2s); "
         + "; ".join(
@@ -795,15 +557,7 @@ def main() -> int:
     print()
     print(api_cost(result["summary"]))
     failed = [f"{r['variant']}#{r['rep']}: {r['error']}" for r in result["reps"] if r["error"]]
-    if failed:
-        print("\nfailed repetitions:\n  " + "\n  ".join(failed))
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.write_text(text + "\n")
-        print(f"\nraw numbers: {args.json}")
-    else:
-        print("\n" + text)
-    return 1 if failed else 0
+    return common.finish(result, failed, args.json)
 
 
 if __name__ == "__main__":
