@@ -207,18 +207,20 @@ def pivot(
     progress.line(
         f"{comp.name} now runs from its Deployment; undo with `kubehoist rollback {comp.name}`"
     )
-    try:
-        guarded = (
-            get_or_none(client, Lease, guard_lease_name(comp.name), namespace="kube-system")
-            is not None
-        )
-    except ApiError:
-        guarded = True  # cannot tell: say nothing
-    if not guarded:
+    if _guarded(client, comp) is False:
         progress.line(
             f"no guard is installed: if every replica is lost, nothing brings {comp.name} "
             f"back; `kubehoist guard install --component {comp.name}` closes that loop"
         )
+
+
+def _guarded(client: Any, comp: Component) -> bool | None:
+    """Whether a guard is installed for `comp` (its guards' Lease exists); None: unknown."""
+    try:
+        lease = get_or_none(client, Lease, guard_lease_name(comp.name), namespace="kube-system")
+    except ApiError:
+        return None
+    return lease is not None
 
 
 def _rollback(ctx: phases.Context, *, skip: list[str], dry_run: bool = False) -> None:
@@ -282,3 +284,8 @@ def rollback(
         progress.line("dry run: nothing was changed")
     else:
         progress.line(f"{comp.name} runs from its static pods again")
+        if _guarded(client, comp):
+            progress.line(
+                f"its guard is still installed (it leaves static pods alone); remove it with "
+                f"`kubehoist guard uninstall --component {comp.name}`"
+            )
