@@ -62,7 +62,7 @@ from kubehoist.guard.credentials import (
 from kubehoist.guard.loop import guard_lease_name
 from kubehoist.kube.errors import Call, NotFoundError, api_errors
 from kubehoist.pivot import helperpod
-from kubehoist.pivot.parking import HOST_MOUNT
+from kubehoist.pivot.parking import HOST_MOUNT, host_path
 
 SIGNER = "kubernetes.io/kube-apiserver-client"
 INPUT_MOUNT = "/kubehoist-input"
@@ -73,18 +73,13 @@ DEFAULT_VALIDITY_S = 365 * 24 * 3600
 # --- pure pieces -----------------------------------------------------------------------
 
 
-def _host(path: str) -> str:
-    assert path.startswith("/etc/kubernetes")
-    return HOST_MOUNT + path[len("/etc/kubernetes") :]
-
-
 def install_script(node_key: str, manifest_name: str) -> str:
     """POSIX shell for the helper: guard.conf first (0600), then the manifest, each
     through a temporary file and a rename. Prints `installed <sha256 of manifest>`."""
     q = shlex.quote
-    conf = _host(guardmanifest.KUBECONFIG)
-    dst = _host(posixpath.join(guardmanifest.MANIFESTS_DIR, manifest_name))
-    tmp = _host(posixpath.join(guardmanifest.MANIFESTS_DIR, f".{manifest_name}.kubehoist-tmp"))
+    conf = host_path(guardmanifest.KUBECONFIG)
+    dst = host_path(posixpath.join(guardmanifest.MANIFESTS_DIR, manifest_name))
+    tmp = host_path(posixpath.join(guardmanifest.MANIFESTS_DIR, f".{manifest_name}.kubehoist-tmp"))
     return f"""set -eu
 umask 077
 msg=/dev/termination-log
@@ -104,9 +99,9 @@ def uninstall_script(manifest_name: str, marker_name: str) -> str:
     """POSIX shell: remove the guard's manifest; remove guard.conf once no guard
     manifest of any component is left; say whether a guard's fallback is in place."""
     q = shlex.quote
-    conf = _host(guardmanifest.KUBECONFIG)
-    manifests = _host(guardmanifest.MANIFESTS_DIR)
-    marker = _host(posixpath.join(guardmanifest.STATE_DIR, "guard", marker_name))
+    conf = host_path(guardmanifest.KUBECONFIG)
+    manifests = host_path(guardmanifest.MANIFESTS_DIR)
+    marker = host_path(posixpath.join(guardmanifest.STATE_DIR, "guard", marker_name))
     return f"""set -eu
 msg=/dev/termination-log
 manifests={q(manifests)}; conf={q(conf)}
@@ -141,6 +136,12 @@ class InstallOptions:
     issuer: str = "auto"
     """`node` (the node's CA, in a helper pod of the guard's image), `csr` (the
     cluster's signer, needs a leading controller manager), `auto` (node, else csr)."""
+
+
+def _helper_failed(node: str, what: str, out: helperpod.HelperOutcome) -> KubehoistError:
+    return KubehoistError(
+        f"node {node}: {what} failed (exit {out.exit_code}): {out.message or 'no message'}"
+    )
 
 
 def guard_pod(options: InstallOptions) -> dict[str, Any]:
@@ -348,10 +349,7 @@ def install(
             elif out.exit_code == NO_CA_KEY_EXIT and options.issuer == "auto":
                 by_csr.append(node)
             else:
-                raise KubehoistError(
-                    f"node {node}: guard node-setup failed (exit {out.exit_code}): "
-                    f"{out.message or 'no message'}"
-                )
+                raise _helper_failed(node, "guard node-setup", out)
     if by_csr:
         done.update(_install_by_csr(client, options, by_csr, manifest_text, server=server))
     for node in options.nodes:
@@ -422,12 +420,8 @@ def _install_by_csr(
         with contextlib.suppress(ApiError, KubehoistError):
             client.delete(Secret, secret_name, namespace=NAMESPACE)
     for node in nodes:
-        out = outs[node]
-        if out.exit_code != 0:
-            raise KubehoistError(
-                f"node {node}: writing the guard failed (exit {out.exit_code}): "
-                f"{out.message or 'no message'}"
-            )
+        if outs[node].exit_code != 0:
+            raise _helper_failed(node, "writing the guard", outs[node])
     return done
 
 
@@ -438,6 +432,15 @@ def _ready(pod: Pod) -> bool:
     )
 
 
+def _guard_pods(client: Client, component: Component, *, server: str) -> dict[str, Pod]:
+    """The guards' mirror pods by node: one label-selected LIST."""
+    labels: dict[str, Any] = {"app.kubernetes.io/name": guardmanifest.pod_name(component)}
+    call = Call(verb="list", resource="pods", namespace=NAMESPACE)
+    with api_errors(call, server=server):
+        found = client.list(Pod, namespace=NAMESPACE, labels=labels)
+        return {p.spec.nodeName: p for p in found if p.spec and p.spec.nodeName}
+
+
 def wait_installed(
     client: Client, component: Component, nodes: Sequence[str], *, server: str, timeout_s: float
 ) -> str:
@@ -445,20 +448,9 @@ def wait_installed(
     name = guardmanifest.pod_name(component)
     lease_name = guard_lease_name(component.name)
     deadline = time.monotonic() + timeout_s
-    missing: list[str] = list(nodes)
-    holder = ""
     while True:
-        missing = []
-        for node in nodes:
-            try:
-                with api_errors(
-                    Call(verb="get", resource="pods", namespace=NAMESPACE), server=server
-                ):
-                    pod = client.get(Pod, f"{name}-{node}", namespace=NAMESPACE)
-                if not _ready(pod):
-                    missing.append(node)
-            except NotFoundError:
-                missing.append(node)
+        pods = _guard_pods(client, component, server=server)
+        missing = [n for n in nodes if n not in pods or not _ready(pods[n])]
         try:
             with api_errors(
                 Call(verb="get", resource="leases", namespace=NAMESPACE), server=server
@@ -508,10 +500,7 @@ def uninstall(
     for node in nodes:
         out = outs[node]
         if out.exit_code != 0:
-            raise KubehoistError(
-                f"node {node}: removing the guard failed (exit {out.exit_code}): "
-                f"{out.message or 'no message'}"
-            )
+            raise _helper_failed(node, "removing the guard", out)
         words = out.message.split()
         state = words[0] if words else "removed"
         line = f"node/{node}: guard {guardmanifest.pod_name(component)} " + (
@@ -526,20 +515,11 @@ def uninstall(
     if not everywhere:
         return
     # The guards stop before their RBAC goes (else they log refused reads on the way out).
-    name = guardmanifest.pod_name(component)
     deadline = time.monotonic() + timeout_s
 
     def running() -> list[str]:
-        left = []
-        for node in nodes:
-            try:
-                call = Call(verb="get", resource="pods", namespace=NAMESPACE, name=name)
-                with api_errors(call, server=server):
-                    client.get(Pod, f"{name}-{node}", namespace=NAMESPACE)
-                left.append(node)
-            except NotFoundError:
-                pass
-        return left
+        pods = _guard_pods(client, component, server=server)
+        return [n for n in nodes if n in pods]
 
     while (left := running()) and time.monotonic() < deadline:
         time.sleep(0.5)

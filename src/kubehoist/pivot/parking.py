@@ -141,7 +141,7 @@ class LocalNodeFiles:
 HOST_MOUNT = "/host/etc/kubernetes"
 
 
-def _host(path: str) -> str:
+def host_path(path: str) -> str:
     """A node path under /etc/kubernetes as the helper pod sees it."""
     assert path.startswith("/etc/kubernetes")
     return HOST_MOUNT + path[len("/etc/kubernetes") :]
@@ -150,8 +150,8 @@ def _host(path: str) -> str:
 def park_script(filename: str) -> str:
     """POSIX shell (busybox or coreutils) that parks one manifest; the termination
     message says `<state> <sha256>`."""
-    src = _host(posixpath.join(MANIFESTS_DIR, filename))
-    dst = _host(posixpath.join(PARK_DIR, filename))
+    src = host_path(posixpath.join(MANIFESTS_DIR, filename))
+    dst = host_path(posixpath.join(PARK_DIR, filename))
     q = shlex.quote
     return f"""set -eu
 src={q(src)}; dst={q(dst)}; rec={q(dst + RECORD_SUFFIX)}
@@ -178,9 +178,9 @@ echo "parked $sum" > $msg
 
 
 def unpark_script(filename: str) -> str:
-    src = _host(posixpath.join(PARK_DIR, filename))
-    dst = _host(posixpath.join(MANIFESTS_DIR, filename))
-    tmp = _host(posixpath.join(MANIFESTS_DIR, f".{filename}.kubehoist-tmp"))
+    src = host_path(posixpath.join(PARK_DIR, filename))
+    dst = host_path(posixpath.join(MANIFESTS_DIR, filename))
+    tmp = host_path(posixpath.join(MANIFESTS_DIR, f".{filename}.kubehoist-tmp"))
     q = shlex.quote
     return f"""set -eu
 src={q(src)}; dst={q(dst)}; rec={q(src + RECORD_SUFFIX)}; tmp={q(tmp)}
@@ -204,7 +204,7 @@ echo "unparked $sum" > $msg
 
 
 def probe_script(filename: str) -> str:
-    dst = _host(posixpath.join(PARK_DIR, filename))
+    dst = host_path(posixpath.join(PARK_DIR, filename))
     q = shlex.quote
     return f"""set -eu
 dst={q(dst)}
