@@ -17,7 +17,7 @@ import click
 import yaml
 
 from kubehoist import kube
-from kubehoist.cli.options import resolve_components
+from kubehoist.cli.options import kubeconfig_options, resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.guard import credentials
@@ -119,10 +119,7 @@ def run(
 def _kube_options(func: Any) -> Any:
     for opt in reversed(
         [
-            click.option(
-                "--kubeconfig", type=click.Path(dir_okay=False), help="Path to the kubeconfig file."
-            ),
-            click.option("--context", help="The kubeconfig context to use."),
+            kubeconfig_options,
             click.option(
                 "--node",
                 "nodes",

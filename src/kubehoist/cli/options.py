@@ -30,6 +30,11 @@ def cluster_options(func: F) -> F:
         show_default=True,
         help="Namespace of the Leases and the candidate pods.",
     )(func)
+    return kubeconfig_options(func)
+
+
+def kubeconfig_options(func: F) -> F:
+    """--kubeconfig, --context."""
     func = click.option("--context", help="The kubeconfig context to use.")(func)
     func = click.option(
         "--kubeconfig",

@@ -11,7 +11,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.coordination_v1 import Lease
 
 from kubehoist import hostfiles, kube
-from kubehoist.cli.options import resolve_components
+from kubehoist.cli.options import kubeconfig_options, resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.guard.loop import guard_lease_name
@@ -29,10 +29,7 @@ def _common(func: Any) -> Any:
     for opt in reversed(
         [
             click.argument("component", required=False, default="kube-controller-manager"),
-            click.option(
-                "--kubeconfig", type=click.Path(dir_okay=False), help="Path to the kubeconfig file."
-            ),
-            click.option("--context", help="The kubeconfig context to use."),
+            kubeconfig_options,
             click.option(
                 "--manifests-dir",
                 type=click.Path(file_okay=False, path_type=Path),
