@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -196,12 +196,38 @@ class Candidate:
         return name
 
 
+def host_is_node(hostname: str, node: str) -> bool:
+    """Whether a hostNetwork process whose OS hostname is `hostname` may run on `node`.
+
+    A hostNetwork pod's identity carries the machine's OS hostname, which the kubelet
+    does not report when it runs with `--hostname-override` (kubeadm's
+    `nodeRegistration.name`): the Node is `cp-2`, the machine says
+    `cp-2.example.internal` — or the other way round. Case-blind; equal, or one is the
+    other's first DNS label."""
+    a, b = hostname.lower().rstrip("."), node.lower().rstrip(".")
+    return a == b or a.split(".", 1)[0] == b or b.split(".", 1)[0] == a
+
+
+def node_of_host(hostname: str, nodes: Iterable[str]) -> str | None:
+    """The one node of `nodes` that `hostname` names (exactly, else by `host_is_node`)."""
+    names = list(dict.fromkeys(nodes))
+    exact = [n for n in names if n.lower() == hostname.lower()]
+    if exact:
+        return exact[0] if len(exact) == 1 else None
+    loose = [n for n in names if host_is_node(hostname, n)]
+    return loose[0] if len(loose) == 1 else None
+
+
 def match_holder(identity: Identity, candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
-    """The candidates whose hostname is the identity's (hostnames compare case-blind)."""
+    """The candidates whose hostname is the identity's (hostnames compare case-blind; a
+    hostNetwork pod's is its node's, which an FQDN hostname also names)."""
     if not identity.well_formed:
         return ()
     host = identity.hostname.lower()
-    return tuple(c for c in candidates if c.hostname is not None and c.hostname.lower() == host)
+    exact = tuple(c for c in candidates if c.hostname is not None and c.hostname.lower() == host)
+    if exact:
+        return exact
+    return tuple(c for c in candidates if c.host_network and c.node and host_is_node(host, c.node))
 
 
 # --- the verdict -------------------------------------------------------------------

@@ -1,26 +1,30 @@
-"""Never two leaders: lead intervals from synthetic lab logs and state files, their
-overlaps, the klog time (zone, year) and `kubehoist lab leaders`."""
+"""Never two leaders: lead intervals from synthetic log archives (CRI-format logs and
+the log keeper's state files), their overlaps, and `kubehoist lab leaders`."""
 
 from __future__ import annotations
 
 import json
-import os
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
-from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
 
 from kubehoist.cli import cli
-from kubehoist.lab import leaders
-from kubehoist.lab.kubelet import runtime
+from kubehoist.lab import leaders, logkeeper
 
 KCM = "kube-controller-manager"
 SCHED = "kube-scheduler"
 KCM_LEASE = "kube-system/kube-controller-manager"
 T0 = datetime(2026, 11, 25, 7, 0, 0, 123456, tzinfo=UTC)
+
+
+def cri(t: datetime, text: str, *, stream: str = "stderr", tag: str = "F") -> str:
+    """A line as containerd writes it: RFC3339Nano (nanoseconds, trailing zeros
+    trimmed), stream, tag, content."""
+    nanos = f"{t.microsecond:06d}789".rstrip("0")
+    stamp = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + (f".{nanos}" if nanos else "")
+    return f"{stamp}Z {stream} {tag} {text}\n"
 
 
 def klog(
@@ -29,14 +33,16 @@ def klog(
     *,
     severity: str = "I",
     source: str = "leaderelection.go:272",
-    tz: tzinfo = UTC,
+    skew: timedelta = timedelta(0),
 ) -> str:
-    local = t.astimezone(tz)
-    return f"{severity}{local:%m%d %H:%M:%S}.{local.microsecond:06d}    4242 {source}] {message}\n"
+    """A klog line (stamped in some local time, which must not matter) in CRI format."""
+    local = t + skew + timedelta(hours=9)
+    header = f"{severity}{local:%m%d %H:%M:%S}.{local.microsecond:06d}    4242 {source}]"
+    return cri(t, f"{header} {message}")
 
 
-def acquired(t: datetime, lease: str = KCM_LEASE, tz: tzinfo = UTC) -> str:
-    return klog(t, f'"Successfully acquired lease" lock="{lease}"', tz=tz)
+def acquired(t: datetime, lease: str = KCM_LEASE) -> str:
+    return klog(t, f'"Successfully acquired lease" lock="{lease}"')
 
 
 def attempting(t: datetime, lease: str = KCM_LEASE) -> str:
@@ -74,31 +80,47 @@ def write_instance(
     restart: int = 0,
     uid: str = "",
     container: str = KCM,
-    time_zone: str | None = None,
     state: bool = True,
+    container_id: str = "",
+    live: bool = True,
 ) -> Path:
+    """An archived instance as the log keeper leaves it; `live`: the kubelet still
+    has the container (its log under the node's /var/log/pods exists)."""
     uid = uid or f"uid-{pod}"
-    directory = root / "nodes" / node / "var/log/pods" / f"kube-system_{pod}_{uid}" / container
+    container_id = container_id or f"{pod}-{restart}".encode().hex().ljust(64, "0")[:64]
+    pod_dir = f"kube-system_{pod}_{uid}"
+    node_root = root / "nodes" / node
+    directory = node_root / logkeeper.ARCHIVE_DIR / pod_dir / container
     directory.mkdir(parents=True, exist_ok=True)
-    log = directory / f"{restart}.log"
+    name = f"{restart}.log"
+    if (directory / name).exists():
+        name = f"{restart}.{container_id[:12]}.log"
+    log = directory / name
     log.write_text("".join(lines))
+    log_path = f"/var/log/pods/{pod_dir}/{container}/{restart}.log"
+    if live:
+        live_log = node_root / log_path.lstrip("/")
+        live_log.parent.mkdir(parents=True, exist_ok=True)
+        live_log.write_text("".join(lines))
     if state:
         assert started is not None
-        doc = {
-            "containerID": f"lab://{pod}-{restart}",
-            "startedAt": runtime.precise_timestamp(started),
-            "finishedAt": runtime.precise_timestamp(finished) if finished else None,
-            "exitCode": exit_code,
-            "reason": reason,
-            "node": node,
-            "namespace": "kube-system",
-            "pod": pod,
-            "podUID": uid,
-            "container": container,
-            "restartCount": restart,
-            "timeZone": time_zone,
-        }
-        runtime.write_json_atomic(runtime.state_path(log), doc)
+        record = logkeeper.ContainerRecord(
+            container_id=container_id,
+            state=logkeeper.EXITED if finished else logkeeper.RUNNING,
+            namespace="kube-system",
+            pod=pod,
+            pod_uid=uid,
+            container=container,
+            restart_count=restart,
+            log_path=log_path,
+            started_at=started,
+            finished_at=finished,
+            exit_code=exit_code,
+            reason=reason or "",
+        )
+        logkeeper.write_json_atomic(
+            logkeeper.state_path(log), logkeeper.state_document(record, node)
+        )
     return log
 
 
@@ -140,7 +162,7 @@ NOW = T0 + s(120)
 def test_a_handover_after_the_leader_died_has_no_overlap(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
     handover(root, new_acquires_at=76)
-    report = leaders.analyze(root, now=NOW, tz=UTC)
+    report = leaders.analyze(root, now=NOW)
     assert report.ok and report.overlaps == ()
     assert [i.instance.name for i in report.intervals] == [
         f"{KCM}-cp-1/cp-1/0",
@@ -159,7 +181,7 @@ def test_two_leaders_at_once_are_reported_with_both_instances_and_the_seconds(
 ) -> None:
     root = lab_root(tmp_path)
     handover(root, new_acquires_at=30)  # the old leader runs until T0+60
-    report = leaders.analyze(root, now=NOW, tz=UTC)
+    report = leaders.analyze(root, now=NOW)
     assert not report.ok
     (overlap,) = report.overlaps
     assert overlap.first.instance.pod == f"{KCM}-cp-1"
@@ -172,8 +194,8 @@ def test_two_leaders_at_once_are_reported_with_both_instances_and_the_seconds(
 def test_the_tolerance_decides_what_counts(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
     handover(root, new_acquires_at=55)  # 5 s of overlap
-    assert leaders.analyze(root, now=NOW, tz=UTC).overlaps == ()
-    (overlap,) = leaders.analyze(root, now=NOW, tz=UTC, tolerance=1.0).overlaps
+    assert leaders.analyze(root, now=NOW).overlaps == ()
+    (overlap,) = leaders.analyze(root, now=NOW, tolerance=1.0).overlaps
     assert overlap.seconds == pytest.approx(5.0)
 
 
@@ -191,7 +213,7 @@ def test_a_leader_that_failed_to_renew_no_longer_leads_although_it_still_runs(
     write_instance(
         root, node="w-1", pod=f"{KCM}-x-1", lines=[acquired(T0 + s(26))], started=T0 + s(3)
     )
-    report = leaders.analyze(root, now=NOW, tz=UTC)
+    report = leaders.analyze(root, now=NOW)
     assert report.ok
     old = report.intervals[0]
     assert old.until == T0 + s(20) and old.ended_by == leaders.RENEW_FAILED
@@ -210,14 +232,14 @@ def test_leaderelection_lost_alone_ends_the_interval_too(tmp_path: Path) -> None
         exit_code=1,
         reason="Error",
     )
-    (interval,) = leaders.analyze(root, now=NOW, tz=UTC).intervals
+    (interval,) = leaders.analyze(root, now=NOW).intervals
     assert interval.until == T0 + s(9) and interval.ended_by == leaders.LOST
 
 
 def test_without_finished_at_the_instance_leads_until_now(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
     handover(root, new_acquires_at=76, old_finished=None)
-    report = leaders.analyze(root, now=NOW, tz=UTC)
+    report = leaders.analyze(root, now=NOW)
     old = next(i for i in report.intervals if i.instance.node == "cp-1")
     assert old.until == NOW and old.still_leading
     assert old.describe_end() == "still leading (running)"
@@ -230,7 +252,7 @@ def test_a_log_without_state_file_counts_as_running_with_a_warning(tmp_path: Pat
     write_instance(
         root, node="cp-1", pod=f"{KCM}-cp-1", lines=[acquired(T0 + s(1))], started=None, state=False
     )
-    report = leaders.analyze(root, now=NOW, tz=UTC)
+    report = leaders.analyze(root, now=NOW)
     (interval,) = report.intervals
     assert interval.acquired == T0 + s(1) and interval.until == NOW
     assert interval.describe_end() == "no state file"
@@ -254,59 +276,99 @@ def test_restarts_are_separate_instances_of_one_pod(tmp_path: Path) -> None:
     write_instance(
         root, node="cp-1", pod=pod, restart=1, lines=[acquired(T0 + s(46))], started=T0 + s(30.1)
     )
-    report = leaders.analyze(root, now=NOW, tz=UTC)
+    report = leaders.analyze(root, now=NOW)
     assert [i.instance.name for i in report.intervals] == [f"{pod}/cp-1/0", f"{pod}/cp-1/1"]
     assert report.ok
 
 
-def test_the_year_comes_from_the_state_file_across_new_year(tmp_path: Path) -> None:
+def test_times_are_containerds_not_klogs_local_stamps_even_across_new_year(
+    tmp_path: Path,
+) -> None:
     root = lab_root(tmp_path)
     started = datetime(2025, 12, 31, 23, 59, 50, tzinfo=UTC)
     when = datetime(2026, 1, 1, 0, 0, 5, 250000, tzinfo=UTC)
-    write_instance(root, node="cp-1", pod=f"{KCM}-cp-1", lines=[acquired(when)], started=started)
-    (interval,) = leaders.analyze(root, now=when + s(60), tz=UTC).intervals
+    line = klog(when, f'"Successfully acquired lease" lock="{KCM_LEASE}"', skew=s(-3600 * 30))
+    write_instance(root, node="cp-1", pod=f"{KCM}-cp-1", lines=[line], started=started)
+    (interval,) = leaders.analyze(root, now=when + s(60)).intervals
     assert interval.acquired == when
 
 
-def test_lines_of_an_earlier_run_appended_to_the_same_log_are_skipped(tmp_path: Path) -> None:
+def test_a_line_split_into_partial_fragments_is_joined(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
-    earlier = T0 - timedelta(days=2)
-    write_instance(
-        root,
-        node="cp-1",
-        pod=f"{KCM}-cp-1",
-        lines=[acquired(earlier), noise(earlier + s(1)), acquired(T0 + s(17))],
-        started=T0,
-    )
-    (interval,) = leaders.analyze(root, now=NOW, tz=UTC).intervals
-    assert interval.acquired == T0 + s(17)
-
-
-def test_klog_local_time_is_read_in_the_containers_zone(tmp_path: Path) -> None:
-    root = lab_root(tmp_path)
-    berlin = ZoneInfo("Europe/Berlin")
-    when = T0 + s(1)
-    write_instance(
-        root,
-        node="cp-1",
-        pod=f"{KCM}-cp-1",
-        lines=[acquired(when, tz=berlin)],
-        started=T0,
-        time_zone="Europe/Berlin",
-    )
+    text = acquired(T0 + s(1)).split(" ", 3)[3].rstrip("\n")
+    fragments = [
+        cri(T0 + s(1), text[:20], tag="P"),
+        noise(T0 + s(1.5)).replace(" stderr ", " stdout "),  # the other stream meanwhile
+        cri(T0 + s(2), text[20:50], tag="P"),
+        cri(T0 + s(2.5), text[50:]),
+    ]
+    write_instance(root, node="cp-1", pod=f"{KCM}-cp-1", lines=fragments, started=T0)
     (interval,) = leaders.analyze(root, now=NOW).intervals
-    assert interval.acquired == when
+    assert interval.acquired == T0 + s(1)  # the time of its first fragment
 
 
-def test_without_tz_the_hosts_localtime_is_the_zone(tmp_path: Path) -> None:
-    localtime = Path("/usr/share/zoneinfo/America/New_York")
-    zone = leaders.host_time_zone(localtime)
-    assert zone.utcoffset(T0) == timedelta(hours=-5)
-    assert leaders.host_time_zone(tmp_path / "missing") is UTC
-    assert leaders.zone_for(None, zone) is zone
-    assert leaders.zone_for("", zone) is UTC
-    assert leaders.zone_for(":Europe/Berlin", zone).utcoffset(T0) == timedelta(hours=1)
-    assert leaders.zone_for("No/Such_Zone", zone) is UTC
+def test_read_cri_log_joins_each_streams_fragments_and_skips_what_is_not_cri() -> None:
+    lines = [
+        cri(T0, "a", tag="P"),
+        cri(T0 + s(1), "x", stream="stdout"),
+        "garbage without a time\n",
+        cri(T0 + s(2), "b", tag="P"),
+        cri(T0 + s(3), "c"),
+        cri(T0 + s(4), "tail", stream="stdout", tag="P"),
+    ]
+    out = [(line.time, line.stream, line.text, line.number) for line in leaders.read_cri_log(lines)]
+    assert out == [
+        (T0 + s(1), "stdout", "x", 2),
+        (T0, "stderr", "abc", 1),
+        (T0 + s(4), "stdout", "tail", 6),  # still partial at the end: as it is
+    ]
+
+
+def test_a_later_container_with_the_same_pod_uid_and_restart_count_is_its_own_instance(
+    tmp_path: Path,
+) -> None:
+    """A parked and unparked static pod: same UID, restart count 0 again; the keeper
+    archives the second container as 0.<id12>.log, and both count."""
+    root = lab_root(tmp_path)
+    pod = f"{KCM}-cp-1"
+    first = write_instance(
+        root,
+        node="cp-1",
+        pod=pod,
+        lines=[acquired(T0 + s(1))],
+        started=T0,
+        finished=T0 + s(40),
+        exit_code=0,
+        reason="Completed",
+        container_id="a" * 64,
+    )
+    write_instance(
+        root,
+        node="w-1",
+        pod=f"{KCM}-x-1",
+        lines=[acquired(T0 + s(20))],
+        started=T0 + s(5),
+        container_id="c" * 64,
+    )
+    second = write_instance(
+        root,
+        node="cp-1",
+        pod=pod,
+        lines=[acquired(T0 + s(90))],
+        started=T0 + s(80),
+        container_id="b" * 64,
+    )
+    assert (first.name, second.name) == ("0.log", f"0.{'b' * 12}.log")
+    report = leaders.analyze(root, now=NOW)
+    assert [(i.instance.name, i.instance.container_id[:1]) for i in report.intervals] == [
+        (f"{pod}/cp-1/0", "a"),
+        (f"{KCM}-x-1/w-1/0", "c"),
+        (f"{pod}/cp-1/0.{'b' * 12}", "b"),
+    ]
+    assert [(o.first.instance.pod, o.second.instance.pod) for o in report.overlaps] == [
+        (pod, f"{KCM}-x-1"),  # T0+20 .. T0+40
+        (f"{KCM}-x-1", pod),  # T0+90 .. now
+    ]
 
 
 def test_messages_of_other_leases_and_the_migration_lock_do_not_count() -> None:
@@ -340,14 +402,14 @@ def test_messages_of_other_leases_and_the_migration_lock_do_not_count() -> None:
     assert leaders.classify(event, KCM_LEASE) == (leaders.STOPPED, "cp-1_0a1b stopped leading")
 
 
-def test_parse_klog_reads_the_header() -> None:
+def test_parse_klog_takes_the_message_after_the_header() -> None:
     line = leaders.parse_klog(
         'I1125 07:00:00.123456    1234 leaderelection.go:272] "Successfully acquired lease" '
         'lock="kube-system/kube-controller-manager"\n'
     )
     assert line is not None
-    assert (line.month, line.day, line.hour, line.microsecond) == (11, 25, 7, 123456)
-    assert line.source == "leaderelection.go:272"
+    assert (line.severity, line.source) == ("I", "leaderelection.go:272")
+    assert line.message.startswith('"Successfully acquired lease" lock=')
     assert leaders.parse_klog("Flag --foo has been deprecated") is None
 
 
@@ -362,9 +424,9 @@ def test_only_the_components_containers_count(tmp_path: Path) -> None:
         lines=[acquired(T0 + s(2), "kube-system/kube-scheduler")],
         started=T0,
     )
-    kcm = leaders.analyze(root, now=NOW, tz=UTC)
+    kcm = leaders.analyze(root, now=NOW)
     assert {i.container for i in kcm.instances} == {KCM}
-    sched = leaders.analyze(root, SCHED, now=NOW, tz=UTC)
+    sched = leaders.analyze(root, SCHED, now=NOW)
     assert [i.instance.name for i in sched.intervals] == [f"{SCHED}-cp-1/cp-1/0"]
     assert sched.lease == "kube-system/kube-scheduler"
 
@@ -410,61 +472,59 @@ def test_cli_refuses_an_unknown_component_and_a_missing_lab(tmp_path: Path) -> N
     assert missing.exit_code == 1 and "no lab at" in missing.stderr
 
 
-# --- the kubelet's side: state files ---------------------------------------------------------
+# --- containers that left without a recorded end -------------------------------------------
 
 
-def test_state_files_are_written_at_start_and_end(tmp_path: Path) -> None:
-    log = tmp_path / "kube-system_p_u" / KCM / "0.log"
-    log.parent.mkdir(parents=True)
-    assert runtime.state_path(log) == log.parent / "0.state.json"
-    assert leaders.STATE_SUFFIX == runtime.STATE_SUFFIX
-    proc = runtime.ContainerProcess(
-        container_id="lab://abc",
-        process=cast(Any, None),
-        state_dir=tmp_path / "state",
-        log=log,
-        started_at=T0,
-        identity={"node": "cp-1", "pod": "p", "restartCount": 0, "timeZone": None},
-    )
-    proc.record()
-    doc = json.loads(runtime.state_path(log).read_text())
-    assert set(doc) == set(runtime.STATE_FIELDS)
-    assert doc["startedAt"] == "2026-11-25T07:00:00.123456Z"
-    assert doc["finishedAt"] is None and doc["exitCode"] is None and doc["reason"] is None
-    proc.record_end(137, "Error", T0 + s(5))
-    proc.record_end(0, "Completed", T0 + s(9))  # the first account stays
-    doc = json.loads(runtime.state_path(log).read_text())
-    assert doc["finishedAt"] == "2026-11-25T07:00:05.123456Z"
-    assert (doc["exitCode"], doc["reason"], doc["pod"]) == (137, "Error", "p")
-    assert [p.name for p in log.parent.iterdir()] == ["0.state.json"]  # no temporary left
-
-
-def test_state_files_a_dead_kubelet_left_open_are_closed_at_the_logs_last_write(
-    tmp_path: Path,
-) -> None:
+def test_an_open_state_of_a_gone_container_ends_at_its_last_log_line(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
-    log = write_instance(
-        root, node="cp-1", pod=f"{KCM}-cp-1", lines=[acquired(T0 + s(1))], started=T0
-    )
-    done = write_instance(
+    write_instance(
         root,
         node="cp-1",
         pod=f"{KCM}-cp-1",
-        restart=1,
-        lines=[],
+        lines=[acquired(T0 + s(1)), noise(T0 + s(42))],
         started=T0,
-        finished=T0 + s(3),
-        exit_code=0,
-        reason="Completed",
+        live=False,  # the kubelet removed the container; the keeper never saw its end
     )
-    mtime = (T0 + s(42)).timestamp()
-    os.utime(log, (mtime, mtime))
-    node_root = root / "nodes" / "cp-1"
-    assert runtime.close_stale_states(node_root) == [runtime.state_path(log)]
-    doc = json.loads(runtime.state_path(log).read_text())
-    assert doc["finishedAt"] == "2026-11-25T07:00:42.123456Z"
-    assert (doc["reason"], doc["exitCode"], doc["finishedAtEstimated"]) == ("Unknown", None, True)
-    assert json.loads(runtime.state_path(done).read_text())["reason"] == "Completed"
-    assert runtime.close_stale_states(node_root) == []
-    (interval,) = leaders.analyze(root, now=NOW, tz=UTC).intervals
+    report = leaders.analyze(root, now=NOW)
+    (interval,) = report.intervals
+    assert interval.until == T0 + s(42) and interval.ended_by == "exited"
+    assert interval.describe_end() == "exited ? (Unknown), end estimated"
+    (instance,) = report.instances
+    assert instance.finished_at_estimated and instance.reason == "Unknown"
+    assert report.warnings == (
+        f"{KCM}-cp-1/cp-1/0: container gone without a recorded end; "
+        "taken as ended at its last log line",
+    )
+
+
+def test_a_rotated_live_log_means_the_container_is_still_there(tmp_path: Path) -> None:
+    root = lab_root(tmp_path)
+    log = write_instance(
+        root, node="cp-1", pod=f"{KCM}-cp-1", lines=[acquired(T0 + s(1))], started=T0, live=False
+    )
+    instance = leaders.find_instances(root)[0]
+    assert instance.live_log is not None and instance.container_gone
+    rotated = instance.live_log.with_name(f"{instance.live_log.name}.20261125-070100")
+    rotated.parent.mkdir(parents=True)
+    rotated.write_text(log.read_text())
+    (interval,) = leaders.analyze(root, now=NOW).intervals
+    assert interval.until == NOW and interval.still_leading
+
+
+def test_the_keepers_estimated_end_is_read_as_such(tmp_path: Path) -> None:
+    root = lab_root(tmp_path)
+    log = write_instance(
+        root,
+        node="cp-1",
+        pod=f"{KCM}-cp-1",
+        lines=[acquired(T0 + s(1)), noise(T0 + s(7))],
+        started=T0,
+        live=False,
+    )
+    assert logkeeper.finish_unknown(log)
+    assert not logkeeper.finish_unknown(log)  # once only
+    report = leaders.analyze(root, now=NOW)
+    assert report.warnings == ()  # the end is recorded now
+    (interval,) = report.intervals
+    assert interval.until == T0 + s(7)
     assert interval.describe_end() == "exited ? (Unknown), end estimated"

@@ -40,7 +40,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kubehoist.election import LeaseRecord, Observation, Validity, parse_identity
+from kubehoist.election import (
+    LeaseRecord,
+    Observation,
+    Validity,
+    host_is_node,
+    parse_identity,
+)
 
 # --- what the guard observes -----------------------------------------------------------
 
@@ -240,7 +246,10 @@ def holder_pods(holder: str, pods: Sequence[PodView]) -> tuple[PodView, ...]:
     if not identity.well_formed:
         return ()
     host = identity.hostname.lower()
-    return tuple(p for p in pods if p.hostname is not None and p.hostname.lower() == host)
+    exact = tuple(p for p in pods if p.hostname is not None and p.hostname.lower() == host)
+    if exact:
+        return exact
+    return tuple(p for p in pods if p.host_network and p.node and host_is_node(host, p.node))
 
 
 def death_evidence(

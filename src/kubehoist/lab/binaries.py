@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubehoist.errors import KubehoistError
-from kubehoist.lab.spec import ETCD_VERSION, KUBERNETES_VERSION
+from kubehoist.lab.spec import (
+    CONTAINERD_VERSION,
+    CRICTL_VERSION,
+    ETCD_VERSION,
+    KUBERNETES_VERSION,
+)
 
 KUBE_BINARIES = (
     "kube-apiserver",
@@ -33,8 +38,10 @@ KUBE_BINARIES = (
     "kube-scheduler",
     "kubeadm",
     "kubectl",
+    "kubelet",
 )
-ALL_BINARIES = (*KUBE_BINARIES, "etcd")
+CONTAINERD_BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2")
+ALL_BINARIES = (*KUBE_BINARIES, "etcd", *CONTAINERD_BINARIES, "crictl")
 GOMOD_DIR = Path(__file__).parent / "gomod"
 _STAMP = ".complete"
 
@@ -52,11 +59,19 @@ class Binaries:
 
     kube_dir: Path
     etcd_dir: Path
+    containerd_dir: Path
+    crictl_dir: Path
 
     def path(self, name: str) -> Path:
         if name not in ALL_BINARIES:
             raise KeyError(name)
-        return (self.etcd_dir if name == "etcd" else self.kube_dir) / name
+        if name == "etcd":
+            return self.etcd_dir / name
+        if name in CONTAINERD_BINARIES:
+            return self.containerd_dir / name
+        if name == "crictl":
+            return self.crictl_dir / name
+        return self.kube_dir / name
 
     def missing(self) -> list[str]:
         return [n for n in ALL_BINARIES if not os.access(self.path(n), os.X_OK)]
@@ -68,11 +83,13 @@ def locate(
     """The binaries' places; they may not exist yet (see `ensure`)."""
     if env := os.environ.get("KUBEHOIST_BIN_DIR"):
         d = Path(env)
-        return Binaries(kube_dir=d, etcd_dir=d)
+        return Binaries(kube_dir=d, etcd_dir=d, containerd_dir=d, crictl_dir=d)
     root = cache_root() / "bin"
     return Binaries(
         kube_dir=root / f"kubernetes-{kubernetes_version}",
         etcd_dir=root / f"etcd-{etcd_version}",
+        containerd_dir=root / f"containerd-{CONTAINERD_VERSION}",
+        crictl_dir=root / f"cri-tools-{CRICTL_VERSION}",
     )
 
 
@@ -109,6 +126,24 @@ def ensure(
             output_name="etcd",
             progress=progress,
         )
+        _build_into(
+            bins.containerd_dir,
+            module_dir=GOMOD_DIR / "containerd",
+            packages=[f"github.com/containerd/containerd/v2/cmd/{b}" for b in CONTAINERD_BINARIES],
+            ldflags=_containerd_ldflags(),
+            what=f"containerd {CONTAINERD_VERSION}",
+            progress=progress,
+        )
+        _build_into(
+            bins.crictl_dir,
+            module_dir=GOMOD_DIR / "cri-tools",
+            packages=["sigs.k8s.io/cri-tools/cmd/crictl"],
+            ldflags="-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version="
+            + CRICTL_VERSION.removeprefix("v"),
+            what=f"crictl {CRICTL_VERSION}",
+            output_name="crictl",
+            progress=progress,
+        )
     check_versions(bins, kubernetes_version, etcd_version)
     return bins
 
@@ -131,6 +166,14 @@ def _kube_ldflags(version: str) -> str:
 
 def _etcd_ldflags() -> str:
     return "-s -w"
+
+
+def _containerd_ldflags() -> str:
+    pkg = "github.com/containerd/containerd/v2/version"
+    return (
+        f"-s -w -X {pkg}.Version={CONTAINERD_VERSION} "
+        f"-X {pkg}.Package=github.com/containerd/containerd/v2"
+    )
 
 
 @contextmanager

@@ -38,6 +38,27 @@ SHARED_PKI = (
 )
 
 
+KUBELET_CONFIGURATION = {
+    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+    "kind": "KubeletConfiguration",
+    # This machine has cgroup v1 only; kubelet 1.36 refuses it unless told otherwise.
+    "failCgroupV1": False,
+    "cgroupDriver": "cgroupfs",  # no systemd in the lab
+    "failSwapOn": False,
+    # Images come from archives imported at boot (no registry): never collect them.
+    "imageGCHighThresholdPercent": 100,
+    "imageGCLowThresholdPercent": 99,
+    # Several nodes share one disk and one memory: evict only when really short.
+    "evictionHard": {
+        "memory.available": "100Mi",
+        "nodefs.available": "1%",
+        "imagefs.available": "1%",
+        "nodefs.inodesFree": "1%",
+    },
+}
+"""The cluster's KubeletConfiguration (kubeadm writes it to /var/lib/kubelet/config.yaml)."""
+
+
 def config_for(spec: LabSpec, node: LabNode) -> str:
     """The kubeadm configuration (InitConfiguration + ClusterConfiguration) of a node."""
     sans = ["127.0.0.1", "localhost", spec.lan_gateway] + [n.ip for n in spec.control_planes]
@@ -48,6 +69,11 @@ def config_for(spec: LabSpec, node: LabNode) -> str:
         "nodeRegistration": {
             "name": node.name,
             "criSocket": CRI_SOCKET,
+            # Lab nodes share one machine's cgroup tree: each kubelet keeps to its own.
+            "kubeletExtraArgs": [
+                {"name": "cgroup-root", "value": f"/kubehoist-{spec.lab_id}/{node.name}"}
+            ],
+            "ignorePreflightErrors": ["all"],
             "taints": (
                 [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
                 if node.control_plane
@@ -70,7 +96,7 @@ def config_for(spec: LabSpec, node: LabNode) -> str:
         "apiServer": {"certSANs": sans},
         "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
     }
-    return yaml.safe_dump_all([init, cluster], sort_keys=False)
+    return yaml.safe_dump_all([init, cluster, KUBELET_CONFIGURATION], sort_keys=False)
 
 
 def run(
@@ -101,24 +127,34 @@ def _prepare_root(node_root: Path) -> None:
 
 def generate(spec: LabSpec, binaries: Binaries) -> None:
     """Make every node's kubeadm files. Safe to repeat: kubeadm keeps what exists."""
-    first = spec.api_node
     for node in spec.nodes:
         root = node.root(spec.root)
         _prepare_root(root)
         (root / CONFIG_IN_NODE.lstrip("/")).write_text(config_for(spec, node))
-        if not node.control_plane:
-            continue
-        if node is not first:
-            _copy_shared_pki(spec, node)
-        cfg = ["--config", CONFIG_IN_NODE]
-        run(binaries, root, "init", "phase", "certs", "all", *cfg)
-        run(binaries, root, "init", "phase", "kubeconfig", "all", *cfg)
-        run(binaries, root, "init", "phase", "control-plane", "all", *cfg)
-        if node is first:
-            run(binaries, root, "init", "phase", "etcd", "local", *cfg)
-            _save_shared_pki(spec, node)
+        if node.control_plane:
+            _control_plane_files(spec, binaries, node)
+    for node in spec.nodes:
+        root = node.root(spec.root)
+        # kubelet-start writes /var/lib/kubelet/{config.yaml,kubeadm-flags.env}; starting
+        # the kubelet (systemd's part) is the node's init (node.py). On a worker it runs
+        # before the worker has a CA certificate (kubeadm would take it for an external CA).
+        run(binaries, root, "init", "phase", "kubelet-start", "--config", CONFIG_IN_NODE)
     for node in spec.workers:
         _worker_kubelet_conf(spec, binaries, node)
+
+
+def _control_plane_files(spec: LabSpec, binaries: Binaries, node: LabNode) -> None:
+    first = spec.api_node
+    root = node.root(spec.root)
+    if node is not first:
+        _copy_shared_pki(spec, node)
+    cfg = ["--config", CONFIG_IN_NODE]
+    run(binaries, root, "init", "phase", "certs", "all", *cfg)
+    run(binaries, root, "init", "phase", "kubeconfig", "all", *cfg)
+    run(binaries, root, "init", "phase", "control-plane", "all", *cfg)
+    if node is first:
+        run(binaries, root, "init", "phase", "etcd", "local", *cfg)
+        _save_shared_pki(spec, node)
 
 
 def _save_shared_pki(spec: LabSpec, node: LabNode) -> None:
@@ -143,6 +179,11 @@ def _worker_kubelet_conf(spec: LabSpec, binaries: Binaries, node: LabNode) -> No
     """A worker's kubelet.conf (identity system:node:<name>), made on the first control
     plane as an operator would with `kubeadm kubeconfig user`, then moved to the worker."""
     target = node.root(spec.root) / "etc/kubernetes/kubelet.conf"
+    # The kubelet trusts clients signed by the cluster CA (kubeadm join writes it).
+    ca = node.root(spec.root) / "etc/kubernetes/pki/ca.crt"
+    ca.parent.mkdir(parents=True, exist_ok=True)
+    if not ca.exists():
+        shutil.copy2(spec.pki_dir / "ca.crt", ca)
     if target.exists():
         return
     first_root = spec.api_node.root(spec.root)
@@ -157,25 +198,33 @@ def _worker_kubelet_conf(spec: LabSpec, binaries: Binaries, node: LabNode) -> No
         "--config", cfg_rel,
         "--kubeconfig-dir", f"/tmp/kubelet-{node.name}",
     )  # fmt: skip
-    shutil.move(str(out_dir / "kubelet.conf"), target)
+    # A joined worker reaches the API servers through the control-plane endpoint.
+    conf = yaml.safe_load((out_dir / "kubelet.conf").read_text())
+    for cluster in conf.get("clusters", []):
+        cluster["cluster"]["server"] = f"https://{spec.control_plane_endpoint}"
+    target.write_text(yaml.safe_dump(conf, sort_keys=False))
+    target.chmod(0o600)
     shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def after_api_ready(spec: LabSpec, binaries: Binaries) -> None:
-    """The kubeadm phases that talk to the API server: upload the cluster configuration
-    (so tools can read `kubeadm-config`) and mark the control-plane nodes."""
+def upload_config(spec: LabSpec, binaries: Binaries) -> None:
+    """Upload the cluster configuration (so tools can read `kubeadm-config`); kubeadm
+    also binds `kubeadm:cluster-admins` (admin.conf's group) to cluster-admin here."""
     first = spec.api_node
-    cfg = ["--config", CONFIG_IN_NODE]
     run(
         binaries,
         first.root(spec.root),
-        "init", "phase", "upload-config", "kubeadm", *cfg,
+        "init", "phase", "upload-config", "kubeadm", "--config", CONFIG_IN_NODE,
         netns=first.netns,
     )  # fmt: skip
+
+
+def mark_control_planes(spec: LabSpec, binaries: Binaries) -> None:
+    """Label and taint the control-plane Nodes (once their kubelets registered them)."""
     for node in spec.control_planes:
         run(
             binaries,
             node.root(spec.root),
-            "init", "phase", "mark-control-plane", *cfg,
+            "init", "phase", "mark-control-plane", "--config", CONFIG_IN_NODE,
             netns=node.netns,
         )  # fmt: skip

@@ -1,62 +1,60 @@
 """Never two leaders: who led, and when, as the components' own logs tell it.
 
 Every container instance of a component in a lab (the static pods
-`<component>-<node>` and the pods of a Deployment, each start separately) leaves a
-log and a state file under its node's root (see `kubehoist.lab.kubelet.runtime`):
+`<component>-<node>` and the pods of a Deployment, each start separately) has its log
+and a state file in its node's log archive, kept by `kubehoist.lab.logkeeper` (the
+lab's log shipper) after the kubelet has deleted the pod's own logs:
 
-    <node-root>/var/log/pods/<ns>_<pod>_<uid>/<container>/<restartCount>.log
-    <node-root>/var/log/pods/<ns>_<pod>_<uid>/<container>/<restartCount>.state.json
+    <node-root>/var/log/pods-archive/<ns>_<pod>_<uid>/<container>/<restartCount>.log
+    <node-root>/var/log/pods-archive/<ns>_<pod>_<uid>/<container>/<restartCount>.state.json
 
-From client-go's leader election lines in the log (klog text format) each instance's
-*lead intervals* are built: one starts at `"Successfully acquired lease"` for the
-component's Lease, and ends at the earliest of `"Failed to renew lease"` (the
-instance stops believing it leads), `leaderelection lost` (the component's
-OnStoppedLeading), a `stopped leading` event, the instance's `finishedAt`, or, for an
-instance still running, now. Two intervals of different instances that overlap by
-more than a tolerance are two leaders at once.
+The logs are in the CRI format (`<RFC3339Nano> <stream> <P|F> <line>`): each line's
+time is containerd's, in UTC; partial (`P`) lines are joined. From client-go's leader
+election lines (klog text after the CRI prefix) each instance's *lead intervals* are
+built: one starts at `"Successfully acquired lease"` for the component's Lease, and
+ends at the earliest of `"Failed to renew lease"` (the instance stops believing it
+leads), `leaderelection lost` (the component's OnStoppedLeading), a `stopped leading`
+event, the instance's end, or, for an instance still running, now. The end is the
+state file's `finishedAt`; without one, if the container is gone (the kubelet deleted
+its live log), its last log line (estimated). Two intervals of different instances
+that overlap by more than a tolerance are two leaders at once.
 
-klog stamps lines with the process's local time and no year: the time zone is the
-container's (its `TZ` if its environment sets one, else the host's /etc/localtime,
-which every lab container sees), and the year is the one that puts the line at or
-after the instance's `startedAt`.
-
-`analyze(root)` does it all and returns a `LeaderReport`; `parse_events`,
-`lead_intervals` and `find_overlaps` are the pure steps.
+`analyze(root)` does it all and returns a `LeaderReport`; `read_cri_log`,
+`parse_events`, `lead_intervals` and `find_overlaps` are the pure steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kubehoist.components import COMPONENTS
+from kubehoist.lab.logkeeper import (
+    ARCHIVE_DIR,
+    ARCHIVE_LOG,
+    last_line_time,
+    parse_cri_line,
+    state_path,
+)
 
 DEFAULT_COMPONENT: Final = "kube-controller-manager"
 DEFAULT_TOLERANCE_S: Final = 10.0
 """The components' default renew deadline: how long a leader that cannot renew may
 still believe it leads."""
-HOST_LOCALTIME: Final = Path("/etc/localtime")
-STATE_SUFFIX: Final = ".state.json"  # as kubehoist.lab.kubelet.runtime writes it
 
 ACQUIRED: Final = "acquired"
 RENEW_FAILED: Final = "failed to renew lease"
 LOST: Final = "leaderelection lost"
 STOPPED: Final = "stopped leading"
 
-_YEAR_SLACK = timedelta(hours=1)  # when choosing a line's year
-EARLY_SLACK: Final = timedelta(seconds=2)
-"""How much earlier than its instance's startedAt a line may be stamped (the kubelet
-takes startedAt just after starting the launcher, on the same clock)."""
-
 _KLOG = re.compile(
-    r"^(?P<severity>[IWEF])(?P<month>\d\d)(?P<day>\d\d) "
-    r"(?P<hour>\d\d):(?P<minute>\d\d):(?P<second>\d\d)\.(?P<micro>\d{6})\s+"
+    r"^(?P<severity>[IWEF])\d{4} \d\d:\d\d:\d\d\.\d{6}\s+"
     r"(?P<thread>\d+) (?P<source>[^\]\s]+)\] (?P<message>.*)$"
 )
 _INTERESTING = re.compile(
@@ -71,51 +69,53 @@ class LeadersError(Exception):
     """A lab root or a state file that cannot be read."""
 
 
-# --- klog lines ------------------------------------------------------------------------
+# --- log lines -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a container wrote, at the time containerd read it (UTC)."""
+
+    time: datetime
+    stream: str
+    text: str
+    number: int  # the archive's line number of its first fragment
+
+
+def read_cri_log(lines: Iterable[str]) -> Iterator[LogLine]:
+    """The lines of a CRI-format log, each stream's partial (`P`) fragments joined
+    into one line stamped with its first fragment's time; lines that are not CRI
+    lines are skipped, and a line still partial at the end comes out as it is."""
+    pending: dict[str, tuple[datetime, int, list[str]]] = {}
+    for number, raw in enumerate(lines, 1):
+        parsed = parse_cri_line(raw)
+        if parsed is None:
+            continue
+        start, first, parts = pending.pop(parsed.stream, (parsed.time, number, []))
+        parts.append(parsed.content)
+        if parsed.partial:
+            pending[parsed.stream] = (start, first, parts)
+            continue
+        yield LogLine(time=start, stream=parsed.stream, text="".join(parts), number=first)
+    for stream, (start, first, parts) in sorted(pending.items(), key=lambda kv: kv[1][1]):
+        yield LogLine(time=start, stream=stream, text="".join(parts), number=first)
 
 
 @dataclass(frozen=True)
 class KlogLine:
-    """One klog text-format line: header fields and the message after `] `."""
+    """One klog text-format line: its severity, source and the message after `] `
+    (its own time stamp, local and without a year, is not needed: the CRI time is)."""
 
     severity: str
-    month: int
-    day: int
-    hour: int
-    minute: int
-    second: int
-    microsecond: int
     source: str
     message: str
-
-    def local_time(self, year: int, tz: tzinfo) -> datetime:
-        return datetime(
-            year,
-            self.month,
-            self.day,
-            self.hour,
-            self.minute,
-            self.second,
-            self.microsecond,
-            tzinfo=tz,
-        )
 
 
 def parse_klog(line: str) -> KlogLine | None:
     m = _KLOG.match(line.rstrip("\r\n"))
     if m is None:
         return None
-    return KlogLine(
-        severity=m["severity"],
-        month=int(m["month"]),
-        day=int(m["day"]),
-        hour=int(m["hour"]),
-        minute=int(m["minute"]),
-        second=int(m["second"]),
-        microsecond=int(m["micro"]),
-        source=m["source"],
-        message=m["message"],
-    )
+    return KlogLine(severity=m["severity"], source=m["source"], message=m["message"])
 
 
 def _unquote(value: str) -> str:
@@ -177,7 +177,7 @@ def classify(message: str, lease: str) -> tuple[str, str] | None:
 class Instance:
     """One start of a component's container, from its state file and its log's path."""
 
-    log: Path
+    log: Path  # in the archive
     node: str
     namespace: str
     pod: str
@@ -190,17 +190,33 @@ class Instance:
     finished_at_estimated: bool = False
     exit_code: int | None = None
     reason: str = ""
-    time_zone: str | None = None
+    live_log: Path | None = None  # the kubelet's log of it, seen from the host
     has_state: bool = False
 
     @property
     def name(self) -> str:
-        """pod/node/restartCount"""
-        return f"{self.pod}/{self.node}/{self.restart_count}"
+        """pod/node/restartCount; pod/node/restartCount.<id12> for a later container
+        archived beside an earlier one of the same pod UID and restart count."""
+        m = ARCHIVE_LOG.fullmatch(self.log.name)
+        later = f".{m['id']}" if m is not None and m["id"] else ""
+        return f"{self.pod}/{self.node}/{self.restart_count}{later}"
 
     @property
     def running(self) -> bool:
         return self.finished_at is None
+
+    @property
+    def container_gone(self) -> bool:
+        """The kubelet removed the container: its log (rotated ones too) is deleted."""
+        live = self.live_log
+        if live is None:
+            return False
+        if live.exists():
+            return False
+        try:
+            return not any(live.parent.glob(f"{live.name}.*"))
+        except OSError:
+            return True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -236,12 +252,16 @@ def _parse_time(value: Any, where: Path) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def instance_from_files(log: Path, state: dict[str, Any] | None, node: str) -> Instance:
-    """An instance from its log's path (…/<ns>_<pod>_<uid>/<container>/<n>.log) and its
-    state file's document (None if it has none)."""
+def instance_from_files(
+    log: Path, state: dict[str, Any] | None, node: str, *, node_root: Path | None = None
+) -> Instance:
+    """An instance from its archived log's path (…/<ns>_<pod>_<uid>/<container>/<n>.log
+    or <n>.<id12>.log) and its state file's document (None if it has none);
+    `node_root` places the state's `logPath` (inside the node) on the host."""
     pod_dir = log.parent.parent.name
     namespace, _, rest = pod_dir.partition("_")
     pod, _, uid = rest.rpartition("_")
+    m = ARCHIVE_LOG.fullmatch(log.name)
     base = Instance(
         log=log,
         node=node,
@@ -249,12 +269,13 @@ def instance_from_files(log: Path, state: dict[str, Any] | None, node: str) -> I
         pod=pod,
         pod_uid=uid,
         container=log.parent.name,
-        restart_count=int(log.name.removesuffix(".log")),
+        restart_count=int(m["restart"]) if m else 0,
     )
     if state is None:
         return base
-    where = log.with_name(log.name.removesuffix(".log") + STATE_SUFFIX)
+    where = state_path(log)
     exit_code = state.get("exitCode")
+    live = state.get("logPath")
     return Instance(
         log=log,
         node=str(state.get("node") or node),
@@ -269,7 +290,9 @@ def instance_from_files(log: Path, state: dict[str, Any] | None, node: str) -> I
         finished_at_estimated=bool(state.get("finishedAtEstimated")),
         exit_code=int(exit_code) if isinstance(exit_code, int) else None,
         reason=str(state.get("reason") or ""),
-        time_zone=state.get("timeZone") if isinstance(state.get("timeZone"), str) else None,
+        live_log=(node_root / live.lstrip("/"))
+        if node_root is not None and isinstance(live, str) and live
+        else None,
         has_state=True,
     )
 
@@ -286,40 +309,31 @@ def _is_component_container(pod_dir: Path, container_dir: Path, component: str) 
 
 
 def find_instances(root: Path, component: str = DEFAULT_COMPONENT) -> list[Instance]:
-    """Every container instance of `component` under the lab root, oldest first."""
+    """Every container instance of `component` in the lab's log archives, oldest
+    first."""
     nodes_dir = root / "nodes"
     if not nodes_dir.is_dir():
         raise LeadersError(f"{root}: not a lab root (no nodes/ directory)")
     found: list[Instance] = []
     for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
-        logs_dir = node_dir / "var" / "log"
-        # Live pods, and the archived logs of pods the kubelet is done with.
-        pod_dirs = [p for p in sorted((logs_dir / "pods").glob("*")) if p.is_dir()]
-        pod_dirs += [p for p in sorted((logs_dir / "pods-removed").glob("*/*")) if p.is_dir()]
-        for pod_dir in pod_dirs:
-            try:
-                containers = sorted(p for p in pod_dir.iterdir() if p.is_dir())
-            except OSError:
-                continue  # removed with its pod meanwhile
+        archive = node_dir / ARCHIVE_DIR
+        for pod_dir in sorted(p for p in archive.glob("*") if p.is_dir()):
+            containers = sorted(p for p in pod_dir.iterdir() if p.is_dir())
             for container_dir in containers:
-                try:
-                    if not _is_component_container(pod_dir, container_dir, component):
-                        continue
-                    logs = [
-                        p
-                        for p in container_dir.glob("*.log")
-                        if re.fullmatch(r"\d+", p.name.removesuffix(".log"))
-                    ]
-                except OSError:
+                if not _is_component_container(pod_dir, container_dir, component):
                     continue
-                for log in logs:
-                    found.append(instance_from_files(log, _read_state(log), node_dir.name))
+                for log in sorted(container_dir.glob("*.log")):
+                    if ARCHIVE_LOG.fullmatch(log.name):
+                        state = _read_state(log)
+                        found.append(
+                            instance_from_files(log, state, node_dir.name, node_root=node_dir)
+                        )
     found.sort(key=lambda i: (i.started_at or datetime.max.replace(tzinfo=UTC), i.name))
     return found
 
 
 def _read_state(log: Path) -> dict[str, Any] | None:
-    path = log.with_name(log.name.removesuffix(".log") + STATE_SUFFIX)
+    path = state_path(log)
     try:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
@@ -331,59 +345,21 @@ def _read_state(log: Path) -> dict[str, Any] | None:
     return doc
 
 
-# --- time ----------------------------------------------------------------------------------
-
-
-def host_time_zone(path: Path = HOST_LOCALTIME) -> tzinfo:
-    """The zone of a process without TZ: /etc/localtime, else UTC (as Go does)."""
-    try:
-        with open(path, "rb") as fh:
-            return ZoneInfo.from_file(fh, key="localtime")
-    except (OSError, ValueError):
-        return UTC
-
-
-def zone_for(tz_env: str | None, host: tzinfo) -> tzinfo:
-    """The zone Go's time.Local takes for a `TZ` value (None: unset)."""
-    if tz_env is None:
-        return host
-    name = tz_env.removeprefix(":")
-    if name in ("", "UTC"):
-        return UTC
-    try:
-        if name.startswith("/"):
-            with open(name, "rb") as fh:
-                return ZoneInfo.from_file(fh, key=name)
-        return ZoneInfo(name)
-    except (OSError, ValueError, ZoneInfoNotFoundError):
-        return UTC
-
-
-def resolve_time(
-    line: KlogLine, tz: tzinfo, *, started_at: datetime | None, upper: datetime
-) -> datetime:
-    """The UTC time of a klog line. Its year: the earliest that puts it at or after
-    `started_at` (less an hour of slack) and not after `upper` (plus that slack);
-    without a start, the latest not after `upper`; else the nearest."""
-    ref = started_at or upper
-    base = ref.astimezone(tz).year
-    candidates = []
-    for year in (base - 1, base, base + 1):
-        try:
-            candidates.append(line.local_time(year, tz).astimezone(UTC))
-        except ValueError:  # 29 February of a common year
-            continue
-    if not candidates:
-        raise ValueError(f"no year has {line.month:02d}-{line.day:02d}")
-    if started_at is not None:
-        after = [c for c in candidates if started_at - _YEAR_SLACK <= c <= upper + _YEAR_SLACK]
-        if after:
-            return min(after)
-    else:
-        before = [c for c in candidates if c <= upper + _YEAR_SLACK]
-        if before:
-            return max(before)
-    return min(candidates, key=lambda c: abs(c - ref))
+def end_if_gone(instance: Instance) -> Instance | None:
+    """An instance without a recorded end whose container is gone, ended at its last
+    log line (else its start), reason "Unknown", estimated; None if that is not so."""
+    if not (instance.has_state and instance.running and instance.container_gone):
+        return None
+    end = last_line_time(instance.log) or instance.started_at
+    if end is None:
+        return None
+    return dataclasses.replace(
+        instance,
+        finished_at=end,
+        finished_at_estimated=True,
+        exit_code=None,
+        reason=instance.reason or "Unknown",
+    )
 
 
 # --- intervals -----------------------------------------------------------------------------
@@ -397,35 +373,19 @@ class Event:
     line_number: int
 
 
-def parse_events(
-    lines: Iterable[str],
-    *,
-    lease: str,
-    tz: tzinfo,
-    started_at: datetime | None,
-    upper: datetime,
-) -> list[Event]:
-    """The leader election events of one instance's log, in log order. Lines older
-    than `started_at` (less `EARLY_SLACK`) belong to an earlier run appended to the
-    same file (a lab brought up again restarts its static pods at restart count 0):
-    they are skipped."""
+def parse_events(lines: Iterable[LogLine], *, lease: str) -> list[Event]:
+    """The leader election events of one instance's log lines, in log order."""
     events = []
-    for number, line in enumerate(lines, 1):
-        if not _INTERESTING.search(line):
+    for line in lines:
+        if not _INTERESTING.search(line.text):
             continue
-        parsed = parse_klog(line)
-        if parsed is None:
-            continue
-        meaning = classify(parsed.message, lease)
+        klog = parse_klog(line.text)
+        meaning = classify(klog.message if klog else line.text, lease)
         if meaning is None:
             continue
-        try:
-            when = resolve_time(parsed, tz, started_at=started_at, upper=upper)
-        except ValueError:
-            continue
-        if started_at is not None and when < started_at - EARLY_SLACK:
-            continue
-        events.append(Event(kind=meaning[0], time=when, text=meaning[1], line_number=number))
+        events.append(
+            Event(kind=meaning[0], time=line.time, text=meaning[1], line_number=line.number)
+        )
     return events
 
 
@@ -610,26 +570,27 @@ def analyze(
     tolerance: float = DEFAULT_TOLERANCE_S,
     now: datetime | None = None,
     lease: str | None = None,
-    tz: tzinfo | None = None,
 ) -> LeaderReport:
-    """Lead intervals of every instance of `component` under the lab `root`, and
-    their overlaps beyond `tolerance` seconds. `lease` ("namespace/name") defaults to
-    the component's; `tz` overrides the zone of every instance's klog times."""
+    """Lead intervals of every instance of `component` in the lab `root`'s log
+    archives, and their overlaps beyond `tolerance` seconds. `lease`
+    ("namespace/name") defaults to the component's."""
     now = now or datetime.now(UTC)
     lease = lease or default_lease(component)
-    host = host_time_zone()
     instances = find_instances(root, component)
     intervals: list[LeadInterval] = []
     warnings: list[str] = []
-    for instance in instances:
+    for n, instance in enumerate(instances):
         if not instance.has_state:
             warnings.append(f"{instance.name}: no state file; taken as still running")
-        zone = tz or zone_for(instance.time_zone, host)
+        elif (ended := end_if_gone(instance)) is not None:
+            warnings.append(
+                f"{instance.name}: container gone without a recorded end; "
+                "taken as ended at its last log line"
+            )
+            instances[n] = instance = ended
         try:
             with open(instance.log, encoding="utf-8", errors="replace") as fh:
-                events = parse_events(
-                    fh, lease=lease, tz=zone, started_at=instance.started_at, upper=now
-                )
+                events = parse_events(read_cri_log(fh), lease=lease)
         except FileNotFoundError:
             warnings.append(f"{instance.name}: log removed while reading")
             continue

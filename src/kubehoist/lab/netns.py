@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from kubehoist.errors import KubehoistError
-from kubehoist.lab.spec import CLUSTER_CIDR, LAN_SUBNET, LabNode, LabSpec
+from kubehoist.lab.spec import API_PORT, LAN_SUBNET, SERVICE_CIDR, LabNode, LabSpec
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
@@ -58,23 +58,15 @@ BRIDGE_MAC = "02:6b:68:00:00:01"
 
 
 def create_lan(spec: LabSpec) -> None:
-    """The LAN namespace: a bridge carrying the node subnet and the pod network."""
+    """The LAN namespace: a bridge carrying the node subnet, the control-plane endpoint
+    and a route to each node's pod network (as a router of a real network would)."""
     ns = spec.lan_netns
     _add_netns(ns)
     # A fixed MAC: a Linux bridge without one takes the lowest MAC of its ports, so it
-    # changed whenever a pod's veth came or went; every node's ARP entry for the gateway
-    # (the API endpoint) then pointed nowhere until it went stale — outages of 10-30 s
-    # for every connection through 172.29.0.1 in the middle of a test.
+    # changed whenever a port came or went; every node's ARP entry for the gateway
+    # (the API endpoint) then pointed nowhere until it went stale.
     _ip("link", "add", spec.bridge, "address", BRIDGE_MAC, "type", "bridge", netns=ns)
     _ip("addr", "add", f"{spec.lan_gateway}/{LAN_SUBNET.prefixlen}", "dev", spec.bridge, netns=ns)
-    _ip(
-        "addr",
-        "add",
-        f"{CLUSTER_CIDR.network_address + 1}/{CLUSTER_CIDR.prefixlen}",
-        "dev",
-        spec.bridge,
-        netns=ns,
-    )
     _ip("link", "set", spec.bridge, "up", netns=ns)
 
 
@@ -94,6 +86,49 @@ def attach(spec: LabSpec, *, netns: str, lan_end: str, address: str, prefixlen: 
 def create_node(spec: LabSpec, node: LabNode) -> None:
     _add_netns(node.netns)
     attach(spec, netns=node.netns, lan_end=node.veth, address=node.ip, prefixlen=24)
+
+
+KUBERNETES_SERVICE_IP = str(SERVICE_CIDR.network_address + 1)
+
+
+def route_pod_networks(spec: LabSpec) -> None:
+    """Pod addresses are routable between nodes: each node forwards, and knows every
+    other node's podCIDR through that node's address (static routes, as a host-gw pod
+    network does). The LAN namespace (the control-plane endpoint) knows them all.
+
+    There is no kube-proxy in the lab: the one Service pods use, `kubernetes`
+    (10.96.0.1:443), is a DNAT rule on each node to the control-plane endpoint."""
+    for node in spec.nodes:
+        _sysctl(node.netns, "net/ipv4/ip_forward", "1")
+        for other in spec.nodes:
+            if other is not node:
+                _ip("route", "replace", other.pod_cidr, "via", other.ip, netns=node.netns)
+        for chain in ("PREROUTING", "OUTPUT"):
+            _iptables(
+                node.netns,
+                "-t", "nat", "-A", chain, "-d", f"{KUBERNETES_SERVICE_IP}/32", "-p", "tcp",
+                "--dport", "443", "-j", "DNAT",
+                "--to-destination", f"{spec.lan_gateway}:{API_PORT}",
+            )  # fmt: skip
+    for node in spec.nodes:
+        _ip("route", "replace", node.pod_cidr, "via", node.ip, netns=spec.lan_netns)
+
+
+def _sysctl(netns: str, key: str, value: str) -> None:
+    proc = subprocess.run(
+        ["nsenter", f"--net={NETNS_DIR / netns}", "--", "sh", "-c",
+         f"echo {value} > /proc/sys/{key}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise KubehoistError(f"sysctl {key}={value} in {netns}: {proc.stderr.strip()}")
+
+
+def _iptables(netns: str, *args: str) -> None:
+    cmd = ["nsenter", f"--net={NETNS_DIR / netns}", "--", "iptables", "-w", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise KubehoistError(f"`iptables {' '.join(args)}` in {netns}: {proc.stderr.strip()}")
 
 
 def teardown(spec: LabSpec) -> list[str]:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
+CONTAINERD_VERSION = "v2.3.7"
+CRICTL_VERSION = "v1.36.0"  # sigs.k8s.io/cri-tools (the proxy serves no v1.36.x above .0)
 
 LAN_SUBNET = ipaddress.IPv4Network("172.29.0.0/24")
 CLUSTER_CIDR = ipaddress.IPv4Network("10.244.0.0/16")
@@ -22,6 +24,7 @@ SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/12")
 API_PORT = 6443
 DEFAULT_HOST_PORT = 16443
 DEFAULT_ROOT = Path("/var/lib/kubehoist/lab")
+FQDN_DOMAIN = "lab.kubehoist.internal"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ class LabNode:
     pod_cidr: str  # e.g. 10.244.1.0/24
     netns: str  # `ip netns` name of the node's network namespace
     veth: str  # name of the node's veth end in the LAN namespace (<= 15 chars)
+    hostname: str = ""  # the OS hostname inside the node when it is not the node name
+
+    @property
+    def os_hostname(self) -> str:
+        """What `hostname` says on the node (a hostNetwork pod's Lease identity)."""
+        return self.hostname or self.name
 
     def root(self, lab_root: Path) -> Path:
         return lab_root / "nodes" / self.name
@@ -160,6 +169,9 @@ def plan(
                 pod_cidr=str(subnets[index]),
                 netns=f"kh-{lab_id}-{name}",
                 veth=f"kh{lab_id}n{index}",
+                # One machine of an HA lab has an FQDN hostname, as many real ones do:
+                # its Node name (kubeadm's nodeRegistration.name) is still the short one.
+                hostname=f"{name}.{FQDN_DOMAIN}" if name == "cp-2" else "",
             )
         )
     return LabSpec(

@@ -31,9 +31,10 @@ from lightkube.config.kubeconfig import KubeConfig
 
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import forward, kubeadm, netns
+from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import Binaries
-from kubehoist.lab.nodeagent import NodeAgent
-from kubehoist.lab.procs import ProcSpec, Supervised, command_from_manifest
+from kubehoist.lab.logkeeper import LogKeeper
+from kubehoist.lab.procs import ProcSpec, Supervised, command_from_manifest, die_with_parent
 from kubehoist.lab.spec import API_PORT, LabNode, LabSpec
 
 log = logging.getLogger("kubehoist.lab")
@@ -111,7 +112,8 @@ class Supervisor:
         self.procs: dict[str, Supervised] = {}
         self.servers: list[asyncio.Server] = []
         self.tasks: list[asyncio.Task[None]] = []
-        self.kubelet_tasks: list[asyncio.Task[None]] = []
+        self.node_procs: dict[str, asyncio.subprocess.Process] = {}
+        self.keepers: dict[str, LogKeeper] = {}
         self.clients: list[AsyncClient] = []
         self.phase = "starting"
         self.message = ""
@@ -130,7 +132,10 @@ class Supervisor:
                 name: {"pid": p.pid, "restarts": p.restarts} for name, p in self.procs.items()
             },
             "forwards": len(self.servers),
-            "kubelets": len(self.kubelet_tasks),
+            "nodes": {
+                name: {"pid": p.pid, "running": p.returncode is None}
+                for name, p in self.node_procs.items()
+            },
         }
         tmp = state_path(self.spec).with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -138,10 +143,12 @@ class Supervisor:
 
     # steps -------------------------------------------------------------------------
     def _network(self) -> None:
+        labnode.cleanup(self.spec)
         netns.teardown(self.spec)
         netns.create_lan(self.spec)
         for node in self.spec.nodes:
             netns.create_node(self.spec, node)
+        netns.route_pod_networks(self.spec)
 
     def _start_control_plane(self) -> None:
         node = self.spec.api_node
@@ -203,42 +210,90 @@ class Supervisor:
         self.clients.append(client)
         return client
 
-    async def _start_nodes(self) -> None:
-        agents: list[NodeAgent] = []
-        for node in self.spec.nodes:
-            conf = node_kubeconfig(self.spec, node)
-            host_kubeconfig(
-                self.spec, node.root(self.spec.root) / "etc/kubernetes/kubelet.conf", conf
-            )
-            agent = NodeAgent(self.spec, node, self._client_for(conf))
-            agents.append(agent)
-            self.tasks.append(asyncio.create_task(agent.run(), name=f"node-{node.name}"))
-        await asyncio.wait_for(asyncio.gather(*(a.registered.wait() for a in agents)), timeout=60)
+    def _node_images(self) -> list[Path]:
+        images = importlib.import_module("kubehoist.lab.images")
+        archives: list[Path] = images.lab_images(self.binaries, self.spec.kubernetes_version)
+        return archives
 
-    async def _kubeadm_phases(self) -> None:
-        marker = self.spec.run_dir / "kubeadm-uploaded"
+    async def _boot_nodes(self) -> None:
+        """Boot every node: its init starts containerd, imports the lab's images and
+        starts the kubelet, which registers the Node and keeps it Ready."""
+        loop = asyncio.get_running_loop()
+        archives = await loop.run_in_executor(None, self._node_images)
+        labnode.images_file(self.spec).write_text("".join(f"{a}\n" for a in archives))
+        cfg = labnode.NodeConfig(
+            containerd_bin_dir=self.binaries.path("containerd").parent,
+            kubelet=self.binaries.path("kubelet"),
+            containerd=self.binaries.path("containerd"),
+            ctr=self.binaries.path("ctr"),
+        )
+        for node in self.spec.nodes:
+            labnode.write_config(self.spec, node, cfg)
+            labnode.make_cgroups(self.spec, node)
+            labnode.pid_file(self.spec, node).unlink(missing_ok=True)
+            (self.spec.run_dir / f"node-{node.name}.ready").unlink(missing_ok=True)
+            logf = open(self.spec.logs_dir / f"node-{node.name}.log", "ab")  # noqa: SIM115
+            try:
+                self.node_procs[node.name] = await asyncio.create_subprocess_exec(
+                    *labnode.boot_argv(self.spec, node),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=logf,
+                    preexec_fn=die_with_parent,
+                )
+            finally:
+                logf.close()
+        await self._wait_nodes_ready(timeout=180)
+
+    async def _wait_nodes_ready(self, timeout: float) -> None:
+        from lightkube.resources.core_v1 import Node
+
+        client = self._client_for(self.spec.admin_kubeconfig)
+        deadline = time.monotonic() + timeout
+        want = {n.name for n in self.spec.nodes}
+        ready: set[str] = set()
+        while time.monotonic() < deadline:
+            for name, proc in self.node_procs.items():
+                if proc.returncode is not None:
+                    raise KubehoistError(
+                        f"node {name}'s init exited {proc.returncode} "
+                        f"(see {self.spec.logs_dir / f'node-{name}.log'})"
+                    )
+            ready = set()
+            with contextlib.suppress(Exception):
+                async for node in client.list(Node):
+                    conds = (node.status.conditions if node.status else None) or []
+                    if any(c.type == "Ready" and c.status == "True" for c in conds):
+                        assert node.metadata is not None and node.metadata.name is not None
+                        ready.add(node.metadata.name)
+            if want <= ready:
+                return
+            self.message = f"waiting for nodes: {', '.join(sorted(want - ready))}"
+            self.write_state()
+            await asyncio.sleep(0.5)
+        raise KubehoistError(
+            f"nodes not Ready after {timeout:.0f}s: {', '.join(sorted(want - ready))} "
+            f"(see {self.spec.root}/nodes/<node>/var/log/kubelet.log)"
+        )
+
+    async def _kubeadm_phase(self, name: str, phase: Any) -> None:
+        marker = self.spec.run_dir / f"kubeadm-{name}"
         if marker.exists():
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, kubeadm.after_api_ready, self.spec, self.binaries)
+        await loop.run_in_executor(None, phase, self.spec, self.binaries)
         marker.write_text("done\n")
 
-    def _start_kubelets(self) -> None:
-        try:
-            kubelet_cls = importlib.import_module("kubehoist.lab.kubelet").Kubelet
-        except (ImportError, AttributeError) as exc:
-            log.warning("no lab kubelet (%s): static pods will not run", exc)
-            return
+    def _start_log_keepers(self) -> None:
         for node in self.spec.nodes:
-            kubelet = kubelet_cls(self.spec, node, self.binaries, node_kubeconfig(self.spec, node))
-            self.kubelet_tasks.append(
-                asyncio.create_task(kubelet.run(), name=f"kubelet-{node.name}")
-            )
+            keeper = LogKeeper.for_node(self.spec, node, self.binaries.path("crictl"))
+            self.keepers[node.name] = keeper
+            self.tasks.append(asyncio.create_task(keeper.run(), name=f"logkeeper-{node.name}"))
 
     async def _watch_tasks(self) -> None:
         """Log (and keep the state file fresh about) background tasks that die."""
         while not self._stop.is_set():
-            for task in [*self.tasks, *self.kubelet_tasks]:
+            for task in self.tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("task %s died: %r", task.get_name(), task.exception())
             self.write_state()
@@ -258,11 +313,12 @@ class Supervisor:
             self.message = "waiting for kube-apiserver"
             self.write_state()
             await self.wait_ready()
-            self.message = "registering nodes"
+            await self._kubeadm_phase("upload-config", kubeadm.upload_config)
+            self.message = "booting nodes"
             self.write_state()
-            await self._start_nodes()
-            await self._kubeadm_phases()
-            self._start_kubelets()
+            await self._boot_nodes()
+            self._start_log_keepers()
+            await self._kubeadm_phase("mark-control-plane", kubeadm.mark_control_planes)
             self.phase, self.message = "ready", ""
             self.write_state()
             log.info("lab ready")
@@ -275,13 +331,44 @@ class Supervisor:
         finally:
             await self.shutdown()
 
+    async def _power_off_nodes(self) -> None:
+        """Stop every node as a machine shuts down: its init stops the kubelet and the
+        pods (containerd sees them exit), the log keepers take their last look, then
+        containerd stops. What is left is killed with the node's cgroups afterwards."""
+        running = {n: p for n, p in self.node_procs.items() if p.returncode is None}
+        for proc in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for name in running:
+            marker = labnode.pods_stopped_file(self.spec, self.spec.node(name))
+            while not marker.exists() and time.monotonic() < deadline:
+                if running[name].returncode is not None:
+                    break
+                await asyncio.sleep(0.1)
+        for task in self.tasks:
+            if task.get_name().startswith("logkeeper-"):
+                task.cancel()
+        for name, keeper in self.keepers.items():
+            try:
+                await asyncio.to_thread(keeper.sweep_once, final=True)
+            except Exception as exc:
+                log.warning("last look of node %s's log keeper: %r", name, exc)
+            keeper.close()
+        for proc in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in running.values():
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=20)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
     async def shutdown(self) -> None:
         log.info("stopping the lab")
-        for task in self.kubelet_tasks:
-            task.cancel()
-        for task in self.kubelet_tasks:
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, timeout=60)
+        await self._power_off_nodes()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -302,17 +389,13 @@ class Supervisor:
 
 
 async def cleanup_leftovers(spec: LabSpec) -> None:
-    """Remove what a lab may leave behind: the kubelets' pods and the namespaces."""
+    """Remove what a lab may leave behind: every process of its nodes (containerd's
+    shims and the containers outlive containerd), their cgroups, the namespaces."""
+    loop = asyncio.get_running_loop()
     try:
-        cleanup = importlib.import_module("kubehoist.lab.kubelet").cleanup_node
-    except (ImportError, AttributeError):
-        cleanup = None
-    if cleanup is not None:
-        for node in spec.nodes:
-            try:
-                await cleanup(spec, node)
-            except Exception as exc:
-                log.warning("cleanup of node %s: %r", node.name, exc)
+        await loop.run_in_executor(None, labnode.cleanup, spec)
+    except Exception as exc:
+        log.warning("cleanup of the nodes: %r", exc)
     netns.teardown(spec)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from lightkube import Client
@@ -25,7 +25,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
-from kubehoist.election import parse_identity
+from kubehoist.election import node_of_host, parse_identity
 from kubehoist.errors import KubehoistError
 from kubehoist.kube.client import get_or_none
 
@@ -100,9 +100,11 @@ def wait_until(
     return time.monotonic() - start
 
 
-def holder_node(holder: str) -> str:
-    """The hostname part of a holder identity (node name for a static pod)."""
-    return parse_identity(holder).hostname
+def holder_node(holder: str, nodes: Iterable[str] = ()) -> str:
+    """The hostname part of a holder identity; for a static pod, the node of `nodes`
+    it names (an FQDN hostname names its node by its first label)."""
+    host = parse_identity(holder).hostname
+    return node_of_host(host, nodes) or host
 
 
 def hand_over_from_static(
@@ -119,7 +121,7 @@ def hand_over_from_static(
     view = read_lease(client, namespace=lease_namespace, name=lease_name)
     if not view.holder:
         return "lease already free"
-    node = holder_node(view.holder)
+    node = holder_node(view.holder, retired_nodes)
     if node not in retired_nodes:
         return f"holder {view.holder} is not a retired static pod: nothing to release"
     wait_until(

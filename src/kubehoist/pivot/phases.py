@@ -549,7 +549,7 @@ def handback(ctx: Context) -> str:
 
     def static_leads() -> bool:
         v = handover.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
-        return bool(v.holder) and handover.holder_node(v.holder) in set(ctx.nodes)
+        return bool(v.holder) and handover.holder_node(v.holder, ctx.nodes) in set(ctx.nodes)
 
     took = handover.wait_until("a static pod to hold the lease", static_leads, timeout=ctx.timeout)
     holder = handover.read_lease(

@@ -1,0 +1,3 @@
+module kubehoist.lab/pause
+
+go 1.22

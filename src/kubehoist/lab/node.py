@@ -1,0 +1,547 @@
+"""A real lab node: the upstream kubelet with containerd and runc, in namespaces of
+its own (network, mount, UTS), with kubeadm's default paths inside it.
+
+What a machine is made of, and what stands for it here:
+
+| a real node                         | a lab node                                                |
+| ----------------------------------- | --------------------------------------------------------- |
+| the machine, its network interface  | a network namespace (netns.py), `eth0` on the lab LAN     |
+| its disk: /etc/kubernetes, /var/lib | `<root>/nodes/<node>/…`, bound at those paths inside the  |
+|   /kubelet, /var/lib/containerd, …  |   node's own mount namespace                              |
+| /run (a tmpfs, empty at boot)       | a fresh tmpfs on /run in the node's mount namespace       |
+| its hostname                        | a UTS namespace (the node's `hostname`, maybe an FQDN)    |
+| systemd: containerd.service,        | the node's init (`python -m kubehoist.lab.node`): starts  |
+|   kubelet.service (Restart=always)  |   containerd, then the kubelet as kubeadm's drop-in does  |
+|                                     |   (kubeadm-flags.env), restarts them when they die        |
+| the machine's cgroup tree           | `/kubehoist-<lab>/<node>` in every cgroup v1 hierarchy:   |
+|                                     |   `system/` for init, containerd and the kubelet, the     |
+|                                     |   kubelet's pods below (its `--cgroup-root`)              |
+| power off                           | every process of that cgroup tree killed (cleanup())      |
+
+Everything else of the host (its /usr, /bin, /tmp, …) is seen as it is, so the
+binaries and the Python that runs this module are found at their usual paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubehoist.errors import KubehoistError
+from kubehoist.lab.spec import LabNode, LabSpec
+
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
+"""containerd's socket as seen inside the node (the kubelet's and crictl's endpoint)."""
+
+CGROUP_FS = Path("/sys/fs/cgroup")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+NODE_DIRS = (
+    "/etc/kubernetes",
+    "/etc/containerd",
+    "/etc/cni/net.d",
+    "/var/lib/kubelet",
+    "/var/lib/containerd",
+    "/var/lib/etcd",
+    "/var/lib/cni",
+    "/var/log/pods",
+    "/var/log/containers",
+    "/usr/libexec/kubernetes",
+)
+"""Paths that are the node's own (bound from its root directory); the rest is the host's."""
+
+KUBELET_RESTART_S = 10.0  # kubeadm's kubelet.service: Restart=always, RestartSec=10
+CONTAINERD_RESTART_S = 5.0  # containerd.service: Restart=always, RestartSec=5
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# --- names shared with the supervisor and the CLI --------------------------------------
+def pid_file(spec: LabSpec, node: LabNode) -> Path:
+    """Holds the pid of the node's init process (its namespaces are that process's)."""
+    return spec.run_dir / f"node-{node.name}.pid"
+
+
+def images_file(spec: LabSpec) -> Path:
+    """The image archives every node imports into its containerd before its kubelet
+    starts (one path a line, written by the supervisor)."""
+    return spec.run_dir / "node-images.txt"
+
+
+def pods_stopped_file(spec: LabSpec, node: LabNode) -> Path:
+    """Written by a node's init once, shutting down, it stopped the kubelet and the pods."""
+    return spec.run_dir / f"node-{node.name}.pods-stopped"
+
+
+def init_pid(spec: LabSpec, node: LabNode) -> int:
+    try:
+        return int(pid_file(spec, node).read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise KubehoistError(
+            f"node {node.name} is not running (no {pid_file(spec, node)})"
+        ) from exc
+
+
+def enter_argv(spec: LabSpec, node: LabNode) -> list[str]:
+    """The argv prefix that runs a command inside the node's mount, UTS and network
+    namespaces (as if logged in on that machine)."""
+    return ["nsenter", "-t", str(init_pid(spec, node)), "-m", "-u", "-n", "--"]
+
+
+def cgroup_rel(spec: LabSpec, node: LabNode) -> str:
+    """The node's cgroup, relative to each hierarchy's root (the kubelet's cgroupRoot)."""
+    return f"/kubehoist-{spec.lab_id}/{node.name}"
+
+
+def log_dir(spec: LabSpec, node: LabNode) -> Path:
+    """Where the node's init, containerd and kubelet write their logs (its journal)."""
+    return node.root(spec.root) / "var" / "log"
+
+
+# --- cgroups ------------------------------------------------------------------------
+def _hierarchies() -> list[Path]:
+    """Every mounted cgroup v1 hierarchy (cpu, memory, …, name=systemd)."""
+    out = []
+    if CGROUP_FS.is_dir():
+        for p in sorted(CGROUP_FS.iterdir()):
+            if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists():
+                if (p / "cgroup.controllers").exists():  # the cgroup2 mount: no controllers here
+                    continue
+                out.append(p)
+    return out
+
+
+def _mkdir_cgroup(hier: Path, rel: str) -> Path:
+    path = hier
+    for part in rel.strip("/").split("/"):
+        parent, path = path, path / part
+        if not path.exists():
+            path.mkdir()
+        if hier.name == "cpuset":  # a new cpuset is empty: it must inherit cpus and mems
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                if not (path / f).read_text().strip():
+                    (path / f).write_text((parent / f).read_text())
+    return path
+
+
+def make_cgroups(spec: LabSpec, node: LabNode) -> None:
+    for hier in _hierarchies():
+        _mkdir_cgroup(hier, cgroup_rel(spec, node) + "/system")
+
+
+def join_system_cgroup(spec: LabSpec, node: LabNode) -> None:
+    for hier in _hierarchies():
+        path = _mkdir_cgroup(hier, cgroup_rel(spec, node) + "/system")
+        (path / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+
+def _tree(path: Path) -> list[Path]:
+    """A cgroup and its descendants, deepest first."""
+    if not path.is_dir():
+        return []
+    out: list[Path] = []
+    for dirpath, _dirs, _files in os.walk(path, topdown=False):
+        out.append(Path(dirpath))
+    return out
+
+
+def _pids(path: Path) -> set[int]:
+    pids: set[int] = set()
+    for cg in _tree(path):
+        with contextlib.suppress(OSError):
+            pids |= {int(x) for x in (cg / "cgroup.procs").read_text().split()}
+    return pids
+
+
+def kill_cgroup_tree(rel: str, timeout: float = 10.0) -> int:
+    """Kill every process in the cgroup `rel` and below (frozen first, so nothing forks
+    away), then remove the cgroups. Returns how many processes were killed."""
+    freezer = CGROUP_FS / "freezer" / rel.strip("/")
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while True:
+        pids: set[int] = set()
+        for hier in _hierarchies():
+            pids |= _pids(hier / rel.strip("/"))
+        pids.discard(os.getpid())
+        if not pids:
+            break
+        if freezer.is_dir():
+            with contextlib.suppress(OSError):
+                (freezer / "freezer.state").write_text("FROZEN")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed |= pids
+        if freezer.is_dir():
+            with contextlib.suppress(OSError):
+                (freezer / "freezer.state").write_text("THAWED")
+        if time.monotonic() > deadline:
+            raise KubehoistError(
+                f"cgroup {rel}: processes left after {timeout:.0f}s: {sorted(pids)}"
+            )
+        time.sleep(0.05)
+    for hier in _hierarchies():
+        for cg in _tree(hier / rel.strip("/")):
+            for _ in range(50):
+                try:
+                    cg.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.05)
+    return len(killed)
+
+
+def cleanup(spec: LabSpec) -> int:
+    """Power every node of the lab off: kill everything in the lab's cgroup trees."""
+    return kill_cgroup_tree(f"/kubehoist-{spec.lab_id}")
+
+
+# --- the node's configuration files (written from the host before boot) ----------------
+@dataclass(frozen=True)
+class NodeConfig:
+    containerd_bin_dir: Path
+    kubelet: Path
+    containerd: Path
+    ctr: Path
+    runc: Path = Path("/usr/sbin/runc")
+    cni_bin_dir: Path = Path("/usr/lib/cni")
+    pause_image: str = "registry.k8s.io/pause:3.10.2"
+
+
+def containerd_config(cfg: NodeConfig) -> str:
+    """containerd's config.toml (version 3) for a lab node."""
+    return f"""\
+# Written by the kubehoist lab. containerd 2.x, CRI for the kubelet, runc with cgroupfs.
+version = 3
+root = "/var/lib/containerd"
+state = "/run/containerd"
+
+[grpc]
+  address = "{CONTAINERD_SOCKET}"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  # This machine has no CAP_SYS_RESOURCE: a sandbox may not lower its oom_score_adj.
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  disable_hugetlb_controller = true
+  tolerate_missing_hugetlb_controller = true
+  netns_mounts_under_state_dir = true
+
+  [plugins."io.containerd.cri.v1.runtime".containerd]
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "{cfg.runc}"
+        SystemdCgroup = false
+
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["{cfg.cni_bin_dir}"]
+    conf_dir = "/etc/cni/net.d"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "{cfg.pause_image}"
+"""
+
+
+def cni_config(node: LabNode) -> str:
+    """The node's pod network: a bridge with addresses from its podCIDR (host-local)."""
+    import json
+
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "kubehoist",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": node.pod_cidr}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+    return json.dumps(conf, indent=2) + "\n"
+
+
+def write_config(spec: LabSpec, node: LabNode, cfg: NodeConfig) -> None:
+    root = node.root(spec.root)
+    for d in NODE_DIRS:
+        (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    (root / "etc/containerd/config.toml").write_text(containerd_config(cfg))
+    (root / "etc/cni/net.d/10-kubehoist.conflist").write_text(cni_config(node))
+    import json
+
+    (spec.run_dir / f"node-{node.name}.json").write_text(
+        json.dumps(
+            {
+                "containerd_bin_dir": str(cfg.containerd_bin_dir),
+                "kubelet": str(cfg.kubelet),
+                "containerd": str(cfg.containerd),
+                "ctr": str(cfg.ctr),
+            }
+        )
+        + "\n"
+    )
+
+
+# --- starting a node (host side) ------------------------------------------------------
+def boot_argv(spec: LabSpec, node: LabNode) -> list[str]:
+    """The command that boots a node: its init, in the node's network namespace and in
+    a new mount and UTS namespace."""
+    return [
+        "nsenter",
+        f"--net=/run/netns/{node.netns}",
+        "--",
+        "unshare",
+        "--mount",
+        "--uts",
+        "--propagation",
+        "private",
+        "--",
+        sys.executable,
+        "-m",
+        "kubehoist.lab.node",
+        str(spec.root),
+        node.name,
+    ]
+
+
+# --- the node's init (runs inside the node) ---------------------------------------------
+def _mount(source: str, target: str, fstype: str | None = None, flags: int = 0) -> None:
+    MS_BIND = 4096
+    ret = _libc.mount(
+        source.encode(),
+        target.encode(),
+        (fstype or "").encode() if fstype else None,
+        ctypes.c_ulong(flags | (0 if fstype else MS_BIND)),
+        None,
+    )
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def _die_with_parent() -> None:
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """`KEY="value"` lines as systemd's EnvironmentFile= reads them (kubeadm-flags.env)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        parts = shlex.split(value)
+        out[key.strip()] = " ".join(parts)
+    return out
+
+
+def kubelet_argv(kubelet: Path, etc_default: str, flags_env: str) -> list[str]:
+    """The kubelet's command line as kubeadm's systemd drop-in (10-kubeadm.conf) makes it."""
+    env = parse_env_file(flags_env)
+    extra = parse_env_file(etc_default)
+    argv = [
+        str(kubelet),
+        "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+        "--kubeconfig=/etc/kubernetes/kubelet.conf",
+        "--config=/var/lib/kubelet/config.yaml",
+    ]
+    argv += shlex.split(env.get("KUBELET_KUBEADM_ARGS", ""))
+    argv += shlex.split(extra.get("KUBELET_EXTRA_ARGS", ""))
+    return argv
+
+
+class _Service:
+    """One supervised daemon of the node (what a systemd unit with Restart=always is)."""
+
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], restart_s: float, log_path: Path
+    ) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.restart_s = restart_s
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.next_start = 0.0
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as logf:
+            logf.write(f"--- start {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+            logf.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+
+    def poll(self) -> None:
+        """Restart the daemon `restart_s` after it died."""
+        if self.proc is None:
+            if time.monotonic() >= self.next_start:
+                self.start()
+            return
+        code = self.proc.poll()
+        if code is None:
+            return
+        with open(self.log_path, "ab") as logf:
+            logf.write(f"--- exited {code}; restart in {self.restart_s:g}s\n".encode())
+        self.proc = None
+        self.next_start = time.monotonic() + self.restart_s
+
+    def stop(self, grace: float) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _wait_socket(path: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise KubehoistError(f"containerd exited {proc.returncode} before listening")
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(path)
+            return
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    raise KubehoistError(f"containerd not listening on {path} after {timeout:.0f}s")
+
+
+def _import_images(ctr: str, env: dict[str, str], archives: list[str], log_path: Path) -> None:
+    with open(log_path, "ab") as logf:
+        for archive in archives:
+            proc = subprocess.run(
+                [ctr, "--address", CONTAINERD_SOCKET, "-n", "k8s.io", "images", "import",
+                 "--label", "io.cri-containerd.pinned=pinned", archive],
+                stdout=logf, stderr=subprocess.STDOUT, env=env, check=False,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                raise KubehoistError(f"ctr images import {archive} failed (see {log_path})")
+
+
+def node_main(root: Path, name: str) -> int:
+    """The node's init: mounts, hostname, cgroup, then containerd and the kubelet."""
+    import json
+
+    spec = LabSpec.load(root)
+    node = spec.node(name)
+    nroot = node.root(spec.root)
+    cfg = json.loads((spec.run_dir / f"node-{node.name}.json").read_text())
+    logs = log_dir(spec, node)
+    logs.mkdir(parents=True, exist_ok=True)
+    join_system_cgroup(spec, node)
+    _die_with_parent()
+    # The machine's disk and /run.
+    for d in NODE_DIRS:
+        src = nroot / d.lstrip("/")
+        src.mkdir(parents=True, exist_ok=True)
+        Path(d).mkdir(parents=True, exist_ok=True)
+        _mount(str(src), d)
+    _mount("tmpfs", "/run", "tmpfs")
+    os.chmod("/run", 0o755)
+    for d in ("/run/containerd", "/run/netns", "/run/lock"):
+        Path(d).mkdir(parents=True, exist_ok=True)
+    socket.sethostname(node.os_hostname)
+    pid_file(spec, node).write_text(f"{os.getpid()}\n")
+
+    signals: list[int] = []
+
+    def _on_term(sig: int, _frame: object) -> None:
+        signals.append(sig)
+
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
+    pods_stopped_file(spec, node).unlink(missing_ok=True)
+
+    env = {
+        "PATH": f"{cfg['containerd_bin_dir']}:{SYSTEM_PATH}",
+        "HOME": "/root",
+    }
+    containerd = _Service(
+        "containerd",
+        [cfg["containerd"], "--config", "/etc/containerd/config.toml"],
+        env,
+        CONTAINERD_RESTART_S,
+        logs / "containerd.log",
+    )
+    containerd.start()
+    assert containerd.proc is not None
+    _wait_socket(CONTAINERD_SOCKET, containerd.proc, 60)
+    archives = (
+        [a for a in images_file(spec).read_text().split("\n") if a.strip()]
+        if images_file(spec).exists()
+        else []
+    )
+    _import_images(cfg["ctr"], env, archives, logs / "containerd.log")
+
+    def _kubelet_argv() -> list[str]:
+        flags = Path("/var/lib/kubelet/kubeadm-flags.env")
+        default = nroot / "etc/default/kubelet"  # the node's KUBELET_EXTRA_ARGS
+        return kubelet_argv(
+            Path(cfg["kubelet"]),
+            default.read_text() if default.exists() else "",
+            flags.read_text() if flags.exists() else "",
+        )
+
+    kubelet = _Service("kubelet", _kubelet_argv(), env, KUBELET_RESTART_S, logs / "kubelet.log")
+    kubelet.start()
+    (spec.run_dir / f"node-{node.name}.ready").write_text(f"{time.time()}\n")
+    while not signals:
+        containerd.poll()
+        kubelet.argv = _kubelet_argv()  # as systemd re-reads EnvironmentFile= on restart
+        kubelet.poll()
+        time.sleep(0.2)
+    # Shutting down, in a machine's order: the kubelet, then the pods (containerd sees
+    # them exit and keeps their end), then — on a second signal, or at once on SIGINT
+    # — containerd itself.
+    kubelet.stop(10)
+    with contextlib.suppress(KubehoistError):
+        kill_cgroup_tree(cgroup_rel(spec, node) + "/kubepods", timeout=10)
+    time.sleep(0.5)  # the shims report the exits to containerd
+    pods_stopped_file(spec, node).write_text(f"{time.time()}\n")
+    deadline = time.monotonic() + 60
+    while len(signals) < 2 and signal.SIGINT not in signals and time.monotonic() < deadline:
+        time.sleep(0.1)
+    containerd.stop(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(node_main(Path(sys.argv[1]), sys.argv[2]))
