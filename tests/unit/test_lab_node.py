@@ -12,7 +12,10 @@ from kubehoist.lab.spec import plan
 
 
 def test_kubelet_argv_is_kubeadm_drop_in() -> None:
-    flags = 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock --cgroup-root=/kubehoist-ab12/cp-1 --hostname-override=cp-1"\n'
+    flags = (
+        'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/containerd/'
+        'containerd.sock --cgroup-root=/kubehoist-ab12/cp-1 --hostname-override=cp-1"\n'
+    )
     extra = "# the user's\nKUBELET_EXTRA_ARGS=--v=2\n"
     argv = node.kubelet_argv(Path("/bin/kubelet"), extra, flags)
     assert argv == [

@@ -46,7 +46,9 @@ def test_plan_rejects_bad_counts(tmp_path: Path, cps: int, workers: int) -> None
 
 def test_kubeadm_config_sets_endpoint_and_version(tmp_path: Path) -> None:
     spec = plan(tmp_path / "lab", control_planes=3, workers=0)
-    init, cluster = yaml.safe_load_all(kubeadm.config_for(spec, spec.nodes[1]))
+    init, cluster, kubelet = yaml.safe_load_all(kubeadm.config_for(spec, spec.nodes[1]))
+    assert kubelet["kind"] == "KubeletConfiguration"
+    assert kubelet["failCgroupV1"] is False and kubelet["cgroupDriver"] == "cgroupfs"
     assert init["localAPIEndpoint"]["advertiseAddress"] == spec.nodes[1].ip
     assert init["nodeRegistration"]["name"] == "cp-2"
     assert cluster["controlPlaneEndpoint"] == spec.control_plane_endpoint

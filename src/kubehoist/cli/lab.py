@@ -294,9 +294,10 @@ def supervise(root: Path) -> None:
     sys.exit(supervisor.supervise(spec, binmod.locate(spec.kubernetes_version, spec.etcd_version)))
 
 
-# The lab kubelet's commands (kept in their own module).
+# The nodes' and images' commands (kept in their own module).
 from kubehoist.cli import lab_leaders, lab_pods  # noqa: E402
 
 lab.add_command(lab_pods.logs)
 lab.add_command(lab_pods.image)
+lab.add_command(lab_pods.exec_)
 lab.add_command(lab_leaders.leaders_command)

@@ -1,18 +1,25 @@
-"""`kubehoist lab logs` and `kubehoist lab image …`: a lab pod's container logs, and
-the lab's image store (images built from a Dockerfile of the article's shape)."""
+"""`kubehoist lab logs`, `kubehoist lab exec` and `kubehoist lab image …`: a node's
+daemons' logs (its journal), a command run on a node, and the lab's images (built
+from a Dockerfile of the article's shape, imported into every node's containerd).
+
+Pods' logs are `kubectl logs`' business: the kube-apiserver reaches every kubelet."""
 
 from __future__ import annotations
 
-import re
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kubehoist.errors import KubehoistError, UsageError
+from kubehoist.errors import KubehoistError
+from kubehoist.lab import binaries as binmod
+from kubehoist.lab import images
+from kubehoist.lab import node as labnode
 from kubehoist.lab import spec as specmod
-from kubehoist.lab.kubelet import images
+from kubehoist.lab.spec import LabNode, LabSpec
 
 
 def _root_option(f: Any) -> Any:
@@ -25,65 +32,69 @@ def _root_option(f: Any) -> Any:
     )(f)
 
 
-def _lab_root(root: Path) -> Path:
+def _lab(root: Path) -> LabSpec:
     root = root.resolve()
     if not (root / "lab.json").exists():
         raise KubehoistError(f"no lab at {root} (run `kubehoist lab up --root {root}`)")
-    return root
+    return LabSpec.load(root)
 
 
-def find_log(root: Path, namespace: str, pod: str, container: str | None, previous: bool) -> Path:
-    """The log file of a pod's container (the newest pod of that name on any node)."""
-    candidates = [
-        d
-        for d in root.glob(f"nodes/*/var/log/pods/{namespace}_{pod}_*")
-        if d.is_dir() and d.name.rsplit("_", 1)[0] == f"{namespace}_{pod}"
-    ]
-    if not candidates:
-        raise KubehoistError(f'Error from server (NotFound): pods "{pod}" not found')
-    pod_dir = max(candidates, key=lambda d: d.stat().st_mtime)
-    containers = sorted(d.name for d in pod_dir.iterdir() if d.is_dir())
-    if container is None:
-        if len(containers) != 1:
-            raise UsageError(
-                f"a container name must be specified for pod {pod}, "
-                f"choose one of: [{' '.join(containers)}]"
-            )
-        container = containers[0]
-    elif container not in containers:
-        raise KubehoistError(f"container {container} is not valid for pod {pod}")
-    runs = sorted(
-        int(p.stem) for p in (pod_dir / container).glob("*.log") if re.fullmatch(r"\d+", p.stem)
-    )
-    if not runs:
-        raise KubehoistError(f'container "{container}" in pod "{pod}" has no log yet')
-    if previous:
-        if len(runs) < 2:
-            raise KubehoistError(
-                f'previous terminated container "{container}" in pod "{pod}" not found'
-            )
-        return pod_dir / container / f"{runs[-2]}.log"
-    return pod_dir / container / f"{runs[-1]}.log"
+def _node(spec: LabSpec, name: str) -> LabNode:
+    try:
+        return spec.node(name)
+    except KeyError:
+        names = ", ".join(n.name for n in spec.nodes)
+        raise KubehoistError(f"no node {name!r} in the lab (nodes: {names})") from None
+
+
+UNITS = ("kubelet", "containerd")
 
 
 @click.command("logs")
-@click.argument("pod")
-@click.option("-n", "--namespace", default="default", show_default=True)
-@click.option("-c", "--container", default=None, help="Container name.")
-@click.option("-p", "--previous", is_flag=True, help="The previous run of the container.")
+@click.argument("node")
+@click.option(
+    "-u", "--unit", type=click.Choice(UNITS), default="kubelet", show_default=True,
+    help="Which daemon's log (as `journalctl -u`).",
+)  # fmt: skip
 @_root_option
-def logs(pod: str, namespace: str, container: str | None, previous: bool, root: Path) -> None:
-    """Print the log of a lab pod's container (as `kubectl logs`)."""
-    path = find_log(_lab_root(root), namespace, pod.removeprefix("pod/"), container, previous)
+def logs(node: str, unit: str, root: Path) -> None:
+    """Print the log of a node's kubelet or containerd (as `journalctl -u UNIT`)."""
+    spec = _lab(root)
+    path = labnode.log_dir(spec, _node(spec, node)) / f"{unit}.log"
+    if not path.exists():
+        raise KubehoistError(f"{path}: no {unit} log on node {node} yet")
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 16):
             sys.stdout.buffer.write(chunk)
     sys.stdout.flush()
 
 
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@_root_option
+def exec_(node: str, command: tuple[str, ...], root: Path) -> None:
+    """Run COMMAND on a lab node (in its network, mount and UTS namespaces), e.g.
+    `kubehoist lab exec cp-1 -- crictl ps`. crictl there talks to the node's
+    containerd."""
+    spec = _lab(root)
+    n = _node(spec, node)
+    argv = labnode.enter_argv(spec, n) + list(command)
+    bins = binmod.locate(spec.kubernetes_version, spec.etcd_version)
+    env = dict(
+        os.environ,
+        PATH=f"{bins.path('crictl').parent}:{bins.path('ctr').parent}:{os.environ.get('PATH', '')}",
+        CONTAINER_RUNTIME_ENDPOINT=f"unix://{labnode.CONTAINERD_SOCKET}",
+        IMAGE_SERVICE_ENDPOINT=f"unix://{labnode.CONTAINERD_SOCKET}",
+        CONTAINERD_ADDRESS=labnode.CONTAINERD_SOCKET,
+        CONTAINERD_NAMESPACE="k8s.io",
+    )
+    sys.exit(subprocess.run(argv, env=env, check=False).returncode)
+
+
 @click.group("image")
 def image() -> None:
-    """The lab's images: built from a Dockerfile over a mapped image."""
+    """The lab's images: archives imported into every node's containerd."""
 
 
 @image.command("build")
@@ -99,19 +110,36 @@ def image() -> None:
 @click.argument("context", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @_root_option
 def build(name: str, dockerfile: Path | None, context: Path, root: Path) -> None:
-    """Build an image from FROM <mapped image> plus ADD/COPY lines."""
-    try:
-        built = images.build(_lab_root(root), name, context, dockerfile=dockerfile)
-    except images.ImageError as exc:
-        raise KubehoistError(str(exc)) from exc
-    click.echo(f"built {built.name} (FROM {built.base}, {len(built.files)} added path(s))")
+    """Build an image from FROM <lab image> plus ADD/COPY lines; every running node
+    imports it (a node that boots later imports it at boot)."""
+    spec = _lab(root)
+    bins = binmod.locate(spec.kubernetes_version, spec.etcd_version)
+    archive = images.build_from_dockerfile(
+        spec.root,
+        name,
+        dockerfile or context / "Dockerfile",
+        context,
+        binaries=bins,
+        kubernetes_version=spec.kubernetes_version,
+    )
+    imported = []
+    for n in spec.nodes:
+        try:
+            argv = labnode.enter_argv(spec, n)
+        except KubehoistError:
+            continue  # not running: it imports the image when it boots
+        images.import_archives(argv, bins.path("ctr"), [archive])
+        imported.append(n.name)
+    where = f"imported on {', '.join(imported)}" if imported else "no node running"
+    click.echo(f"built {name} ({archive.stat().st_size / 2**20:.1f} MiB, {where})")
 
 
 @image.command("list")
 @_root_option
 def list_images(root: Path) -> None:
-    """The built images and the table of mapped images."""
-    for built in images.list_built(_lab_root(root)):
-        click.echo(f"{built.name}\tFROM {built.base}")
-    for row in images.IMAGE_TABLE:
-        click.echo(f"{row.pattern}\t{row.description}")
+    """The lab's images: name, size, image id, origin."""
+    spec = _lab(root)
+    bins = binmod.locate(spec.kubernetes_version, spec.etcd_version)
+    for row in images.image_table(bins, spec.kubernetes_version, spec.root):
+        size = f"{row.size / 2**20:.1f}MiB" if row.size is not None else "-"
+        click.echo(f"{row.name}\t{size}\t{(row.image_id or '-')[:19]}\t{row.origin}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import importlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
 from kubehoist.errors import KubehoistError
-from kubehoist.lab import forward, kubeadm, netns
+from kubehoist.lab import forward, images, kubeadm, netns
 from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import Binaries
 from kubehoist.lab.logkeeper import LogKeeper
@@ -211,9 +210,9 @@ class Supervisor:
         return client
 
     def _node_images(self) -> list[Path]:
-        images = importlib.import_module("kubehoist.lab.images")
         archives: list[Path] = images.lab_images(self.binaries, self.spec.kubernetes_version)
-        return archives
+        # and the images built in this lab (`lab image build`), as a machine keeps them
+        return archives + sorted(images.built_images(self.spec.root).values())
 
     async def _boot_nodes(self) -> None:
         """Boot every node: its init starts containerd, imports the lab's images and
