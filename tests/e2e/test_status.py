@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from lightkube.resources.core_v1 import Pod
 
+from kubehoist.lab import podproc
 from tests.e2e.conftest import LabHandle
 
 pytestmark = pytest.mark.lab
@@ -138,15 +139,10 @@ def wait_for(predicate: Any, *, timeout: float, what: str) -> Any:
 
 
 def leader_pid(lab: LabHandle, pod_name: str) -> int:
-    """The host pid of the leader's container (the lab kubelet's pid file)."""
+    """The host pid of the leader's container (its runc shim's record, via the pod's
+    containerID)."""
     pod = lab.client.get(Pod, pod_name, namespace="kube-system")
-    assert pod.metadata is not None and pod.spec is not None
-    annotations = pod.metadata.annotations or {}
-    pod_dir = annotations.get("kubernetes.io/config.mirror") or pod.metadata.uid
-    node = lab.spec.node(str(pod.spec.nodeName))
-    containers = node.root(lab.spec.root) / "var/lib/kubelet/pods" / str(pod_dir) / "containers"
-    runs = sorted((containers / KCM).iterdir(), key=lambda p: int(p.name))
-    pid = int((runs[-1] / "pid").read_text())
+    pid = podproc.container_pid(lab.spec, pod, KCM)
     os.kill(pid, 0)  # alive
     return pid
 
@@ -186,9 +182,11 @@ def test_with_the_article_deployment_standbys_are_listed_and_healthy(
 ) -> None:
     def healthy() -> Any:
         code, doc = status(lab, KCM)
-        return doc if component(doc, KCM)["verdict"] == "Healthy" and code == 0 else None
+        comp = component(doc, KCM)
+        ready = sum(c["role"] == "standby" for c in comp["candidates"])
+        return doc if comp["verdict"] == "Healthy" and code == 0 and ready == 2 else None
 
-    doc = wait_for(healthy, timeout=180, what="the Deployment pods to stand by")
+    doc = wait_for(healthy, timeout=180, what="both Deployment pods to stand by")
     comp = component(doc, KCM)
     kinds = sorted(c["kind"] for c in comp["candidates"])
     assert kinds == ["deployment", "deployment", "static"]

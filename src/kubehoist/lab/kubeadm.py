@@ -45,6 +45,11 @@ KUBELET_CONFIGURATION = {
     "failCgroupV1": False,
     "cgroupDriver": "cgroupfs",  # no systemd in the lab
     "failSwapOn": False,
+    # How often the kubelet computes its node status (default 10 s), hence when it first
+    # registers its Node: the CSI plugin's start-up gives up on a Node that is not there
+    # ~23 s after start, and a kubelet registering at +20 s (a loaded 2-core machine
+    # booting five nodes) then stays NotReady. Node heartbeats are Leases either way.
+    "nodeStatusUpdateFrequency": "4s",
     # Images come from archives imported at boot (no registry): never collect them.
     "imageGCHighThresholdPercent": 100,
     "imageGCLowThresholdPercent": 99,

@@ -486,8 +486,10 @@ def node_main(root: Path, name: str) -> int:
     def _on_term(sig: int, _frame: object) -> None:
         signals.append(sig)
 
+    restarts: list[int] = []
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, _on_term)
+    signal.signal(signal.SIGHUP, lambda sig, _f: restarts.append(sig))  # systemctl restart kubelet
     pods_stopped_file(spec, node).unlink(missing_ok=True)
 
     env = {
@@ -524,6 +526,11 @@ def node_main(root: Path, name: str) -> int:
     kubelet.start()
     (spec.run_dir / f"node-{node.name}.ready").write_text(f"{time.time()}\n")
     while not signals:
+        if restarts:
+            restarts.clear()
+            kubelet.stop(10)
+            kubelet.proc = None
+            kubelet.next_start = 0.0
         containerd.poll()
         kubelet.argv = _kubelet_argv()  # as systemd re-reads EnvironmentFile= on restart
         kubelet.poll()

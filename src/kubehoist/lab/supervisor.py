@@ -113,6 +113,8 @@ class Supervisor:
         self.tasks: list[asyncio.Task[None]] = []
         self.node_procs: dict[str, asyncio.subprocess.Process] = {}
         self.keepers: dict[str, LogKeeper] = {}
+        self._stuck_since: dict[str, float] = {}
+        self._restarted: set[str] = set()
         self.clients: list[AsyncClient] = []
         self.phase = "starting"
         self.message = ""
@@ -244,6 +246,18 @@ class Supervisor:
                 logf.close()
         await self._wait_nodes_ready(timeout=180)
 
+    def _kubelet_stuck(self, name: str) -> None:
+        """A kubelet whose CSI plugin gave up before the Node existed stays NotReady; the
+        kubelet means to exit then and be restarted (csi_plugin.go) but may not: restart
+        it once, as systemd would, after giving it 30 s."""
+        first = self._stuck_since.setdefault(name, time.monotonic())
+        if time.monotonic() - first > 30 and name not in self._restarted:
+            self._restarted.add(name)
+            proc = self.node_procs.get(name)
+            if proc is not None and proc.returncode is None:
+                log.warning("node %s: kubelet stuck on CSINode initialisation; restarting it", name)
+                proc.send_signal(signal.SIGHUP)
+
     async def _wait_nodes_ready(self, timeout: float) -> None:
         from lightkube.resources.core_v1 import Node
 
@@ -261,10 +275,13 @@ class Supervisor:
             ready = set()
             with contextlib.suppress(Exception):
                 async for node in client.list(Node):
+                    assert node.metadata is not None and node.metadata.name is not None
+                    name = node.metadata.name
                     conds = (node.status.conditions if node.status else None) or []
                     if any(c.type == "Ready" and c.status == "True" for c in conds):
-                        assert node.metadata is not None and node.metadata.name is not None
-                        ready.add(node.metadata.name)
+                        ready.add(name)
+                    elif any("failed to initialize CSINode" in (c.message or "") for c in conds):
+                        self._kubelet_stuck(name)
             if want <= ready:
                 return
             self.message = f"waiting for nodes: {', '.join(sorted(want - ready))}"
