@@ -1,13 +1,11 @@
-"""Lab, part 1: a real control plane made by kubeadm, nodes kept Ready."""
+"""The lab: a real control plane made by kubeadm, nodes kept Ready by their kubelets."""
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,6 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Node
 
-from kubehoist.lab.binaries import locate
-from kubehoist.lab.procs import command_from_manifest, die_with_parent
 from tests.e2e.conftest import LabHandle, kubehoist
 
 pytestmark = pytest.mark.lab
@@ -99,39 +95,13 @@ def _lease_renewed_recently(lab: LabHandle, name: str, within: float) -> bool:
     return (dt.datetime.now(dt.UTC) - renew).total_seconds() < within
 
 
-def _lab_has_kubelet() -> bool:
-    try:
-        importlib.import_module("kubehoist.lab.kubelet").Kubelet  # noqa: B018
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
-def controller_manager(lab: LabHandle) -> Iterator[None]:
-    """A running kube-controller-manager: the lab kubelet's static pod when the lab
-    has a kubelet, else kubeadm's manifest run as a plain process (lab part 1)."""
-    proc: subprocess.Popen[bytes] | None = None
-    if not _lab_has_kubelet():
-        node = lab.spec.api_node
-        root = node.root(lab.spec.root)
-        argv = command_from_manifest(
-            root / "etc/kubernetes/manifests/kube-controller-manager.yaml", root
-        )
-        log = open(lab.spec.logs_dir / "test-kube-controller-manager.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", node.netns, str(locate().path("kube-controller-manager")),
-             *argv[1:]],
-            stdout=log, stderr=log, preexec_fn=die_with_parent,
-        )  # fmt: skip
-    deadline = time.monotonic() + 90
+def controller_manager(lab: LabHandle) -> None:
+    """kube-controller-manager runs: kubeadm's static pod, run by cp-1's kubelet."""
+    deadline = time.monotonic() + 180
     while not _lease_renewed_recently(lab, "kube-controller-manager", 15):
         assert time.monotonic() < deadline, "kube-controller-manager never held its lease"
         time.sleep(1)
-    yield
-    if proc is not None:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_nodes_stay_ready_past_the_grace_period(lab: LabHandle, controller_manager: None) -> None:

@@ -5,34 +5,45 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from lightkube.resources.coordination_v1 import Lease
 
 from kubehoist.lab import netns
-from tests.e2e.conftest import kubehoist, lab_root, start_lab
+from tests.e2e.conftest import host_port, kubehoist, lab_root, start_lab
 
 pytestmark = pytest.mark.lab
 
 
 def _processes_under(root: Path) -> list[str]:
+    """Processes naming the lab root, or living in a node's mount namespace (which binds
+    the node's directories: containerd, the kubelet, the shims and the containers)."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            mounts = Path(f"/proc/{pid}/mountinfo").read_text()
         except OSError:
             continue
-        if str(root) in cmdline:
+        if str(root) in cmdline or str(root) in mounts:
             found.append(f"{pid}: {cmdline[:120]}")
     return found
 
 
 def _mounts_under(root: Path) -> list[str]:
-    return [
-        line for line in Path("/proc/self/mounts").read_text().splitlines() if str(root) in line
-    ]
+    """Mounts of the lab root in any mount namespace."""
+    found = []
+    for info in Path("/proc").glob("[0-9]*/mountinfo"):
+        try:
+            found += [line for line in info.read_text().splitlines() if str(root) in line]
+        except OSError:
+            continue
+    return found
 
 
 def _readyz_from(netns_name: str, url: str) -> str:
@@ -50,7 +61,8 @@ def _readyz_from(netns_name: str, url: str) -> str:
 
 def test_three_control_planes_down_leaves_nothing_and_up_restarts() -> None:
     root = lab_root().parent / "lifecycle"
-    handle = start_lab(root, 16643, workers=1, control_planes=3)
+    # a port of its own, beside the session lab's (KUBEHOIST_TEST_HOST_PORT)
+    handle = start_lab(root, host_port() + 13, workers=1, control_planes=3)
     spec = handle.spec
     try:
         # As on an HA kubeadm cluster: every control plane has kubeadm's static pods,
@@ -72,15 +84,26 @@ def test_three_control_planes_down_leaves_nothing_and_up_restarts() -> None:
         handle.kubectl("create", "configmap", marker, "-n", "default")
 
         kubehoist("lab", "down", "--root", str(spec.root))
+        stopped = datetime.now(UTC)
         assert _processes_under(spec.root) == []
         assert netns.lab_namespaces(spec) == []
         assert _mounts_under(spec.root) == []
         links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
         assert f"kh{spec.lab_id}" not in links
+        cgroups = sorted(Path("/sys/fs/cgroup").glob(f"*/kubehoist-{spec.lab_id}"))
+        assert cgroups == []
 
-        # A stopped lab starts again with its etcd data and PKI.
+        # A stopped lab starts again with its etcd data and PKI, and every kubelet is back.
         kubehoist("lab", "up", "--root", str(spec.root))
         handle.kubectl("get", "configmap", marker, "-n", "default")
+        deadline = time.monotonic() + 240
+        for node in spec.nodes:
+            while True:
+                lease = handle.client.get(Lease, node.name, namespace="kube-node-lease").spec
+                if lease is not None and lease.renewTime is not None and lease.renewTime > stopped:
+                    break
+                assert time.monotonic() < deadline, f"{node.name}'s kubelet is not back"
+                time.sleep(1)
     finally:
         kubehoist("lab", "down", "--purge", "--root", str(spec.root), check=False)
     assert not spec.root.exists()

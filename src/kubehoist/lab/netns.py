@@ -68,6 +68,8 @@ def create_lan(spec: LabSpec) -> None:
     _ip("link", "add", spec.bridge, "address", BRIDGE_MAC, "type", "bridge", netns=ns)
     _ip("addr", "add", f"{spec.lan_gateway}/{LAN_SUBNET.prefixlen}", "dev", spec.bridge, netns=ns)
     _ip("link", "set", spec.bridge, "up", netns=ns)
+    _ip("route", "add", "unreachable", "default", netns=ns)
+    _sysctl(ns, "net/ipv4/ip_forward", "1")
 
 
 def attach(spec: LabSpec, *, netns: str, lan_end: str, address: str, prefixlen: int) -> None:
@@ -86,6 +88,11 @@ def attach(spec: LabSpec, *, netns: str, lan_end: str, address: str, prefixlen: 
 def create_node(spec: LabSpec, node: LabNode) -> None:
     _add_netns(node.netns)
     attach(spec, netns=node.netns, lan_end=node.veth, address=node.ip, prefixlen=24)
+    # The node's default gateway is the LAN's router, which knows no way out: anything
+    # beyond the lab (a registry, a DNS server) fails at once with "network unreachable"
+    # instead of waiting for ARP to time out — an image pull that cannot succeed fails
+    # fast, as on an air-gapped network.
+    _ip("route", "replace", "default", "via", spec.lan_gateway, "dev", "eth0", netns=node.netns)
 
 
 KUBERNETES_SERVICE_IP = str(SERVICE_CIDR.network_address + 1)

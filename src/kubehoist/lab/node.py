@@ -474,6 +474,11 @@ def node_main(root: Path, name: str) -> int:
         src.mkdir(parents=True, exist_ok=True)
         Path(d).mkdir(parents=True, exist_ok=True)
         _mount(str(src), d)
+    # The lab has no DNS server: the node's resolver asks its own loopback, where nothing
+    # listens, so a name lookup (an image pull from a registry) fails at once.
+    resolv = nroot / "etc/resolv.conf"
+    resolv.write_text("# kubehoist lab: no DNS server on this network\nnameserver 127.0.0.1\n")
+    _mount(str(resolv), "/etc/resolv.conf")
     _mount("tmpfs", "/run", "tmpfs")
     os.chmod("/run", 0o755)
     for d in ("/run/containerd", "/run/netns", "/run/lock"):
