@@ -30,7 +30,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
-from kubehoist.lab import podproc
+from kubehoist.lab import leaders, podproc
 from kubehoist.lab.leaders import analyze
 from kubehoist.pivot.phases import reconcile_probe
 from tests.e2e.conftest import LabHandle, kubehoist, lab_root, node_files, start_lab
@@ -90,14 +90,15 @@ def manifests_in_place(lab: LabHandle) -> list[str]:
 
 
 def guard_log(lab: LabHandle, node: str) -> list[dict[str, Any]]:
-    """Every JSON line every instance of `node`'s guard has written."""
-    root = lab.spec.node(node).root(lab.spec.root) / "var/log"
-    pattern = f"kube-system_{GUARD}-{node}_*/guard/*.log"
+    """Every JSON line every instance of `node`'s guard has written (from the log
+    keeper's archive, which outlives the pods; read at most ~1 s behind the kubelet)."""
+    root = lab.spec.node(node).root(lab.spec.root) / "var/log/pods-archive"
     lines: list[dict[str, Any]] = []
-    for log in [*root.glob(f"pods-removed/*/{pattern}"), *root.glob(f"pods/{pattern}")]:
-        for line in log.read_text().splitlines():
-            if line.startswith("{"):
-                lines.append(json.loads(line))
+    for log in sorted(root.glob(f"kube-system_{GUARD}-{node}_*/guard/*.log")):
+        with open(log, errors="replace") as fh:
+            for line in leaders.read_cri_log(fh):
+                if line.text.startswith("{"):
+                    lines.append(json.loads(line.text))
     return lines
 
 

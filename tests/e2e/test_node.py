@@ -474,7 +474,7 @@ def test_the_article_deployment_runs_ready_on_the_real_kubelet(
         # From the pod network it reached the API server and stands by for the Lease.
         wait_for(
             "the standby to try the Lease",
-            lambda: "attempting to acquire leader lease" in pod_log(lab.spec, pod, KCM),
+            lambda: "attempting to acquire leader lease" in pod_log(lab.spec, pod, KCM).lower(),
             timeout=120,
             every=2,
         )
@@ -506,6 +506,7 @@ class MirrorWatch:
     def __init__(self, spec: LabSpec, name: str, container: str) -> None:
         self.name, self.container = name, container
         self.events: list[MirrorEvent] = []
+        self.error: BaseException | None = None  # why the watch ended, if it did
         self._client = Client(KubeConfig.from_file(str(spec.admin_kubeconfig)), trust_env=False)
         self._stop = False
         self._ready = threading.Event()
@@ -514,15 +515,18 @@ class MirrorWatch:
         self._ready.wait(10)
 
     def _run(self) -> None:
-        with contextlib.suppress(Exception):
+        self._ready.set()
+        try:
             stream = self._client.watch(
                 Pod, namespace="kube-system", fields={"metadata.name": self.name}
             )
-            self._ready.set()
             for kind, pod in stream:
                 if self._stop:
                     return
                 self.events.append(self._event(kind, pod))
+        except Exception as exc:
+            if not self._stop:
+                self.error = exc
 
     def _event(self, kind: str, pod: Pod) -> MirrorEvent:
         meta = pod.metadata
@@ -579,7 +583,8 @@ class Cycle:
     mirror_gone_after: float | None = None  # removal -> mirror pod DELETED (None: it stayed)
     left_at_restore: int = 0  # containers of the pod UID still there when the file came back
     running_after: float = 0.0  # restore -> a new container running (crictl)
-    api_running_after: float | None = None  # restore -> the mirror pod says so
+    api_running_after: float | None = None  # restore -> the mirror pod says so (None: not yet)
+    api_state: str = ""  # what the mirror pod said when we stopped waiting for it
     backoff: str = ""  # the kubelet's "back-off 20s ..." seen on the mirror pod, if any
     uid_before: str = ""
     uid_after: str = ""
@@ -694,14 +699,22 @@ class StaticPod:
         )
         cyc.running_after = time.monotonic() - t_restore
         cyc.uid_after = new_uid
-        wait_for(
-            "the mirror pod to report it",
-            lambda: any(
-                e.state == "running" and e.container_id == new_id
-                for e in watch.between(t_restore, time.monotonic())
-            ),
-            timeout=120,
-            every=0.2,
+        t_running = time.monotonic()
+
+        def reported() -> Pod | None:
+            pod = get_pod(self.lab, self.mirror, "kube-system")
+            return pod if (running_id(pod, self.component) or "").endswith(new_id) else None
+
+        t_reported: float | None = None
+        with contextlib.suppress(AssertionError):
+            wait_for("the mirror pod to report it", reported, timeout=120, every=0.2)
+            t_reported = time.monotonic()
+        mirror_now = get_pod(self.lab, self.mirror, "kube-system")
+        cs = container_status(mirror_now, self.component)
+        cyc.api_state = (
+            f"mirror pod: {cs.containerID} {cs.state} restartCount {cs.restartCount}"
+            if cs is not None
+            else f"mirror pod: {mirror_now.status if mirror_now else None}"
         )
         events = watch.between(t0, time.monotonic())
         parked = [e for e in events if e.t < t_restore]
@@ -715,14 +728,18 @@ class StaticPod:
         )
         cyc.deleting_events = [e for e in parked if e.deleting]
         first_running = next(
-            e for e in restored if e.state == "running" and e.container_id == new_id
+            (e for e in restored if e.state == "running" and e.container_id == new_id), None
         )
-        cyc.api_running_after = first_running.t - t_restore
-        cyc.api_uid_after = first_running.api_uid
-        assert first_running.static_uid == uid, first_running
+        if first_running is not None:
+            cyc.api_running_after = first_running.t - t_restore
+        elif t_reported is not None:  # (the watch missed it)
+            cyc.api_running_after = t_reported - t_restore
+        if t_reported is not None and mirror_now is not None and mirror_now.metadata is not None:
+            cyc.api_uid_after = mirror_now.metadata.uid or ""
+            assert (mirror_now.metadata.annotations or {}).get("kubernetes.io/config.mirror") == uid
         for e in restored:
             m = BACKOFF_MESSAGE.search(e.message)
-            if e.reason == "CrashLoopBackOff" and m and e.t < first_running.t:
+            if e.reason == "CrashLoopBackOff" and m and e.t < t_running:
                 cyc.backoff = m[1]
         return cyc
 
@@ -776,6 +793,8 @@ def test_a_removed_static_manifest_stops_the_container_before_the_mirror_pod_goe
         assert e.grace == 0, e
         assert e.t >= cyc.deleted_at - 1.0, (e, cyc.deleted_at)
     assert cyc.uid_after == cyc.uid_before
+    assert cyc.api_running_after is not None, cyc.api_state
+    assert watch.error is None, watch.error
 
 
 def test_the_restored_manifest_keeps_its_uid_and_restarts_after_the_back_off(
@@ -799,9 +818,12 @@ def test_the_restored_manifest_keeps_its_uid_and_restarts_after_the_back_off(
         print(f"[node e2e]   {label:>8}: {cyc.line()}")
     seen = [c.backoff_s for c in cycles if c.backoff_s is not None]
     print(f"[node e2e]   back-offs applied, in order: {seen or 'none'}")
+    assert watch.error is None, watch.error
     for cyc in cycles:
         # Same bytes, same path, same node: the same static pod UID.
         assert cyc.uid_after == cyc.uid_before == cycles[0].uid_before, cyc
+        # and the mirror pod reports the new container (kubehoist reads it there)
+        assert cyc.api_running_after is not None, (cyc.line(), cyc.api_state)
         if cyc.backoff_s is None:
             assert cyc.running_after < RESTART_SLACK_S, cyc.line()
         else:

@@ -12,7 +12,7 @@ from kubehoist.components import KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER
 from kubehoist.guard import manifest
 
 
-def test_static_pod_runs_the_guard_on_the_host_network_without_pki() -> None:
+def test_static_pod_runs_the_guard_on_the_host_network_writing_only_its_files() -> None:
     pod = manifest.static_pod(KUBE_CONTROLLER_MANAGER, image="kubehoist:dev", grace_s=25)
     spec = pod["spec"]
     assert spec["hostNetwork"] is True
@@ -26,7 +26,12 @@ def test_static_pod_runs_the_guard_on_the_host_network_without_pki() -> None:
     assert "--kubeconfig=/etc/kubernetes/kubehoist/guard.conf" in c["args"]
     assert "--grace=25" in c["args"]
     paths = sorted(v["hostPath"]["path"] for v in spec["volumes"])
-    assert paths == ["/etc/kubernetes/kubehoist", "/etc/kubernetes/manifests"]
+    assert paths == ["/", "/etc/kubernetes/kubehoist", "/etc/kubernetes/manifests"]
+    # It may write only the manifests and its own files; the node's `/` (for crictl) is
+    # read-only.
+    by_name = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"]}
+    writable = sorted(by_name[m["name"]] for m in c["volumeMounts"] if not m.get("readOnly"))
+    assert writable == ["/etc/kubernetes/kubehoist", "/etc/kubernetes/manifests"]
     # Never selected as a candidate of the component.
     labels = pod["metadata"]["labels"]
     assert labels["app.kubernetes.io/name"] != "kube-controller-manager"

@@ -44,6 +44,7 @@ def test_containerd_config_is_valid_toml_with_what_this_machine_needs() -> None:
         kubelet=Path("/k"),
         containerd=Path("/c/containerd"),
         ctr=Path("/c/ctr"),
+        crictl=Path("/c/crictl"),
     )
     data = tomllib.loads(node.containerd_config(cfg))
     assert data["version"] == 3

@@ -93,7 +93,7 @@ def test_helper_scripts_round_trip(tmp_path: Path) -> None:
     code, out = _run_script(parking.park_script("kube-controller-manager.yaml"), etc, msg)
     assert (code, out.split()[0]) == (0, "already-parked")
     code, out = _run_script(parking.unpark_script("kube-controller-manager.yaml"), etc, msg)
-    assert (code, out.strip()) == (0, f"unparked {digest}")
+    assert (code, out.strip()) == (0, f"unparked {digest} -")
     assert (etc / "manifests/kube-controller-manager.yaml").read_bytes() == MANIFEST
     assert sorted(p.name for p in (etc / "manifests").iterdir()) == ["kube-controller-manager.yaml"]
     code, out = _run_script(parking.unpark_script("kube-controller-manager.yaml"), etc, msg)
@@ -140,3 +140,56 @@ def test_state_round_trip_and_bad_record() -> None:
     bad = ConfigMap(metadata=ObjectMeta(name="kubehoist-pivot-x"), data={"state.json": "{"})
     with pytest.raises(KubehoistError, match=r"kubehoist-pivot-x: data.state.json unreadable"):
         PivotState.from_configmap(bad)
+
+
+def test_static_pod_name_is_the_kubelets() -> None:
+    assert parking.static_pod_name("kube-controller-manager.yaml", "CP-2") == (
+        "kube-controller-manager-cp-2"
+    )
+
+
+def test_unpark_clears_the_stopped_sandboxes_with_the_nodes_crictl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the manifest goes back, the pod's stopped sandboxes are removed (the
+    kubelet would otherwise apply its crash back-off to the restored pod)."""
+    calls = tmp_path / "calls"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    crictl = bindir / "crictl"
+    crictl.write_text(
+        f"""#!/bin/sh
+echo "$*" >> {calls}
+case "$1" in pods) echo aaa; echo bbb;; esac
+"""
+    )
+    crictl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "kube-controller-manager.yaml").write_bytes(MANIFEST)
+    files = parking.LocalNodeFiles(manifests)
+    files.park("cp-1", "kube-controller-manager.yaml")
+    assert not calls.exists()
+    result = files.unpark("cp-1", "kube-controller-manager.yaml")
+    assert result.cleared == "cleared-2"
+    lines = calls.read_text().splitlines()
+    assert lines[0] == (
+        "pods --namespace ^kube-system$ --name ^kube\\-controller\\-manager\\-cp\\-1$ "
+        "--state notready -q"
+    )
+    assert lines[1:] == ["rmp aaa", "rmp bbb"]
+    assert (manifests / "kube-controller-manager.yaml").read_bytes() == MANIFEST
+
+
+def test_unpark_without_crictl_still_restores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "kube-scheduler.yaml").write_bytes(MANIFEST)
+    files = parking.LocalNodeFiles(manifests)
+    files.park("cp-1", "kube-scheduler.yaml")
+    assert files.unpark("cp-1", "kube-scheduler.yaml").cleared == "no-crictl"
+    assert (manifests / "kube-scheduler.yaml").read_bytes() == MANIFEST

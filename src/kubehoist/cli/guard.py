@@ -98,6 +98,9 @@ def run(
         component=comp,
         node=node or socket.gethostname(),
         manifests_dir=manifests_dir,
+        host_root=(
+            Path(guardmanifest.HOST_ROOT) if Path(guardmanifest.HOST_ROOT, "etc").is_dir() else None
+        ),
         interval_s=interval,
         policy=policy,
     )

@@ -123,6 +123,8 @@ class GuardConfig:
     component: Component
     node: str
     manifests_dir: Path
+    host_root: Path | None = None
+    """The node's `/` (read-only), to run its crictl before a fallback; None: not mounted."""
     filename: str = ""
     """Default `<component>.yaml`."""
     namespace: str = "kube-system"
@@ -178,7 +180,7 @@ class Guard:
         self.clock = clock
         self.wall = wall
         self.identity = identity or f"{config.node}_{uuid.uuid4()}"
-        self.files = LocalNodeFiles(config.manifests_dir)
+        self.files = LocalNodeFiles(config.manifests_dir, host_root=config.host_root)
         self.history: list[Done] = []
         self.timing: LeaseTiming | None = None
         self.baseline: Baseline | None = None

@@ -23,6 +23,7 @@ GUARD_GROUP: Final = "kubehoist:guards"
 KUBECONFIG: Final = "/etc/kubernetes/kubehoist/guard.conf"
 MANIFESTS_DIR: Final = "/etc/kubernetes/manifests"
 STATE_DIR: Final = "/etc/kubernetes/kubehoist"
+HOST_ROOT: Final = "/host-root"
 DEFAULT_IMAGE: Final = "ghcr.io/kubehoist/kubehoist:0.1.0"
 DEFAULT_METRICS_PORT: Final = 10360
 
@@ -92,6 +93,9 @@ def static_pod(
                     "volumeMounts": [
                         {"name": "manifests", "mountPath": manifests_dir},
                         {"name": "kubehoist", "mountPath": STATE_DIR},
+                        # The node's `/`, read-only: its crictl clears the kubelet's memory
+                        # of a parked static pod before a fallback puts it back.
+                        {"name": "host-root", "mountPath": HOST_ROOT, "readOnly": True},
                     ],
                 }
             ],
@@ -104,6 +108,7 @@ def static_pod(
                     "name": "kubehoist",
                     "hostPath": {"path": STATE_DIR, "type": "DirectoryOrCreate"},
                 },
+                {"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}},
             ],
         },
     }

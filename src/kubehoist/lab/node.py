@@ -216,6 +216,7 @@ class NodeConfig:
     kubelet: Path
     containerd: Path
     ctr: Path
+    crictl: Path
     runc: Path = Path("/usr/sbin/runc")
     cni_bin_dir: Path = Path("/usr/lib/cni")
     pause_image: str = "registry.k8s.io/pause:3.10.2"
@@ -303,6 +304,7 @@ def write_config(spec: LabSpec, node: LabNode, cfg: NodeConfig) -> None:
                 "kubelet": str(cfg.kubelet),
                 "containerd": str(cfg.containerd),
                 "ctr": str(cfg.ctr),
+                "crictl": str(cfg.crictl),
             }
         )
         + "\n"
@@ -481,6 +483,12 @@ def node_main(root: Path, name: str) -> int:
     _mount(str(resolv), "/etc/resolv.conf")
     _mount("tmpfs", "/run", "tmpfs")
     os.chmod("/run", 0o755)
+    # kubeadm's packages install cri-tools: crictl on the node's PATH.
+    sbin = Path("/usr/local/sbin")
+    sbin.mkdir(parents=True, exist_ok=True)
+    _mount("tmpfs", str(sbin), "tmpfs")
+    (sbin / "crictl").touch(mode=0o755)
+    _mount(cfg["crictl"], str(sbin / "crictl"))
     for d in ("/run/containerd", "/run/netns", "/run/lock"):
         Path(d).mkdir(parents=True, exist_ok=True)
     socket.sethostname(node.os_hostname)

@@ -227,6 +227,7 @@ class Supervisor:
             kubelet=self.binaries.path("kubelet"),
             containerd=self.binaries.path("containerd"),
             ctr=self.binaries.path("ctr"),
+            crictl=self.binaries.path("crictl"),
         )
         for node in self.spec.nodes:
             labnode.write_config(self.spec, node, cfg)

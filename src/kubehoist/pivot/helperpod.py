@@ -50,8 +50,10 @@ def helper_pod(
     namespace: str,
     secret: str | None = None,
     secret_mount: str = "/kubehoist-input",
+    host_root: bool = False,
 ) -> Pod:
-    """`secret`: a Secret mounted read-only at `secret_mount` (files to write on the node)."""
+    """`secret`: a Secret mounted read-only at `secret_mount` (files to write on the node).
+    `host_root`: the node's `/` at `parking.HOST_ROOT` (to run the node's crictl)."""
     labels = object_labels(component, extra={ROLE_LABEL: "node-helper", RUN_LABEL: run})
     # Helper pods must never be selected as the component's own pods.
     labels["app.kubernetes.io/name"] = f"{component}-helper"
@@ -76,6 +78,15 @@ def helper_pod(
                     volumeMounts=[
                         VolumeMount(name="etc-kubernetes", mountPath=parking.HOST_MOUNT),
                         *(
+                            [
+                                VolumeMount(
+                                    name="host-root", mountPath=parking.HOST_ROOT, readOnly=True
+                                )
+                            ]
+                            if host_root
+                            else []
+                        ),
+                        *(
                             [VolumeMount(name="input", mountPath=secret_mount, readOnly=True)]
                             if secret
                             else []
@@ -87,6 +98,11 @@ def helper_pod(
                 Volume(
                     name="etc-kubernetes",
                     hostPath=HostPathVolumeSource(path="/etc/kubernetes", type="Directory"),
+                ),
+                *(
+                    [Volume(name="host-root", hostPath=HostPathVolumeSource(path="/"))]
+                    if host_root
+                    else []
                 ),
                 *(
                     [
@@ -125,6 +141,7 @@ def run_scripts(
     attempts: int = 3,
     secret: str | None = None,
     secret_mount: str = "/kubehoist-input",
+    host_root: bool = False,
 ) -> dict[str, HelperOutcome]:
     """Run `scripts[node]` on each node at once and wait for all: a shell script, or a
     command (argv) of the image. A helper whose container could not start is run again
@@ -141,6 +158,7 @@ def run_scripts(
             timeout=timeout,
             secret=secret,
             secret_mount=secret_mount,
+            host_root=host_root,
         )
         out.update(got)
         todo = {n: s for n, s in todo.items() if got[n].exit_code in START_FAILURES}
@@ -160,6 +178,7 @@ def _run_once(
     timeout: float = 120,
     secret: str | None = None,
     secret_mount: str = "/kubehoist-input",
+    host_root: bool = False,
 ) -> dict[str, HelperOutcome]:
     """Run `scripts[node]` on each node at once; wait for all; delete the pods."""
     run = uuid.uuid4().hex[:6]
@@ -175,6 +194,7 @@ def _run_once(
                 namespace=namespace,
                 secret=secret,
                 secret_mount=secret_mount,
+                host_root=host_root,
             )
             created = client.create(pod)
             assert created.metadata is not None and created.metadata.name is not None
@@ -244,29 +264,36 @@ class PodNodeFiles:
     component: str
 
     def _run(
-        self, nodes: Sequence[str], script: Callable[[str], str], filename: str
+        self,
+        nodes: Sequence[str],
+        script: Callable[[str, str], str],
+        filename: str,
+        *,
+        host_root: bool = False,
     ) -> dict[str, ParkResult]:
         outs = run_scripts(
             self.client,
-            {n: script(filename) for n in nodes},
+            {n: script(filename, n) for n in nodes},
             image=self.image,
             component=self.component,
+            host_root=host_root,
         )
         return {
             n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()
         }
 
     def park(self, node: str, filename: str) -> ParkResult:
-        return self._run([node], parking.park_script, filename)[node]
+        return self.park_all([node], filename)[node]
 
     def unpark(self, node: str, filename: str) -> ParkResult:
-        return self._run([node], parking.unpark_script, filename)[node]
+        return self.unpark_all([node], filename)[node]
 
     def park_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
-        return self._run(nodes, parking.park_script, filename)
+        return self._run(nodes, lambda f, _n: parking.park_script(f), filename)
 
     def unpark_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
-        return self._run(nodes, parking.unpark_script, filename)
+        # The node's `/` too: its crictl clears the kubelet's memory of the pod first.
+        return self._run(nodes, parking.unpark_script, filename, host_root=True)
 
     def parked(self, node: str, filename: str) -> str | None:
         out = run_scripts(

@@ -21,7 +21,10 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shlex
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ class ParkResult:
     filename: str
     sha256: str
     state: str  # "parked" | "unparked" | "already-parked" | "already-in-place"
+    cleared: str = ""  # what the runtime clean-up before an unpark did (see CLEARING)
 
 
 class NodeFiles(Protocol):
@@ -61,6 +65,68 @@ def record_json(*, source: str, sha256: str, size: int, when: str) -> str:
     )
 
 
+# --- the kubelet's memory of a parked static pod ----------------------------------------
+CLEARING = """\
+A static pod's UID is a hash of its manifest, its node name and its file's path, so a
+manifest put back byte for byte is the same pod to the kubelet. While the exited
+containers of that UID still exist in the container runtime (the kubelet removes them
+only at its container GC, a minute after it forgot the pod), the kubelet applies its
+crash-loop back-off to the restored pod: 10 s, then 20, 40 … 300 s for every cycle
+within ten minutes. So before a manifest goes back, the pod's stopped sandboxes (and
+with them its exited containers) are removed through the node's own `crictl` — what
+the kubelet's GC would do a minute later. A node without crictl (kubeadm installs it
+with cri-tools) is left as it is: the restore still works, maybe after a back-off.
+"""
+
+CRICTL_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/local/sbin", "/usr/sbin", "/bin", "/opt/bin")
+
+
+def static_pod_name(filename: str, node: str) -> str:
+    """The kubelet's name of the static pod of manifest `filename` on `node`
+    (`<metadata.name>-<node>`; kubeadm names a manifest after its pod)."""
+    stem = filename.rsplit(".", 1)[0]
+    return f"{stem}-{node.lower()}"
+
+
+def clear_argv(crictl: str, pod: str) -> list[str]:
+    """crictl's listing of the pod's stopped sandboxes (ids, one a line)."""
+    return [
+        crictl, "pods", "--namespace", "^kube-system$", "--name", f"^{re.escape(pod)}$",
+        "--state", "notready", "-q",
+    ]  # fmt: skip
+
+
+def clear_stopped_sandboxes(pod: str, *, host_root: Path | None = None) -> str:
+    """Remove the stopped sandboxes of static pod `pod` with the node's crictl (found
+    on PATH, or under `host_root`, run chrooted there). Returns `cleared-N`,
+    `no-crictl` or `crictl-failed`; never raises: the restore goes on regardless."""
+    prefix: list[str] = []
+    crictl: str | None = None
+    if host_root is None:
+        crictl = shutil.which("crictl")
+    else:
+        for d in CRICTL_DIRS:
+            if os.access(host_root / d.lstrip("/") / "crictl", os.X_OK):
+                crictl, prefix = f"{d}/crictl", ["chroot", str(host_root)]
+                break
+    if crictl is None:
+        return "no-crictl"
+    try:
+        out = subprocess.run(
+            [*prefix, *clear_argv(crictl, pod)],
+            capture_output=True, text=True, timeout=20, check=True,
+        )  # fmt: skip
+        n = 0
+        for sandbox in out.stdout.split():
+            rm = subprocess.run(
+                [*prefix, crictl, "rmp", sandbox], capture_output=True, timeout=20, check=False
+            )
+            n += rm.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return "crictl-failed"
+    return f"cleared-{n}"
+
+
 # --- on the node itself ---------------------------------------------------------------
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -78,10 +144,14 @@ def _write_atomic(path: Path, data: bytes, *, like: Path | None = None) -> None:
 
 @dataclass(frozen=True)
 class LocalNodeFiles:
+    """`host_root`: where the node's `/` is mounted when this runs in a container (the
+    guard), to run the node's crictl before an unpark; None: this machine is the node."""
+
     """Files of the node kubehoist runs on: `manifests_dir` is its kubelet's
     staticPodPath; parked copies go to `<manifests_dir>/../kubehoist/parked`."""
 
     manifests_dir: Path
+    host_root: Path | None = None
 
     @property
     def park_dir(self) -> Path:
@@ -127,10 +197,13 @@ class LocalNodeFiles:
             want = json.loads(record.read_text()).get("sha256")
             if want != digest:
                 raise KubehoistError(f"{src}: sha256 {digest} differs from its record {want}")
+        cleared = clear_stopped_sandboxes(static_pod_name(filename, node), host_root=self.host_root)
         _write_atomic(dst, data, like=src)
         src.unlink()
         record.unlink(missing_ok=True)
-        return ParkResult(node=node, filename=filename, sha256=digest, state="unparked")
+        return ParkResult(
+            node=node, filename=filename, sha256=digest, state="unparked", cleared=cleared
+        )
 
     def parked(self, node: str, filename: str) -> str | None:
         path = self.park_dir / filename
@@ -177,12 +250,40 @@ echo "parked $sum" > $msg
 """
 
 
-def unpark_script(filename: str) -> str:
+HOST_ROOT = "/host-root"
+"""Where an unpark helper sees the node's `/` (to run the node's crictl, chrooted)."""
+
+
+def clear_script(pod: str) -> str:
+    """POSIX shell: `clear_sandboxes` prints what clear_stopped_sandboxes returns."""
+    q = shlex.quote
+    dirs = " ".join(CRICTL_DIRS)
+    listing = " ".join(q(a) for a in clear_argv("$c", pod)[1:])
+    return f"""clear_sandboxes() {{
+  c=""
+  for d in {dirs}; do
+    if [ -x "{HOST_ROOT}$d/crictl" ]; then c="$d/crictl"; break; fi
+  done
+  if [ -z "$c" ]; then echo no-crictl; return 0; fi
+  ids=$(chroot {HOST_ROOT} "$c" {listing} 2>/dev/null) || {{ echo crictl-failed; return 0; }}
+  n=0
+  for id in $ids; do
+    if chroot {HOST_ROOT} "$c" rmp "$id" >/dev/null 2>&1; then n=$((n+1)); fi
+  done
+  echo "cleared-$n"
+}}
+"""
+
+
+def unpark_script(filename: str, node: str = "") -> str:
     src = host_path(posixpath.join(PARK_DIR, filename))
     dst = host_path(posixpath.join(MANIFESTS_DIR, filename))
     tmp = host_path(posixpath.join(MANIFESTS_DIR, f".{filename}.kubehoist-tmp"))
     q = shlex.quote
+    clear = clear_script(static_pod_name(filename, node)) if node else ""
+    cleared = "$(clear_sandboxes)" if node else "-"
     return f"""set -eu
+{clear}
 src={q(src)}; dst={q(dst)}; rec={q(src + RECORD_SUFFIX)}; tmp={q(tmp)}
 msg=/dev/termination-log
 if [ ! -f "$src" ]; then
@@ -195,11 +296,12 @@ sum=$(sha256sum "$src" | cut -d' ' -f1)
 if [ -f "$rec" ] && ! grep -q "\\"sha256\\": \\"$sum\\"" "$rec"; then
   echo "record-differs $sum" > $msg; exit 4
 fi
+cleared={cleared}
 cp -p "$src" "$tmp"
 mv "$tmp" "$dst"
 [ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$sum" ] || {{ echo "copy-differs" > $msg; exit 4; }}
 rm -f "$src" "$rec"
-echo "unparked $sum" > $msg
+echo "unparked $sum $cleared" > $msg
 """
 
 
@@ -221,8 +323,11 @@ def parse_result(node: str, filename: str, message: str, exit_code: int = 0) -> 
     reports one, else its exit code (0: done; the node-side script checked the sha256)."""
     words = message.split()
     states = ("parked", "unparked", "already-parked", "already-in-place")
-    if len(words) == 2 and words[0] in states and exit_code == 0:
-        return ParkResult(node=node, filename=filename, sha256=words[1], state=words[0])
+    if len(words) in (2, 3) and words[0] in states and exit_code == 0:
+        cleared = words[2] if len(words) == 3 and words[2] != "-" else ""
+        return ParkResult(
+            node=node, filename=filename, sha256=words[1], state=words[0], cleared=cleared
+        )
     if exit_code == 0 and not words:
         return ParkResult(node=node, filename=filename, sha256="", state="done")
     why = message.strip() or EXIT_MEANINGS.get(exit_code, "no message")
