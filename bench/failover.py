@@ -8,7 +8,7 @@ One lab (`lab up --workers 2`), `kubehoist pivot --replicas 3` (standbys at the
 default retry period, 2 s; lease 15 s). Then, for every repetition, in turn:
 
 off   `kubehoist guard run --no-reaper` runs as a host process; the leader's container
-      process is SIGKILLed (a crash; the lab kubelet restarts it). The standbys wait
+      process is SIGKILLed (a crash; the kubelet restarts it). The standbys wait
       out the lease duration.
 on    the same with the reaper: the guard releases the Lease once the kubelet reports
       the holder's container dead, and a standby takes it at its next retry.
@@ -61,7 +61,7 @@ from bench.common import COMPONENT, LEASE_DURATION_S, NAMESPACE, Lab
 GUARD_LEASE = f"kubehoist-guard-{COMPONENT}"
 GUARD_NODE = "bench"
 MODES = ("off", "on")  # reaper off / on, alternating in this order
-RESTART_WAIT_S = 480.0  # the lab kubelet's crash-loop back-off reaches 300 s
+RESTART_WAIT_S = 480.0  # the kubelet's crash-loop back-off reaches 300 s
 QUIET_S = 10.0  # probe running, guard holding its Lease, nothing happening: the baseline
 AFTER_S = 2.0  # probes sent up to this long after the first answer of the new leader
 SETTLED_S = 5.0  # one holder, unchanged, for this long: the leader is settled

@@ -61,12 +61,16 @@ def lab() -> None:
 
 @lab.command("build")
 def build() -> None:
-    """Build (or find in the cache) the lab's Kubernetes and etcd binaries."""
+    """Build (or find in the cache) the lab's binaries and image archives."""
+    from kubehoist.lab import images
+
     start = time.monotonic()
     bins = binmod.ensure()
     for name in binmod.ALL_BINARIES:
         path = bins.path(name)
         click.echo(f"{name:<24} {path.stat().st_size / 2**20:7.1f} MiB  {path}")
+    for archive in images.lab_images(bins, specmod.KUBERNETES_VERSION):
+        click.echo(f"{'image':<24} {archive.stat().st_size / 2**20:7.1f} MiB  {archive}")
     click.echo(f"ready in {time.monotonic() - start:.1f}s", err=True)
 
 
