@@ -466,6 +466,8 @@ class Guard:
                 )
                 result = self.files.unpark(c.node, name)
                 record["result"] = result.state
+                if result.cleared:
+                    record["cleared"] = result.cleared  # the kubelet's memory of the pod
                 self.metrics.fallbacks.inc()
                 if decision.holder:
                     record["released"] = self._release(decision.holder)

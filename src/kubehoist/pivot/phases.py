@@ -483,7 +483,10 @@ def restore(ctx: Context) -> str:
                 f"node {node}: restored {ctx.filename} has sha256 {r.sha256}, parked was {want}"
             )
     ctx.nodes = tuple(nodes)
-    return "restored " + ", ".join(f"{n} ({r.state})" for n, r in sorted(results.items()))
+    return "restored " + ", ".join(
+        f"{n} ({r.state}{', ' + r.cleared if r.cleared else ''})"
+        for n, r in sorted(results.items())
+    )
 
 
 def plan_restore(ctx: Context) -> list[str]:
