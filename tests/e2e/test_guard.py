@@ -299,8 +299,15 @@ def test_install_on_every_control_plane_node(glab: tuple[LabHandle, dict[str, by
 
 
 def _total_loss(
-    lab: LabHandle, label: str, break_it: Callable[[], object], fix_it: Callable[[], object]
+    lab: LabHandle,
+    label: str,
+    break_it: Callable[[], object],
+    fix_it: Callable[[], object],
+    *,
+    guards_up: Callable[[], float] | None = None,
 ) -> None:
+    """`guards_up`: after a cold start, when the guards were running again (a guard
+    counts the grace from its own first look at the Lease)."""
     wait_for("a settled Deployment", lambda: settled(lab), 180)
     parked_before = {
         n.name: (n.root(lab.spec.root) / "etc/kubernetes/kubehoist/parked" / MANIFEST).read_bytes()
@@ -336,6 +343,7 @@ def _total_loss(
             "break -> no replica Ready": t_gone - t0,
             "break -> last Deployment renewal": max(0.0, last_renewal - t0),
             "last renewal or loss -> static leads": t_leads - max(last_renewal, t_gone),
+            "guards running -> static leads": (t_leads - guards_up()) if guards_up else None,
             "break -> fallback manifest back": t_back - t0,
             "break -> static pod leads": t_leads - t0,
             "reconcile probe": probe_s,
@@ -344,8 +352,8 @@ def _total_loss(
         },
     )
     # Within grace + 15 s of the last leader's last renewal (or of the last replica
-    # going away; after a cold start, of the cluster being up again).
-    since = t_leads - max(last_renewal, t_gone)
+    # going away; after a cold start, of the guards running again).
+    since = t_leads - max(last_renewal, t_gone, guards_up() if guards_up else 0.0)
     assert since <= GRACE_S + 15, since
     # The parked manifest is the original, byte for byte, on every node.
     for n in lab.spec.control_planes:
@@ -493,16 +501,40 @@ def test_cold_start_with_every_replica_gone(glab: tuple[LabHandle, dict[str, byt
     the start, the guards bring the static pod back."""
     lab, _ = glab
 
+    marks: dict[str, float] = {}
+
     def break_it() -> None:
         lab.kubectl("-n", "kube-system", "scale", f"deployment/{KCM}", "--replicas=0")
         wait_for("no Deployment replica", lambda: ready_deployment_pods(lab) == 0, 60)
+        booted = time.time()
         _restart_lab(lab)
+        # The kubelets start their static pods, the guards among them, after the
+        # Nodes are Ready (when `lab up` returns).
+        wait_for("the guards running", lambda: guards_running(lab, booted) == 3, 120, every=0.2)
+        marks["guards"] = time.monotonic()
 
     _total_loss(
         lab,
         "cold start with every replica gone",
         break_it,
         lambda: lab.kubectl("-n", "kube-system", "scale", f"deployment/{KCM}", "--replicas=2"),
+        guards_up=lambda: marks["guards"],
+    )
+
+
+def guards_running(lab: LabHandle, since: float) -> int:
+    """Guard pods whose container is Ready and was started after `since` (wall clock;
+    a stopped lab leaves its pods' last statuses in the API)."""
+    pods = lab.client.list(Pod, namespace="kube-system", labels={"app.kubernetes.io/name": GUARD})
+    return sum(
+        1
+        for p in pods
+        for cs in ((p.status.containerStatuses if p.status else None) or [])
+        if cs.ready
+        and cs.state is not None
+        and cs.state.running is not None
+        and cs.state.running.startedAt is not None
+        and cs.state.running.startedAt.timestamp() > since
     )
 
 
