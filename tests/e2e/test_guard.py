@@ -30,6 +30,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
+from kubehoist.election import node_of_host
 from kubehoist.lab import leaders, podproc
 from kubehoist.lab.leaders import analyze
 from kubehoist.pivot.phases import reconcile_probe
@@ -77,8 +78,8 @@ def deployment_leads(lab: LabHandle) -> bool:
 
 
 def static_leader_node(lab: LabHandle) -> str | None:
-    node = holder(lab).split("_")[0]
-    return node if node in {n.name for n in lab.spec.control_planes} else None
+    host = holder(lab).rpartition("_")[0]
+    return node_of_host(host, [n.name for n in lab.spec.control_planes]) if host else None
 
 
 def manifests_in_place(lab: LabHandle) -> list[str]:

@@ -20,6 +20,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from kubehoist.constants import SOURCE_SHA256_ANNOTATION
+from kubehoist.election import node_of_host
 from tests.e2e.conftest import LabHandle, kubehoist
 
 pytestmark = pytest.mark.lab
@@ -56,7 +57,8 @@ def holder(lab: LabHandle) -> str:
 
 
 def static_leads(lab: LabHandle) -> bool:
-    return holder(lab).split("_")[0] in {n.name for n in lab.spec.control_planes}
+    host = holder(lab).rpartition("_")[0]
+    return node_of_host(host, [n.name for n in lab.spec.control_planes]) is not None
 
 
 def rendered_pods(lab: LabHandle) -> list[Pod]:
