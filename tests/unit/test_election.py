@@ -17,7 +17,9 @@ from kubehoist.election import (
     Verdict,
     assess,
     first_observation,
+    host_is_node,
     match_holder,
+    node_of_host,
     parse_identity,
 )
 
@@ -109,6 +111,33 @@ def test_identity_never_fails(raw: str) -> None:
 
 def test_static_pod_matches_by_node_name_case_blind() -> None:
     assert match_holder(parse_identity(f"CP-1_{U1}"), [STATIC, DEPLOY]) == (STATIC,)
+
+
+def test_static_pod_matches_when_the_hostname_is_an_fqdn_of_its_node() -> None:
+    """A kubelet with --hostname-override (kubeadm's nodeRegistration.name): the Node is
+    cp-2, the machine (hence a hostNetwork pod's identity) says its FQDN."""
+    cp2 = cand(
+        "kube-controller-manager-cp-2", kind=CandidateKind.STATIC, node="cp-2", host_network=True
+    )
+    ident = parse_identity(f"cp-2.lab.example.internal_{U1}")
+    assert match_holder(ident, [STATIC, cp2, DEPLOY]) == (cp2,)
+    # ... and the other way round: an FQDN node name, a short hostname.
+    fq = cand(
+        "kcm-x", kind=CandidateKind.STATIC, node="ip-10-0-0-7.ec2.internal", host_network=True
+    )
+    assert match_holder(parse_identity(f"ip-10-0-0-7_{U1}"), [fq]) == (fq,)
+    # A Deployment pod's identity is its own name, never loosely matched.
+    assert match_holder(parse_identity(f"kube-controller-manager.x_{U1}"), [DEPLOY]) == ()
+
+
+def test_host_is_node() -> None:
+    assert host_is_node("cp-2.lab.kubehoist.internal", "cp-2")
+    assert host_is_node("CP-2", "cp-2.example.com.")
+    assert not host_is_node("cp-2.a", "cp-2.b")
+    assert not host_is_node("cp-20", "cp-2")
+    assert node_of_host("cp-2.x", ["cp-1", "cp-2", "cp-3"]) == "cp-2"
+    assert node_of_host("cp-2", ["cp-2", "cp-2.x"]) == "cp-2"  # an exact match wins
+    assert node_of_host("cp-9", ["cp-1"]) is None
 
 
 def test_deployment_pod_matches_by_pod_name() -> None:
