@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import ApiError, Client
-from lightkube.config.kubeconfig import KubeConfig
+from lightkube import ApiError
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod
 
@@ -207,9 +206,12 @@ def test_nodes_registered_and_kept_ready_by_their_kubelets(lab: LabHandle) -> No
         assert info.containerRuntimeVersion.startswith("containerd://"), info
         assert info.kubeletVersion == spec.kubernetes_version, info
         # The kubelet's heartbeat: its node Lease, held under the node's name.
-        node_lease = lab.client.get(Lease, name, namespace="kube-node-lease").spec
-        assert node_lease is not None and node_lease.holderIdentity == name
-        assert node_lease.renewTime is not None
+
+        def node_lease_of(name: str = name) -> Any:
+            return lab.client.get(Lease, name, namespace="kube-node-lease").spec
+
+        node_lease = wait_for(f"{name}'s node Lease", node_lease_of, timeout=60)
+        assert node_lease.holderIdentity == name and node_lease.renewTime is not None
         renewals[name] = node_lease.renewTime
 
     def all_renewed() -> bool:
@@ -501,32 +503,45 @@ class MirrorEvent:
 
 
 class MirrorWatch:
-    """Every event of one mirror pod, from a watch of its own (a thread)."""
+    """Every event of one mirror pod, as `kubectl get --watch` streams them (a process
+    of its own, read by a thread, so that closing it never pulls a socket from under a
+    reader)."""
 
-    def __init__(self, spec: LabSpec, name: str, container: str) -> None:
+    def __init__(self, lab: LabHandle, name: str, container: str) -> None:
         self.name, self.container = name, container
         self.events: list[MirrorEvent] = []
-        self.error: BaseException | None = None  # why the watch ended, if it did
-        self._client = Client(KubeConfig.from_file(str(spec.admin_kubeconfig)), trust_env=False)
+        self.error: str | None = None  # why the watch ended early, if it did
         self._stop = False
-        self._ready = threading.Event()
+        self._proc = subprocess.Popen(
+            [
+                str(locate().path("kubectl")), "--kubeconfig", str(lab.kubeconfig),
+                "get", "pods", "-n", "kube-system", "--field-selector", f"metadata.name={name}",
+                "--watch", "--output-watch-events", "-o", "json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
         self._thread.start()
-        self._ready.wait(10)
 
     def _run(self) -> None:
-        self._ready.set()
-        try:
-            stream = self._client.watch(
-                Pod, namespace="kube-system", fields={"metadata.name": self.name}
-            )
-            for kind, pod in stream:
-                if self._stop:
-                    return
-                self.events.append(self._event(kind, pod))
-        except Exception as exc:
-            if not self._stop:
-                self.error = exc
+        assert self._proc.stdout is not None
+        decoder = json.JSONDecoder()
+        buffer = ""
+        for line in self._proc.stdout:  # one JSON document per event, over several lines
+            buffer += line
+            try:
+                doc, end = decoder.raw_decode(buffer.lstrip())
+            except ValueError:
+                continue
+            buffer = buffer.lstrip()[end:]
+            pod = Pod.from_dict(doc["object"])
+            assert isinstance(pod, Pod)
+            self.events.append(self._event(doc["type"], pod))
+        if not self._stop:
+            assert self._proc.stderr is not None
+            self.error = f"kubectl exited {self._proc.wait()}: {self._proc.stderr.read()}"
 
     def _event(self, kind: str, pod: Pod) -> MirrorEvent:
         meta = pod.metadata
@@ -560,8 +575,9 @@ class MirrorWatch:
 
     def close(self) -> None:
         self._stop = True
-        with contextlib.suppress(Exception):
-            self._client._client._client.close()  # ends the blocking read
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._thread.join(10)
 
 
 BACKOFF_MESSAGE = re.compile(r"back-off ((?:\d+m)?\d+s) restarting failed container")
@@ -766,7 +782,7 @@ def kcm_static(lab: LabHandle) -> Iterator[StaticPod]:
 def test_a_removed_static_manifest_stops_the_container_before_the_mirror_pod_goes(
     lab: LabHandle, kcm_static: StaticPod
 ) -> None:
-    watch = MirrorWatch(lab.spec, kcm_static.mirror, KCM)
+    watch = MirrorWatch(lab, kcm_static.mirror, KCM)
     try:
         cyc = kcm_static.cycle(watch, 0.0, until_gone=True)
     finally:
@@ -804,7 +820,7 @@ def test_the_restored_manifest_keeps_its_uid_and_restarts_after_the_back_off(
     row. The same bytes at the same path are the same static pod (UID); its restart is
     held back by the kubelet's crash back-off (10 s doubling, keyed on that UID and the
     container) when the parked pod's exited container was still there."""
-    watch = MirrorWatch(lab.spec, kcm_static.mirror, KCM)
+    watch = MirrorWatch(lab, kcm_static.mirror, KCM)
     cycles: list[Cycle] = []
     try:
         for delay in (1.0, 5.0, 30.0, 2.0, 2.0, 2.0):
@@ -890,8 +906,13 @@ def test_a_host_network_pod_on_cp2_has_its_fqdn_hostname_in_the_lease(ha_lab: La
         )
         print(f"\n[node e2e] kube-scheduler Lease held by {identity}")
         assert re.fullmatch(rf"{re.escape(cp2.os_hostname)}_[0-9a-f-]{{36}}", identity)
-        mirror = get_pod(ha_lab, f"{SCHED}-cp-2", "kube-system")  # named after the Node
-        assert mirror is not None and is_ready(mirror)
+        # Its mirror pod is named after the Node, and becomes Ready (startup probe).
+        mirror = wait_for(
+            f"{SCHED}-cp-2 Ready",
+            lambda: (p := get_pod(ha_lab, f"{SCHED}-cp-2", "kube-system")) and is_ready(p) and p,
+            timeout=120,
+        )
+        assert mirror.spec is not None and mirror.spec.nodeName == "cp-2"
     finally:
         for n in others:
             if parked[n.name].exists():
