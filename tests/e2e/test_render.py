@@ -115,7 +115,7 @@ def assert_ready_standbys(lab: LabHandle, replicas: int = 2) -> None:
         name = pod.metadata.name
 
         def waits_on_lease(name: str = name) -> bool:
-            logs = lab.kubehoist("lab", "logs", "-n", "kube-system", name, check=False)
+            logs = lab.kubectl("logs", "-n", "kube-system", name, check=False)
             return STANDBY_LOG in logs.stdout
 
         wait_for(f"{name} to wait on the lease", waits_on_lease, timeout=30)
