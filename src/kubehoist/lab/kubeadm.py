@@ -213,15 +213,23 @@ def _worker_kubelet_conf(spec: LabSpec, binaries: Binaries, node: LabNode) -> No
 
 
 def upload_config(spec: LabSpec, binaries: Binaries) -> None:
-    """Upload the cluster configuration (so tools can read `kubeadm-config`); kubeadm
-    also binds `kubeadm:cluster-admins` (admin.conf's group) to cluster-admin here."""
+    """The cluster-wide kubeadm phases that need the API server: upload the cluster's
+    and the kubelet's configuration (`kubeadm-config`, `kubelet-config`; kubeadm also
+    binds `kubeadm:cluster-admins`, admin.conf's group, to cluster-admin), and
+    bootstrap-token (the cluster-info ConfigMap and the RBAC rules of joining nodes and
+    of the API server's kubelet client, which `kubectl logs` and `exec` need)."""
     first = spec.api_node
-    run(
-        binaries,
-        first.root(spec.root),
-        "init", "phase", "upload-config", "kubeadm", "--config", CONFIG_IN_NODE,
-        netns=first.netns,
-    )  # fmt: skip
+    for phase in (
+        ("upload-config", "kubeadm"),
+        ("upload-config", "kubelet"),
+        ("bootstrap-token",),
+    ):
+        run(
+            binaries,
+            first.root(spec.root),
+            "init", "phase", *phase, "--config", CONFIG_IN_NODE,
+            netns=first.netns,
+        )  # fmt: skip
 
 
 def mark_control_planes(spec: LabSpec, binaries: Binaries) -> None:
