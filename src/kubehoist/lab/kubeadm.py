@@ -18,7 +18,7 @@ import yaml
 
 from kubehoist.errors import KubehoistError
 from kubehoist.lab.binaries import Binaries
-from kubehoist.lab.spec import API_PORT, CLUSTER_CIDR, SERVICE_CIDR, LabNode, LabSpec
+from kubehoist.lab.spec import API_PORT, SERVICE_CIDR, LabNode, LabSpec
 
 CLUSTER_NAME = "kubehoist-lab"
 CONFIG_IN_NODE = "/etc/kubernetes/kubeadm-config.yaml"
@@ -94,7 +94,10 @@ def config_for(spec: LabSpec, node: LabNode) -> str:
         "controlPlaneEndpoint": spec.control_plane_endpoint,
         "certificatesDir": "/etc/kubernetes/pki",
         "networking": {
-            "podSubnet": str(CLUSTER_CIDR),
+            # No podSubnet: kube-controller-manager then allocates no node CIDRs. The
+            # lab's pod network is statically routed, each node's range fixed by the
+            # lab's plan (node.pod_cidr, in its CNI configuration), as a host-gw
+            # network with per-node ranges is; allocation order would not match it.
             "serviceSubnet": str(SERVICE_CIDR),
             "dnsDomain": "cluster.local",
         },
