@@ -109,13 +109,15 @@ def log_dir(spec: LabSpec, node: LabNode) -> Path:
 
 
 # --- cgroups ------------------------------------------------------------------------
-def _hierarchies() -> list[Path]:
-    """Every mounted cgroup v1 hierarchy (cpu, memory, …, name=systemd)."""
+def _hierarchies(*, with_v2: bool = False) -> list[Path]:
+    """Every mounted cgroup v1 hierarchy (cpu, memory, …, name=systemd); `with_v2`: and
+    the cgroup2 mount beside them (no controllers here, but runc and the kubelet make
+    their cgroups there too, so a clean-up must remove them there as well)."""
     out = []
     if CGROUP_FS.is_dir():
         for p in sorted(CGROUP_FS.iterdir()):
             if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists():
-                if (p / "cgroup.controllers").exists():  # the cgroup2 mount: no controllers here
+                if (p / "cgroup.controllers").exists() and not with_v2:
                     continue
                 out.append(p)
     return out
@@ -171,7 +173,7 @@ def kill_cgroup_tree(rel: str, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
     while True:
         pids: set[int] = set()
-        for hier in _hierarchies():
+        for hier in _hierarchies(with_v2=True):
             pids |= _pids(hier / rel.strip("/"))
         pids.discard(os.getpid())
         if not pids:
@@ -191,7 +193,7 @@ def kill_cgroup_tree(rel: str, timeout: float = 10.0) -> int:
                 f"cgroup {rel}: processes left after {timeout:.0f}s: {sorted(pids)}"
             )
         time.sleep(0.05)
-    for hier in _hierarchies():
+    for hier in _hierarchies(with_v2=True):
         for cg in _tree(hier / rel.strip("/")):
             for _ in range(50):
                 try:
