@@ -16,6 +16,7 @@ from lightkube import ApiError
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
+from kubehoist.errors import KubehoistError
 from kubehoist.lab import leaders, podproc
 from tests.e2e.conftest import LabHandle, kubehoist, lab_root, start_lab
 
@@ -71,7 +72,16 @@ def test_killed_leaders_hand_over_without_two_leaders_at_once(own_lab: LabHandle
     for n in range(1, KILLS + 1):
         time.sleep(5)  # let it renew its lease a couple of times first
         old_holder = wait_for("a lease holder", lambda: holder(lab), timeout=60)
-        pod = lab.client.get(Pod, pod_name, namespace="kube-system")
+
+        def running() -> Pod | None:  # the kubelet reports the restarted container
+            pod = lab.client.get(Pod, pod_name, namespace="kube-system")
+            try:
+                podproc.container_pid(lab.spec, pod, KCM)
+            except KubehoistError:
+                return None
+            return pod
+
+        pod = wait_for("the container running", running, timeout=120)
         pid = podproc.kill_container(lab.spec, pod, KCM, signal.SIGKILL)
         killed.append(f"{pod_name}/{lab.spec.api_node.name}/{n - 1}")
         print(f"\nkill {n}: SIGKILL to {pid} ({killed[-1]}, holder {old_holder})")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import itertools
 import json
 import os
 import re
@@ -52,7 +51,8 @@ KCM = "kube-controller-manager"
 SCHED = "kube-scheduler"
 SERVICE_IP = netns.KUBERNETES_SERVICE_IP  # the `kubernetes` Service, 10.96.0.1
 SYSTEM_NODE_CRITICAL = 2000001000
-RESTART_SLACK_S = 15.0  # a start the kubelet does not hold back, on a loaded 2-core machine
+RESTART_SLACK_S = 20.0  # kubelet latency: a held-back pod is synced again every 10-15 s
+HELD_BACK_S = 6.0  # a restore slower than this was held back (immediate ones take 1-4 s)
 BACKOFF_CAP_S = 300.0  # the kubelet's crash back-off: 10 s doubling to 5 min
 UID_LABEL = "io.kubernetes.pod.uid"
 
@@ -817,9 +817,12 @@ def test_the_restored_manifest_keeps_its_uid_and_restarts_after_the_back_off(
     lab: LabHandle, kcm_static: StaticPod
 ) -> None:
     """Put back byte for byte after ~1 s, ~5 s and ~30 s, then three cycles of ~2 s in a
-    row. The same bytes at the same path are the same static pod (UID); its restart is
-    held back by the kubelet's crash back-off (10 s doubling, keyed on that UID and the
-    container) when the parked pod's exited container was still there."""
+    row. The same bytes at the same path are the same static pod (UID). Its restart is
+    held back by the kubelet's crash back-off (10 s doubling to 5 min, keyed on that UID
+    and the container, counted from the parked container's end) only when that exited
+    container is still there when the kubelet starts the pod again: the kubelet removes
+    a removed pod's containers as soon as it has finished with it, so whether it is
+    there is a race, and the figures vary from run to run."""
     watch = MirrorWatch(lab, kcm_static.mirror, KCM)
     cycles: list[Cycle] = []
     try:
@@ -832,26 +835,22 @@ def test_the_restored_manifest_keeps_its_uid_and_restarts_after_the_back_off(
     labels = ("~1s", "~5s", "~30s", "cycle 1", "cycle 2", "cycle 3")
     for label, cyc in zip(labels, cycles, strict=True):
         print(f"[node e2e]   {label:>8}: {cyc.line()}")
-    seen = [c.backoff_s for c in cycles if c.backoff_s is not None]
-    print(f"[node e2e]   back-offs applied, in order: {seen or 'none'}")
+    held = [round(c.running_after, 1) for c in cycles if c.running_after > HELD_BACK_S]
+    print(f"[node e2e]   held back (s), in order: {held or 'none'}")
     assert watch.error is None, watch.error
+    steps = [10.0 * 2**k for k in range(5)] + [BACKOFF_CAP_S]
     for cyc in cycles:
         # Same bytes, same path, same node: the same static pod UID.
         assert cyc.uid_after == cyc.uid_before == cycles[0].uid_before, cyc
         # and the mirror pod reports the new container (kubehoist reads it there)
         assert cyc.api_running_after is not None, (cyc.line(), cyc.api_state)
-        if cyc.backoff_s is None:
-            assert cyc.running_after < RESTART_SLACK_S, cyc.line()
-        else:
-            # held back only when there was an exited container to back off from
+        assert cyc.backoff_s is None or cyc.backoff_s in steps, cyc.line()
+        if cyc.running_after > HELD_BACK_S:
+            # Held back: by the kubelet's crash back-off, which it reports on the mirror
+            # pod, and only with the parked pod's container still there to back off from.
             assert cyc.left_at_restore > 0, cyc.line()
+            assert cyc.backoff_s is not None, cyc.line()
             assert cyc.running_after <= cyc.backoff_s + RESTART_SLACK_S, cyc.line()
-    # One key per UID and container: every back-off the kubelet applied is a later step
-    # of one sequence 10 s, 20 s, 40 s, ... 300 s (a start without a back-off but with an
-    # exited container also moves it on; it starts over only after 10 minutes without one).
-    steps = [10.0 * 2**k for k in range(5)] + [BACKOFF_CAP_S]
-    assert all(s in steps for s in seen), seen
-    assert all(a < b or a == b == BACKOFF_CAP_S for a, b in itertools.pairwise(seen)), seen
 
 
 # --- a lab of three control planes ------------------------------------------------------
@@ -860,7 +859,9 @@ def test_the_restored_manifest_keeps_its_uid_and_restarts_after_the_back_off(
 @pytest.fixture(scope="module")
 def ha_lab() -> Iterator[LabHandle]:
     root = (lab_root().parent / "nodes-ha").resolve()
-    handle = start_lab(root, host_port() + 7, workers=1, control_planes=3)
+    # No worker: the machine's inotify instances (128 per user) allow ~10 lab nodes in
+    # all, and the session lab has three.
+    handle = start_lab(root, host_port() + 7, workers=0, control_planes=3)
     try:
         wait_for(
             "the default ServiceAccount",
@@ -973,6 +974,7 @@ SURVIVOR = {
             "metadata": {"labels": {"app": "survivor"}},
             "spec": {
                 "terminationGracePeriodSeconds": 1,
+                "tolerations": [{"operator": "Exists"}],  # control planes only
                 "containers": [
                     {"name": "c", "image": BUSYBOX_IMAGE, "command": ["sleep", "100000"]}
                 ],

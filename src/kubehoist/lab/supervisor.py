@@ -143,7 +143,18 @@ class Supervisor:
         tmp.replace(state_path(self.spec))
 
     # steps -------------------------------------------------------------------------
+    @staticmethod
+    def _inotify() -> None:
+        """Every kubelet and containerd holds inotify instances; the kernel's default of
+        128 per user allows about ten lab nodes on the machine. Raise it as kubelet
+        hosts commonly do (never lower it)."""
+        knob = Path("/proc/sys/fs/inotify/max_user_instances")
+        with contextlib.suppress(OSError, ValueError):
+            if int(knob.read_text()) < 8192:
+                knob.write_text("8192\n")
+
     def _network(self) -> None:
+        self._inotify()
         labnode.cleanup(self.spec)
         netns.teardown(self.spec)
         netns.create_lan(self.spec)
