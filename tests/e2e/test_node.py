@@ -859,8 +859,8 @@ def test_the_restored_manifest_keeps_its_uid_and_restarts_after_the_back_off(
 @pytest.fixture(scope="module")
 def ha_lab() -> Iterator[LabHandle]:
     root = (lab_root().parent / "nodes-ha").resolve()
-    # No worker: the machine's inotify instances (128 per user) allow ~10 lab nodes in
-    # all, and the session lab has three.
+    # No worker (the survivor below tolerates the control planes' taint): three nodes
+    # beside the session lab's three are enough load for a 2-core machine.
     handle = start_lab(root, host_port() + 7, workers=0, control_planes=3)
     try:
         wait_for(

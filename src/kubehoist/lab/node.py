@@ -193,16 +193,24 @@ def kill_cgroup_tree(rel: str, timeout: float = 10.0) -> int:
                 f"cgroup {rel}: processes left after {timeout:.0f}s: {sorted(pids)}"
             )
         time.sleep(0.05)
-    for hier in _hierarchies(with_v2=True):
-        for cg in _tree(hier / rel.strip("/")):
-            for _ in range(50):
+    # A cgroup whose last task just exited may refuse rmdir (EBUSY) for a few seconds.
+    left: list[Path] = []
+    until = time.monotonic() + 15
+    while True:
+        left = []
+        for hier in _hierarchies(with_v2=True):
+            for cg in _tree(hier / rel.strip("/")):
                 try:
                     cg.rmdir()
-                    break
                 except FileNotFoundError:
-                    break
+                    pass
                 except OSError:
-                    time.sleep(0.05)
+                    left.append(cg)
+        if not left or time.monotonic() > until:
+            break
+        time.sleep(0.2)
+    if left:
+        raise KubehoistError(f"cgroup {rel}: could not remove {', '.join(map(str, left[:3]))}")
     return len(killed)
 
 

@@ -21,6 +21,7 @@ import signal
 import ssl
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,7 @@ class Supervisor:
         self.message = ""
         self.started = time.time()
         self._stop = asyncio.Event()
+        self._booted = datetime.now(UTC)  # when the nodes were last booted
 
     # state -------------------------------------------------------------------------
     def write_state(self) -> None:
@@ -155,7 +157,10 @@ class Supervisor:
 
     def _network(self) -> None:
         self._inotify()
-        labnode.cleanup(self.spec)
+        try:  # what a crashed lab left behind
+            labnode.cleanup(self.spec)
+        except KubehoistError as exc:
+            log.warning("leftovers of an earlier run: %s", exc.message)
         netns.teardown(self.spec)
         netns.create_lan(self.spec)
         for node in self.spec.nodes:
@@ -231,6 +236,7 @@ class Supervisor:
         """Boot every node: its init starts containerd, imports the lab's images and
         starts the kubelet, which registers the Node and keeps it Ready."""
         loop = asyncio.get_running_loop()
+        self._booted = datetime.now(UTC).replace(microsecond=0)  # conditions: whole seconds
         archives = await loop.run_in_executor(None, self._node_images)
         labnode.images_file(self.spec).write_text("".join(f"{a}\n" for a in archives))
         cfg = labnode.NodeConfig(
@@ -290,7 +296,15 @@ class Supervisor:
                     assert node.metadata is not None and node.metadata.name is not None
                     name = node.metadata.name
                     conds = (node.status.conditions if node.status else None) or []
-                    if any(c.type == "Ready" and c.status == "True" for c in conds):
+                    # Ready as posted by this boot's kubelet: a Node keeps the condition
+                    # of the kubelet before the lab stopped (or crashed) for 40 s or more.
+                    if any(
+                        c.type == "Ready"
+                        and c.status == "True"
+                        and c.lastHeartbeatTime is not None
+                        and c.lastHeartbeatTime >= self._booted
+                        for c in conds
+                    ):
                         ready.add(name)
                     elif any("failed to initialize CSINode" in (c.message or "") for c in conds):
                         self._kubelet_stuck(name)
