@@ -177,7 +177,8 @@ def _containerd_ldflags() -> str:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive file lock held for the block (builds into the cache use it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -205,7 +206,7 @@ def _build_into(
             f"cannot build {what}: no `go` on PATH (install Go >= 1.26, "
             "or set KUBEHOIST_BIN_DIR to a directory of ready binaries)"
         )
-    with _locked(dest.parent / f".{dest.name}.lock"):
+    with locked(dest.parent / f".{dest.name}.lock"):
         if (dest / _STAMP).exists():  # another build finished while we waited
             return
         tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"

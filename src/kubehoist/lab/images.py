@@ -26,7 +26,6 @@ they are built once and kept.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -49,7 +48,7 @@ from typing import IO, Any, Final, Literal
 
 from kubehoist.errors import KubehoistError
 from kubehoist.guard.manifest import DEFAULT_IMAGE as KUBEHOIST_IMAGE
-from kubehoist.lab.binaries import Binaries, cache_root, locate
+from kubehoist.lab.binaries import Binaries, cache_root, locate, locked
 from kubehoist.lab.spec import KUBERNETES_VERSION
 
 FORMAT: Final = 1
@@ -423,22 +422,11 @@ def _file_digest(path: Path, what: str) -> str:
         raise KubehoistError(f"{what}: cannot read {path}: {exc.strerror}") from exc
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _build_once(dest: Path, build: Callable[[Path], None]) -> Path:
     """`dest`, made by `build(tmp)` under a lock and renamed into place unless present."""
     if dest.exists():
         return dest
-    with _locked(dest.parent / f".{dest.name}.lock"):
+    with locked(dest.parent / f".{dest.name}.lock"):
         if dest.exists():  # another build finished while we waited
             return dest
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
@@ -1378,7 +1366,7 @@ def build_from_dockerfile(
     store.mkdir(parents=True, exist_ok=True)
     dest = store / f"{_safe(name)}.tar"
     tree = tree_of(base_layers)
-    with _locked(store / ".lock"):
+    with locked(store / ".lock"):
         tmp_layer = store / f".{dest.name}.layer-{os.getpid()}"
         tmp = store / f".{dest.name}.tmp-{os.getpid()}"
         try:
