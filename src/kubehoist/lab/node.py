@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shlex
 import signal
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubehoist.errors import KubehoistError
+from kubehoist.lab.procs import die_with_parent
 from kubehoist.lab.spec import LabNode, LabSpec
 
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
@@ -62,7 +64,6 @@ NODE_DIRS = (
 KUBELET_RESTART_S = 10.0  # kubeadm's kubelet.service: Restart=always, RestartSec=10
 CONTAINERD_RESTART_S = 5.0  # containerd.service: Restart=always, RestartSec=5
 
-PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -275,8 +276,6 @@ state = "/run/containerd"
 
 def cni_config(node: LabNode) -> str:
     """The node's pod network: a bridge with addresses from its podCIDR (host-local)."""
-    import json
-
     conf = {
         "cniVersion": "1.0.0",
         "name": "kubehoist",
@@ -305,8 +304,6 @@ def write_config(spec: LabSpec, node: LabNode, cfg: NodeConfig) -> None:
         (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
     (root / "etc/containerd/config.toml").write_text(containerd_config(cfg))
     (root / "etc/cni/net.d/10-kubehoist.conflist").write_text(cni_config(node))
-    import json
-
     (spec.run_dir / f"node-{node.name}.json").write_text(
         json.dumps(
             {
@@ -356,10 +353,6 @@ def _mount(source: str, target: str, fstype: str | None = None, flags: int = 0) 
     if ret != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
-
-
-def _die_with_parent() -> None:
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def parse_env_file(text: str) -> dict[str, str]:
@@ -412,7 +405,7 @@ class _Service:
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def poll(self) -> None:
@@ -470,8 +463,6 @@ def _import_images(ctr: str, env: dict[str, str], archives: list[str], log_path:
 
 def node_main(root: Path, name: str) -> int:
     """The node's init: mounts, hostname, cgroup, then containerd and the kubelet."""
-    import json
-
     spec = LabSpec.load(root)
     node = spec.node(name)
     nroot = node.root(spec.root)
@@ -479,7 +470,7 @@ def node_main(root: Path, name: str) -> int:
     logs = log_dir(spec, node)
     logs.mkdir(parents=True, exist_ok=True)
     join_system_cgroup(spec, node)
-    _die_with_parent()
+    die_with_parent()
     # The machine's disk and /run.
     for d in NODE_DIRS:
         src = nroot / d.lstrip("/")
@@ -547,7 +538,6 @@ def node_main(root: Path, name: str) -> int:
 
     kubelet = _Service("kubelet", _kubelet_argv(), env, KUBELET_RESTART_S, logs / "kubelet.log")
     kubelet.start()
-    (spec.run_dir / f"node-{node.name}.ready").write_text(f"{time.time()}\n")
     while not signals:
         if restarts:
             restarts.clear()

@@ -250,7 +250,6 @@ class Supervisor:
             labnode.write_config(self.spec, node, cfg)
             labnode.make_cgroups(self.spec, node)
             labnode.pid_file(self.spec, node).unlink(missing_ok=True)
-            (self.spec.run_dir / f"node-{node.name}.ready").unlink(missing_ok=True)
             logf = open(self.spec.logs_dir / f"node-{node.name}.log", "ab")  # noqa: SIM115
             try:
                 self.node_procs[node.name] = await asyncio.create_subprocess_exec(
