@@ -306,7 +306,7 @@ def _total_loss(
     fix_it: Callable[[], object],
     *,
     cold_start: bool = False,
-) -> None:
+) -> float:
     """`cold_start`: the guards start with the cluster; a guard that has just started
     cannot trust a renewal it did not see, so it watches the Lease for a lease duration
     (15 s) before its grace runs, and it starts after the kubelet has (re)started it."""
@@ -321,18 +321,28 @@ def _total_loss(
         break_it()
         wait_for("no Deployment replica Ready", lambda: ready_deployment_pods(lab) == 0, 120)
         t_gone = time.monotonic()
-        back = wait_for("a fallback manifest", lambda: manifests_in_place(lab), GRACE_S + 60)
-        t_back = time.monotonic()
+        back = wait_for(
+            "a fallback manifest", lambda: manifests_in_place(lab), GRACE_S + 60, every=0.05
+        )
+        t_back, wall_back = time.monotonic(), time.time()
         node = wait_for("the fallback static pod to lead", lambda: static_leader_node(lab), 60)
         t_leads = time.monotonic()
         last_renewal = tracker.last_deployment_renewal
     assert last_renewal is not None
     assert back == [node], (back, node)  # one guard fell back; the others waited
+    # The restored static pod's container started at once (the kubelet's own startedAt,
+    # whole seconds, against when the manifest was seen back, polled every 0.05 s).
+    mirror = lab.client.get(Pod, f"{KCM}-{node}", namespace="kube-system")
+    (cs,) = (mirror.status.containerStatuses if mirror.status else None) or []
+    assert cs.state is not None and cs.state.running is not None, cs
+    assert cs.state.running.startedAt is not None
+    restore_s = round(cs.state.running.startedAt.timestamp() - wall_back, 1)
+    fallback = actions(lab, "Fallback")
     probe_s = reconcile_probe(lab.client, timeout=60)
     # The fallback stays while the Deployment cannot take over.
     time.sleep(3)
     assert manifests_in_place(lab) == [node]
-    assert len(actions(lab, "Fallback")) == fallbacks_before + 1
+    assert len(fallback) == fallbacks_before + 1, fallback
     fix_it()
     t_fix = time.monotonic()
     wait_for("the fallback parked again", lambda: not manifests_in_place(lab), SETTLE_S + 120)
@@ -347,6 +357,7 @@ def _total_loss(
             "last renewal or loss -> static leads": t_leads - max(last_renewal, t_gone),
             "break -> fallback manifest back": t_back - t0,
             "break -> static pod leads": t_leads - t0,
+            "manifest back -> container started": restore_s,
             "reconcile probe": probe_s,
             "fix -> fallback parked": t_parked - t_fix,
             "parked -> Deployment pod leads": t_dep - t_parked,
@@ -370,16 +381,30 @@ def _total_loss(
     assert metrics["kubehoist_guard_fallbacks_total"] >= 1, metrics
     assert metrics["kubehoist_guard_handbacks_total"] >= 1, metrics
     assert metrics["kubehoist_guard_api_reachable"] == 1, metrics
+    print(f"[guard e2e] {label}: fallback said {fallback[-1][1].get('result')}, "
+          f"cleared {fallback[-1][1].get('cleared', 0)}")  # fmt: skip
+    return restore_s
 
 
-def test_total_loss_scaled_to_zero(glab: tuple[LabHandle, dict[str, bytes]]) -> None:
+def test_total_loss_scaled_to_zero_three_times_in_a_row(
+    glab: tuple[LabHandle, dict[str, bytes]],
+) -> None:
+    """Fallback -> hand-back, three cycles in a row: the parked manifest is the same
+    bytes every time (so the same static pod to the kubelet, with its crash back-off);
+    each restore must start the container at once."""
     lab, _ = glab
-    _total_loss(
-        lab,
-        "total loss: scaled to 0",
-        lambda: lab.kubectl("-n", "kube-system", "scale", f"deployment/{KCM}", "--replicas=0"),
-        lambda: lab.kubectl("-n", "kube-system", "scale", f"deployment/{KCM}", "--replicas=2"),
-    )
+    restores = [
+        _total_loss(
+            lab,
+            f"total loss: scaled to 0 (cycle {cycle})",
+            lambda: lab.kubectl("-n", "kube-system", "scale", f"deployment/{KCM}", "--replicas=0"),
+            lambda: lab.kubectl("-n", "kube-system", "scale", f"deployment/{KCM}", "--replicas=2"),
+        )
+        for cycle in (1, 2, 3)
+    ]
+    print(f"\n[guard e2e] fallback manifest back -> container started, 3 cycles: {restores} s")
+    # The back-off's first step would be 10 s; startedAt has whole seconds.
+    assert max(restores) < 6.0, restores
 
 
 def test_total_loss_by_a_bad_rollout(glab: tuple[LabHandle, dict[str, bytes]]) -> None:

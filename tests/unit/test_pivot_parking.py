@@ -84,7 +84,7 @@ def test_helper_scripts_round_trip(tmp_path: Path) -> None:
     msg = tmp_path / "msg"
     code, out = _run_script(parking.park_script("kube-controller-manager.yaml"), etc, msg)
     digest = hashlib.sha256(MANIFEST).hexdigest()
-    assert (code, out.strip()) == (0, f"parked {digest}")
+    assert (code, out.strip()) == (0, f"parked {digest} -")
     assert not (etc / "manifests/kube-controller-manager.yaml").exists()
     record = json.loads(
         (etc / "kubehoist/parked/kube-controller-manager.yaml.kubehoist.json").read_text()
@@ -112,7 +112,12 @@ def test_helper_unpark_refuses_a_changed_copy(tmp_path: Path) -> None:
 
 def test_parse_result() -> None:
     ok = parking.parse_result("cp-1", "f.yaml", "parked abc\n", 0)
-    assert (ok.state, ok.sha256) == ("parked", "abc")
+    assert (ok.state, ok.sha256, ok.stopped) == ("parked", "abc", False)
+    assert parking.parse_result("cp-1", "f.yaml", "parked abc -", 0).stopped is False
+    assert parking.parse_result("cp-1", "f.yaml", "parked abc stopped", 0).stopped is True
+    assert (
+        parking.parse_result("cp-1", "f.yaml", "unparked abc cleared-1", 0).cleared == "cleared-1"
+    )
     assert parking.parse_result("cp-1", "f.yaml", "", 0).state == "done"
     with pytest.raises(KubehoistError, match=r"node cp-1: .*exit 3.*missing"):
         parking.parse_result("cp-1", "f.yaml", "", 3)
@@ -193,3 +198,109 @@ def test_unpark_without_crictl_still_restores(
     files.park("cp-1", "kube-scheduler.yaml")
     assert files.unpark("cp-1", "kube-scheduler.yaml").cleared == "no-crictl"
     assert (manifests / "kube-scheduler.yaml").read_bytes() == MANIFEST
+
+
+# --- a parked pod, stopped (parking.STOPPED) ------------------------------------------------
+
+
+def _fake_crictl(bindir: Path, calls: Path, ready_for: int, *, sandboxes: str = "aaa") -> None:
+    """A crictl whose listing of ready sandboxes shows one for the first `ready_for`
+    calls; every listing of all sandboxes shows `sandboxes`."""
+    bindir.mkdir(parents=True, exist_ok=True)
+    crictl = bindir / "crictl"
+    crictl.write_text(
+        f"""#!/bin/sh
+echo "$*" >> {calls}
+case "$*" in
+  *"--state ready"*)
+    n=$(grep -c -- "--state ready" {calls})
+    if [ "$n" -le {ready_for} ]; then echo aaa; fi;;
+  *) [ -n "{sandboxes}" ] && echo {sandboxes};;
+esac
+exit 0
+"""
+    )
+    crictl.chmod(0o755)
+
+
+def _manifests(tmp_path: Path) -> Path:
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "kube-controller-manager.yaml").write_bytes(MANIFEST)
+    return manifests
+
+
+def test_local_park_watches_the_runtime_until_the_pod_has_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "calls"
+    _fake_crictl(tmp_path / "bin", calls, ready_for=3)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    files = parking.LocalNodeFiles(_manifests(tmp_path), stop_wait_s=5)
+    result = files.park("cp-1", "kube-controller-manager.yaml")
+    assert result.stopped is True
+    ready = [c for c in calls.read_text().splitlines() if "--state ready" in c]
+    assert len(ready) == 4  # ready three times, then none
+    assert ready[0] == (
+        "pods --namespace ^kube-system$ --name ^kube\\-controller\\-manager\\-cp\\-1$ "
+        "--state ready -q"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sandboxes", "ready_for", "path"),
+    [
+        ("", 0, "bin"),  # the runtime has no sandbox of the pod: it tells nothing
+        ("aaa", 1000, "bin"),  # still ready when the wait ends
+        ("aaa", 0, "nothing"),  # no crictl on the node
+    ],
+)
+def test_local_park_without_proof_of_a_stop_says_not_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandboxes: str, ready_for: int, path: str
+) -> None:
+    _fake_crictl(tmp_path / "bin", tmp_path / "calls", ready_for, sandboxes=sandboxes)
+    monkeypatch.setenv("PATH", f"{tmp_path / path}:/usr/bin:/bin")
+    manifests = _manifests(tmp_path)
+    files = parking.LocalNodeFiles(manifests, stop_wait_s=0.3)
+    result = files.park("cp-1", "kube-controller-manager.yaml")
+    assert (result.state, result.stopped) == ("parked", False)
+    assert not (manifests / "kube-controller-manager.yaml").exists()
+
+
+def test_local_park_without_a_wait_asks_the_runtime_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = tmp_path / "calls"
+    _fake_crictl(tmp_path / "bin", calls, ready_for=0)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    result = parking.LocalNodeFiles(_manifests(tmp_path)).park(
+        "cp-1", "kube-controller-manager.yaml"
+    )
+    assert result.stopped is False and not calls.exists()
+
+
+@pytest.mark.parametrize(
+    ("ready_for", "sandboxes", "said"), [(2, "aaa", "stopped"), (1000, "aaa", "-"), (0, "", "-")]
+)
+def test_helper_park_script_watches_the_nodes_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ready_for: int, sandboxes: str, said: str
+) -> None:
+    """The helper's script runs the node's crictl chrooted into the node's `/`
+    (HOST_ROOT); here a chroot stand-in runs the fake crictl found under that root."""
+    etc = _node(tmp_path)
+    root = tmp_path / "host-root"
+    calls = tmp_path / "calls"
+    _fake_crictl(root / "usr/bin", calls, ready_for, sandboxes=sandboxes)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "chroot").write_text(
+        '#!/bin/sh\nroot="$1"; shift; c="$1"; shift; exec "$root$c" "$@"\n'
+    )
+    (shim / "chroot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:/usr/bin:/bin")
+    script = parking.park_script("kube-controller-manager.yaml", "cp-1", 1.0)
+    code, out = _run_script(script.replace(parking.HOST_ROOT, str(root)), etc, tmp_path / "msg")
+    digest = hashlib.sha256(MANIFEST).hexdigest()
+    assert (code, out.strip()) == (0, f"parked {digest} {said}")
+    assert not (etc / "manifests/kube-controller-manager.yaml").exists()
+    assert parking.parse_result("cp-1", "f", out).stopped is (said == "stopped")

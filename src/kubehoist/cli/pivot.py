@@ -24,6 +24,10 @@ from kubehoist.pivot.state import PivotState
 from kubehoist.pivot.workflow import Progress, run_phases
 from kubehoist.render import RenderOptions, render
 
+STOP_WAIT_S = 20.0
+"""How long a park watches the node's runtime for the parked pod to stop; a component
+that takes longer is left to the API's evidence (mirror pod gone, container terminated)."""
+
 
 def _common(func: Any) -> Any:
     for opt in reversed(
@@ -61,9 +65,12 @@ def _component(name: str) -> Component:
 def _files(
     client: Any, comp: Component, manifests_dir: Path | None, image: str
 ) -> tuple[NodeFiles, Any, Any]:
+    # After a park, the node's runtime is watched for the pod's stop (parking.STOPPED).
     if manifests_dir is not None:
-        return LocalNodeFiles(manifests_dir), None, None
-    pod_files = helperpod.PodNodeFiles(client=client, image=image, component=comp.name)
+        return LocalNodeFiles(manifests_dir, stop_wait_s=STOP_WAIT_S), None, None
+    pod_files = helperpod.PodNodeFiles(
+        client=client, image=image, component=comp.name, stop_wait_s=STOP_WAIT_S
+    )
     return pod_files, pod_files.park_all, pod_files.unpark_all
 
 

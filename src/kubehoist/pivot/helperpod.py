@@ -262,6 +262,7 @@ class PodNodeFiles:
     client: Client
     image: str
     component: str
+    stop_wait_s: float = 0.0  # after a park: how long to watch the runtime (parking.STOPPED)
 
     def _run(
         self,
@@ -289,7 +290,15 @@ class PodNodeFiles:
         return self.unpark_all([node], filename)[node]
 
     def park_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
-        return self._run(nodes, lambda f, _n: parking.park_script(f), filename)
+        if self.stop_wait_s <= 0:
+            return self._run(nodes, lambda f, _n: parking.park_script(f), filename)
+        # The node's `/` too: its crictl tells when the parked pod has stopped.
+        return self._run(
+            nodes,
+            lambda f, n: parking.park_script(f, n, self.stop_wait_s),
+            filename,
+            host_root=True,
+        )
 
     def unpark_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
         # The node's `/` too: its crictl clears the kubelet's memory of the pod first.

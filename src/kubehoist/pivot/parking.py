@@ -44,6 +44,7 @@ class ParkResult:
     sha256: str
     state: str  # "parked" | "unparked" | "already-parked" | "already-in-place"
     cleared: str = ""  # what the runtime clean-up before an unpark did (see CLEARING)
+    stopped: bool = False  # after a park: the node's runtime showed the pod stopped (STOPPED)
 
 
 class NodeFiles(Protocol):
@@ -96,21 +97,26 @@ def clear_argv(crictl: str, pod: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _node_crictl(host_root: Path | None) -> list[str] | None:
+    """The argv that runs the node's crictl: on PATH, or under `host_root` (chrooted
+    there); None when the node has none."""
+    if host_root is None:
+        found = shutil.which("crictl")
+        return [found] if found else None
+    for d in CRICTL_DIRS:
+        if os.access(host_root / d.lstrip("/") / "crictl", os.X_OK):
+            return ["chroot", str(host_root), f"{d}/crictl"]
+    return None
+
+
 def clear_stopped_sandboxes(pod: str, *, host_root: Path | None = None) -> str:
     """Remove the stopped sandboxes of static pod `pod` with the node's crictl (found
     on PATH, or under `host_root`, run chrooted there). Returns `cleared-N`,
     `no-crictl` or `crictl-failed`; never raises: the restore goes on regardless."""
-    prefix: list[str] = []
-    crictl: str | None = None
-    if host_root is None:
-        crictl = shutil.which("crictl")
-    else:
-        for d in CRICTL_DIRS:
-            if os.access(host_root / d.lstrip("/") / "crictl", os.X_OK):
-                crictl, prefix = f"{d}/crictl", ["chroot", str(host_root)]
-                break
-    if crictl is None:
+    argv = _node_crictl(host_root)
+    if argv is None:
         return "no-crictl"
+    prefix, crictl = argv[:-1], argv[-1]
     try:
         out = subprocess.run(
             [*prefix, *clear_argv(crictl, pod)],
@@ -125,6 +131,67 @@ def clear_stopped_sandboxes(pod: str, *, host_root: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "crictl-failed"
     return f"cleared-{n}"
+
+
+# --- a parked static pod, stopped -------------------------------------------------------
+STOPPED = """\
+After a park, the API server learns late that the static pod stopped: the real kubelet
+(v1.36) posts no terminated status for a pod whose manifest went away, and deletes its
+mirror pod only at a housekeeping pass (every 2 s) after the pod has terminated — 2 to
+4 s after its process exited (tests/e2e/test_certainly_dead.py). On the node itself the
+container runtime knows at once. The kubelet stops a pod by stopping its containers,
+then its sandbox; so when the node's crictl lists sandboxes of the pod and none of them
+is ready, every container of the pod has stopped: the pod is certainly dead. No crictl,
+a failing crictl or no sandbox at all tells nothing (the API rules apply then).
+"""
+
+
+def sandbox_argv(crictl: str, pod: str, *, ready: bool) -> list[str]:
+    """crictl's listing of the ids of static pod `pod`'s sandboxes (`ready`: only those
+    still running)."""
+    return [
+        crictl, "pods", "--namespace", "^kube-system$", "--name", f"^{re.escape(pod)}$",
+        *(("--state", "ready") if ready else ()), "-q",
+    ]  # fmt: skip
+
+
+def runtime_stopped(pod: str, *, host_root: Path | None = None) -> bool | None:
+    """True: the node's runtime has sandboxes of `pod` and none is ready; False: one is
+    ready; None: it cannot tell (see STOPPED)."""
+    argv = _node_crictl(host_root)
+    if argv is None:
+        return None
+    prefix, crictl = argv[:-1], argv[-1]
+
+    def ids(ready: bool) -> list[str]:
+        argv = [*prefix, *sandbox_argv(crictl, pod, ready=ready)]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.split()
+
+    try:
+        every, ready = ids(False), ids(True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not every:
+        return None
+    return not ready
+
+
+def wait_runtime_stopped(
+    pod: str, *, host_root: Path | None = None, timeout: float = 20.0, every: float = 0.05
+) -> bool:
+    """Whether the node's runtime showed `pod` stopped within `timeout` (False at once
+    when it cannot tell)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = runtime_stopped(pod, host_root=host_root)
+        if got is None:
+            return False
+        if got:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
 
 
 # --- on the node itself ---------------------------------------------------------------
@@ -152,6 +219,7 @@ class LocalNodeFiles:
 
     manifests_dir: Path
     host_root: Path | None = None
+    stop_wait_s: float = 0.0  # after a park: how long to watch the runtime (see STOPPED)
 
     @property
     def park_dir(self) -> Path:
@@ -179,7 +247,12 @@ class LocalNodeFiles:
         if _sha256(dst) != digest:
             raise KubehoistError(f"{dst}: parked copy differs from {src}; nothing removed")
         src.unlink()
-        return ParkResult(node=node, filename=filename, sha256=digest, state="parked")
+        stopped = self.stop_wait_s > 0 and wait_runtime_stopped(
+            static_pod_name(filename, node), host_root=self.host_root, timeout=self.stop_wait_s
+        )
+        return ParkResult(
+            node=node, filename=filename, sha256=digest, state="parked", stopped=stopped
+        )
 
     def unpark(self, node: str, filename: str) -> ParkResult:
         src = self.park_dir / filename
@@ -220,13 +293,19 @@ def host_path(path: str) -> str:
     return HOST_MOUNT + path[len("/etc/kubernetes") :]
 
 
-def park_script(filename: str) -> str:
+def park_script(filename: str, node: str = "", stop_wait_s: float = 0.0) -> str:
     """POSIX shell (busybox or coreutils) that parks one manifest; the termination
-    message says `<state> <sha256>`."""
+    message says `<state> <sha256> <stopped>`. With `node` and `stop_wait_s`, after the
+    park it watches the node's runtime (its crictl under HOST_ROOT) for up to
+    `stop_wait_s` until the static pod's sandboxes have stopped (see STOPPED)."""
     src = host_path(posixpath.join(MANIFESTS_DIR, filename))
     dst = host_path(posixpath.join(PARK_DIR, filename))
     q = shlex.quote
+    watch = bool(node) and stop_wait_s > 0
+    stop = stop_script(static_pod_name(filename, node), stop_wait_s) if watch else ""
+    stopped = "$(watch_stopped)" if watch else "-"
     return f"""set -eu
+{stop}
 src={q(src)}; dst={q(dst)}; rec={q(dst + RECORD_SUFFIX)}
 msg=/dev/termination-log
 if [ ! -f "$src" ]; then
@@ -246,7 +325,36 @@ cp -p "$src" "$dst.tmp"
 mv "$dst.tmp" "$dst"
 [ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$sum" ] || {{ echo "copy-differs" > $msg; exit 4; }}
 rm -f "$src"
-echo "parked $sum" > $msg
+stopped={stopped}
+echo "parked $sum $stopped" > $msg
+"""
+
+
+def stop_script(pod: str, wait_s: float) -> str:
+    """POSIX shell: `watch_stopped` prints `stopped` once the node's crictl lists
+    sandboxes of `pod` and none ready (see STOPPED), `-` when it cannot tell or
+    `wait_s` passed."""
+    q = shlex.quote
+    dirs = " ".join(CRICTL_DIRS)
+    every = " ".join(q(a) for a in sandbox_argv("$c", pod, ready=False)[1:])
+    ready = " ".join(q(a) for a in sandbox_argv("$c", pod, ready=True)[1:])
+    rounds = max(1, round(wait_s / 0.1))
+    return f"""watch_stopped() {{
+  c=""
+  for d in {dirs}; do
+    if [ -x "{HOST_ROOT}$d/crictl" ]; then c="$d/crictl"; break; fi
+  done
+  if [ -z "$c" ]; then echo -; return 0; fi
+  i=0
+  while [ $i -lt {rounds} ]; do
+    all=$(chroot {HOST_ROOT} "$c" {every} 2>/dev/null) || {{ echo -; return 0; }}
+    if [ -z "$all" ]; then echo -; return 0; fi
+    up=$(chroot {HOST_ROOT} "$c" {ready} 2>/dev/null) || {{ echo -; return 0; }}
+    if [ -z "$up" ]; then echo stopped; return 0; fi
+    sleep 0.1; i=$((i+1))
+  done
+  echo -
+}}
 """
 
 
@@ -324,9 +432,14 @@ def parse_result(node: str, filename: str, message: str, exit_code: int = 0) -> 
     words = message.split()
     states = ("parked", "unparked", "already-parked", "already-in-place")
     if len(words) in (2, 3) and words[0] in states and exit_code == 0:
-        cleared = words[2] if len(words) == 3 and words[2] != "-" else ""
+        third = words[2] if len(words) == 3 and words[2] != "-" else ""
+        if words[0] == "parked":
+            return ParkResult(
+                node=node, filename=filename, sha256=words[1], state=words[0],
+                stopped=third == "stopped",
+            )  # fmt: skip
         return ParkResult(
-            node=node, filename=filename, sha256=words[1], state=words[0], cleared=cleared
+            node=node, filename=filename, sha256=words[1], state=words[0], cleared=third
         )
     if exit_code == 0 and not words:
         return ParkResult(node=node, filename=filename, sha256="", state="done")

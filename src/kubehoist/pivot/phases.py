@@ -57,6 +57,8 @@ class Context:
     nodes: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
     park_all: Any = None  # optional callable(nodes, filename) -> dict[node, ParkResult]
+    # retired nodes whose runtime showed the pod stopped (parking.STOPPED)
+    stopped: set[str] = field(default_factory=set)
     unpark_all: Any = None
 
     @property
@@ -316,9 +318,12 @@ def retire(ctx: Context) -> str:
         results = {n: ctx.files.park(n, ctx.filename) for n in nodes}
     for node, r in sorted(results.items()):
         ctx.state.parked[node] = r.sha256
+        if r.stopped:
+            ctx.stopped.add(node)
     ctx.save()
     return "parked " + ", ".join(
-        f"{n} ({r.state}, sha256 {r.sha256[:12]})" for n, r in sorted(results.items())
+        f"{n} ({r.state}{', stopped' if r.stopped else ''}, sha256 {r.sha256[:12]})"
+        for n, r in sorted(results.items())
     )
 
 
@@ -337,13 +342,15 @@ def handover_phase(ctx: Context) -> str:
         lease_namespace=ctx.lease_namespace,
         lease_name=ctx.lease_name,
         retired_nodes=set(ctx.state.parked),
+        stopped_nodes=ctx.stopped,
         timeout=ctx.timeout,
     )
 
 
 def plan_handover(ctx: Context) -> list[str]:
     return [
-        "wait until the retired static pods have stopped (mirror pod gone or container terminated)",
+        "wait until the retired static pods have stopped (the node's runtime shows the pod"
+        " stopped, its mirror pod is gone or its container terminated)",
         f"then release Lease {ctx.lease_namespace}/{ctx.lease_name}"
         " if a retired pod still holds it",
     ]
