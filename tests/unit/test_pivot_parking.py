@@ -304,3 +304,14 @@ def test_helper_park_script_watches_the_nodes_runtime(
     assert (code, out.strip()) == (0, f"parked {digest} {said}")
     assert not (etc / "manifests/kube-controller-manager.yaml").exists()
     assert parking.parse_result("cp-1", "f", out).stopped is (said == "stopped")
+
+
+def test_helper_scripts_print_their_result_last_on_stdout(tmp_path: Path) -> None:
+    """What the pivot reads from the helper's log stream is the termination message."""
+    etc = _node(tmp_path)
+    msg = tmp_path / "msg"
+    for script in (parking.park_script, parking.unpark_script):
+        text = script("kube-controller-manager.yaml").replace(parking.HOST_MOUNT, str(etc))
+        text = text.replace("/dev/termination-log", str(msg))
+        proc = subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, check=True)
+        assert proc.stdout.splitlines()[-1] == f"{parking.RESULT} {msg.read_text().strip()}"

@@ -10,6 +10,7 @@ running at all.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -142,10 +143,12 @@ def run_scripts(
     secret: str | None = None,
     secret_mount: str = "/kubehoist-input",
     host_root: bool = False,
+    follow_logs: bool = False,
 ) -> dict[str, HelperOutcome]:
     """Run `scripts[node]` on each node at once and wait for all: a shell script, or a
     command (argv) of the image. A helper whose container could not start is run again
-    (the scripts are idempotent)."""
+    (the scripts are idempotent). `follow_logs`: take a script's result from its log
+    stream when it prints one (`RESULT_PREFIX`), before the kubelet reports its exit."""
     out: dict[str, HelperOutcome] = {}
     todo = dict(scripts)
     for attempt in range(1, attempts + 1):
@@ -159,6 +162,7 @@ def run_scripts(
             secret=secret,
             secret_mount=secret_mount,
             host_root=host_root,
+            follow_logs=follow_logs,
         )
         out.update(got)
         todo = {n: s for n, s in todo.items() if got[n].exit_code in START_FAILURES}
@@ -179,6 +183,7 @@ def _run_once(
     secret: str | None = None,
     secret_mount: str = "/kubehoist-input",
     host_root: bool = False,
+    follow_logs: bool = False,
 ) -> dict[str, HelperOutcome]:
     """Run `scripts[node]` on each node at once; wait for all; delete the pods."""
     run = uuid.uuid4().hex[:6]
@@ -199,34 +204,102 @@ def _run_once(
             created = client.create(pod)
             assert created.metadata is not None and created.metadata.name is not None
             names[node] = created.metadata.name
-        return _wait(client, names, namespace=namespace, timeout=timeout, image=image)
+        return _wait(
+            client,
+            names,
+            namespace=namespace,
+            timeout=timeout,
+            image=image,
+            follow_logs=follow_logs,
+        )
     finally:
         for name in names.values():
             with contextlib.suppress(ApiError):
                 client.delete(Pod, name, namespace=namespace, grace_period=0)
 
 
+RESULT_PREFIX = parking.RESULT + " "
+"""A script's last line on stdout, `RESULT_PREFIX` + what it also wrote to its
+termination message, once its work is done and checked: read from the container's log
+stream, the result arrives as it is printed. The termination message reaches the API
+server only after the kubelet noticed the exit (its PLEG relists every second) and
+posted the status — about a second later, which a hand-over would spend with no leader."""
+
+
+class _LogResults:
+    """Follows each helper's log for its `RESULT_PREFIX` line (threads; best effort: a
+    log that cannot be read leaves the termination message to tell)."""
+
+    def __init__(self, client: Client, names: Mapping[str, str], namespace: str) -> None:
+        self.found: dict[str, str] = {}
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        for node, name in names.items():
+            threading.Thread(
+                target=self._follow, args=(client, node, name, namespace), daemon=True
+            ).start()
+
+    def _follow(self, client: Client, node: str, name: str, namespace: str) -> None:
+        while not self._stop.is_set():
+            try:
+                for line in client.log(name, namespace=namespace, follow=True, newlines=False):
+                    if line.startswith(RESULT_PREFIX):
+                        with self._lock:
+                            self.found[node] = line[len(RESULT_PREFIX) :].strip()
+                        self.wake.set()
+                        return
+                return  # the stream ended (the container exited or the pod went away)
+            except Exception:  # not started yet, or the log is not reachable
+                if self._stop.wait(0.1):
+                    return
+
+    def take(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.found)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
 def _wait(
-    client: Client, names: Mapping[str, str], *, namespace: str, timeout: float, image: str
+    client: Client,
+    names: Mapping[str, str],
+    *,
+    namespace: str,
+    timeout: float,
+    image: str,
+    follow_logs: bool = False,
 ) -> dict[str, HelperOutcome]:
     deadline = time.monotonic() + timeout
     done: dict[str, HelperOutcome] = {}
-    while len(done) < len(names):
-        for node, name in names.items():
-            if node in done:
-                continue
-            pod = client.get(Pod, name, namespace=namespace)
-            outcome = _outcome(node, pod, image=image)
-            if outcome is not None:
-                done[node] = outcome
-        if len(done) < len(names):
-            if time.monotonic() > deadline:
-                waiting = sorted(set(names) - set(done))
-                raise KubehoistError(
-                    f"helper pods on {', '.join(waiting)} did not finish in {timeout:.0f}s "
-                    "(is the kubelet of those nodes running, and the helper image pullable?)"
-                )
-            time.sleep(0.1)
+    logs = _LogResults(client, names, namespace) if follow_logs else None
+    try:
+        while len(done) < len(names):
+            for node, message in (logs.take() if logs else {}).items():
+                done.setdefault(node, HelperOutcome(node=node, exit_code=0, message=message))
+            for node, name in names.items():
+                if node in done:
+                    continue
+                pod = client.get(Pod, name, namespace=namespace)
+                outcome = _outcome(node, pod, image=image)
+                if outcome is not None:
+                    done[node] = outcome
+            if len(done) < len(names):
+                if time.monotonic() > deadline:
+                    waiting = sorted(set(names) - set(done))
+                    raise KubehoistError(
+                        f"helper pods on {', '.join(waiting)} did not finish in {timeout:.0f}s "
+                        "(is the kubelet of those nodes running, and the helper image pullable?)"
+                    )
+                if logs is not None:
+                    logs.wake.wait(0.1)
+                    logs.wake.clear()
+                else:
+                    time.sleep(0.1)
+    finally:
+        if logs is not None:
+            logs.close()
     return done
 
 
@@ -278,6 +351,7 @@ class PodNodeFiles:
             image=self.image,
             component=self.component,
             host_root=host_root,
+            follow_logs=True,
         )
         return {
             n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()

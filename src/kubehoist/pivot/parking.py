@@ -33,6 +33,8 @@ from typing import Protocol
 from kubehoist.errors import KubehoistError
 
 MANIFESTS_DIR = "/etc/kubernetes/manifests"
+RESULT = "kubehoist-result:"
+"""The last line a helper script prints once its work is done (helperpod.RESULT_PREFIX)."""
 PARK_DIR = "/etc/kubernetes/kubehoist/parked"
 RECORD_SUFFIX = ".kubehoist.json"
 
@@ -327,6 +329,7 @@ mv "$dst.tmp" "$dst"
 rm -f "$src"
 stopped={stopped}
 echo "parked $sum $stopped" > $msg
+echo "{RESULT} parked $sum $stopped"
 """
 
 
@@ -410,6 +413,7 @@ mv "$tmp" "$dst"
 [ "$(sha256sum "$dst" | cut -d' ' -f1)" = "$sum" ] || {{ echo "copy-differs" > $msg; exit 4; }}
 rm -f "$src" "$rec"
 echo "unparked $sum $cleared" > $msg
+echo "{RESULT} unparked $sum $cleared"
 """
 
 
