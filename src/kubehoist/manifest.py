@@ -21,9 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
-import yaml
-
-from kubehoist import components
+from kubehoist import components, safeyaml
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError
 
@@ -365,22 +363,8 @@ def _kind(value: Any) -> str:
 
 
 def load_yaml_document(text: str, *, source: str, what: str = "Pod") -> Any:
-    """The one YAML document in `text`, or a one-line error."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        problem = " ".join(problem.split())
-        raise KubehoistError(f"{source}: not YAML: {problem}{where}") from None
-    if not docs:
-        raise KubehoistError(f"{source}: empty: expected one {what}")
-    if len(docs) > 1:
-        raise KubehoistError(f"{source}: {len(docs)} YAML documents: expected exactly one {what}")
-    return docs[0]
+    """The one YAML document in `text`, or a one-line error (bounded: `kubehoist.safeyaml`)."""
+    return safeyaml.load_document(text, source=source, what=what)
 
 
 def load_static_pod(text: str, *, source: str) -> StaticPod:
@@ -475,18 +459,35 @@ def static_pod_from_dict(doc: Any, *, source: str, sha256: str) -> StaticPod:
             hp = _mapping(source, f"{vfld}.hostPath", v["hostPath"])
             host_path = _str(source, f"{vfld}.hostPath.path", hp.get("path"))
             vkind = "hostPath"
+        if any(v.name == vname for v in volumes):
+            raise _fail(source, f"{vfld}.name", f"{vname!r}: a second volume of that name")
         volumes.append(Volume(name=vname, host_path=host_path, kind=vkind, raw=v))
+    names_of_volumes = {v.name for v in volumes}
     mounts: list[VolumeMount] = []
     for i, raw in enumerate(_list(source, f"{fld}.volumeMounts", container.get("volumeMounts"))):
         mfld = f"{fld}.volumeMounts[{i}]"
         m = _mapping(source, mfld, raw)
+        mname = _str(source, f"{mfld}.name", m.get("name"))
+        if mname not in names_of_volumes:
+            raise _fail(source, f"{mfld}.name", f"{mname!r} names no volume in spec.volumes")
+        mount_path = _str(source, f"{mfld}.mountPath", m.get("mountPath"))
+        if not mount_path.startswith("/"):
+            raise _fail(source, f"{mfld}.mountPath", f"{mount_path!r} is not an absolute path")
         sub_path = m.get("subPath")
+        if sub_path:
+            sub_path = _str(source, f"{mfld}.subPath", sub_path)
+            if sub_path.startswith("/") or ".." in sub_path.split("/"):
+                raise _fail(
+                    source,
+                    f"{mfld}.subPath",
+                    f"{sub_path!r}: expected a relative path without '..'",
+                )
         mounts.append(
             VolumeMount(
-                name=_str(source, f"{mfld}.name", m.get("name")),
-                mount_path=_str(source, f"{mfld}.mountPath", m.get("mountPath")),
+                name=mname,
+                mount_path=mount_path,
                 read_only=bool(m.get("readOnly", False)),
-                sub_path=_str(source, f"{mfld}.subPath", sub_path) if sub_path else None,
+                sub_path=sub_path or None,
                 raw=m,
             )
         )
