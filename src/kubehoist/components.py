@@ -14,7 +14,9 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal, TypeAlias
+
+from kubehoist import flagtable
 
 
 class FileRole(enum.Enum):
@@ -43,6 +45,9 @@ class PathKind(enum.Enum):
     """The process writes into it: it becomes a writable emptyDir."""
     HOST_DIR = "host directory"
     """Read from the node (flex volume plugins): not available off the node."""
+
+
+FlagKind: TypeAlias = Literal["bool", "value", "unknown"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +83,9 @@ class Component:
     signing_key_flags: frozenset[str]
     """Flags that carry the cluster CA's private key (ca.key)."""
     bool_flags: frozenset[str]
-    """Boolean flags: never take the next token as their value."""
+    """Boolean flags: never take the next token as their value (`kubehoist.flagtable`)."""
+    value_flags: frozenset[str]
+    """The component's other flags: each takes the next token as its value."""
     config_flag: str | None = None
     """A component-config flag whose file names the kubeconfig (kube-scheduler --config)."""
     config_kubeconfig_field: tuple[str, ...] = ()
@@ -104,36 +111,18 @@ class Component:
             flags.get(self.lease_name_flag) or self.lease_name,
         )
 
+    def flag_kind(self, name: str) -> FlagKind:
+        """ "bool", "value", or "unknown" (a flag not in the tables of `flagtable`)."""
+        key = flagtable.normalize(name)
+        if key in self.bool_flags:
+            return "bool"
+        if key in self.value_flags:
+            return "value"
+        return "unknown"
+
     def is_binary(self, token: str) -> bool:
         return posixpath.basename(token) in self.binary_names
 
-
-_LOGGING_BOOLS: Final = frozenset(
-    {
-        "add-dir-header",
-        "add_dir_header",
-        "alsologtostderr",
-        "logtostderr",
-        "one-output",
-        "skip-headers",
-        "skip-log-headers",
-        "log-flush-frequency-disabled",
-        "help",
-        "h",
-    }
-)
-_SERVING_BOOLS: Final = frozenset(
-    {
-        "authentication-skip-lookup",
-        "authentication-tolerate-lookup-failure",
-        "permit-address-sharing",
-        "permit-port-sharing",
-        "contention-profiling",
-        "profiling",
-        "leader-elect",
-        "disable-http2-serving",
-    }
-)
 
 _SERVING_FILES: Final = {
     "kubeconfig": FileRole.KUBECONFIG,
@@ -183,23 +172,8 @@ KUBE_CONTROLLER_MANAGER: Final = Component(
     ),
     paths=MappingProxyType({**_SERVING_PATHS, "flex-volume-plugin-dir": PathKind.HOST_DIR}),
     signing_key_flags=_KCM_SIGNING_KEYS,
-    bool_flags=_LOGGING_BOOLS
-    | _SERVING_BOOLS
-    | frozenset(
-        {
-            "allocate-node-cidrs",
-            "allow-untagged-cloud",
-            "configure-cloud-routes",
-            "enable-dynamic-provisioning",
-            "enable-garbage-collector",
-            "enable-hostpath-provisioner",
-            "enable-leader-migration",
-            "enable-taint-manager",
-            "use-service-account-credentials",
-            "disable-attach-detach-reconcile-sync",
-            "disable-force-detach-on-timeout",
-        }
-    ),
+    bool_flags=flagtable.KCM_BOOLS,
+    value_flags=flagtable.KCM_VALUES,
     releases_lease_on_exit=False,
 )
 
@@ -215,7 +189,8 @@ KUBE_SCHEDULER: Final = Component(
     files=MappingProxyType({**_SERVING_FILES, "config": FileRole.COMPONENT_CONFIG}),
     paths=MappingProxyType({**_SERVING_PATHS, "write-config-to": PathKind.OUTPUT_FILE}),
     signing_key_flags=frozenset(),
-    bool_flags=_LOGGING_BOOLS | _SERVING_BOOLS,
+    bool_flags=flagtable.SCHEDULER_BOOLS,
+    value_flags=flagtable.SCHEDULER_VALUES,
     config_flag="config",
     config_kubeconfig_field=("clientConnection", "kubeconfig"),
     releases_lease_on_exit=True,

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
-from kubehoist import components, safeyaml
+from kubehoist import components, flagtable, safeyaml
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError
 
@@ -84,12 +84,20 @@ class FlagSyntaxError(ValueError):
 
 
 def parse_flags(
-    tokens: Sequence[str], *, bool_flags: frozenset[str] = frozenset()
+    tokens: Sequence[str],
+    *,
+    bool_flags: frozenset[str] = frozenset(),
+    value_flags: frozenset[str] | None = None,
 ) -> tuple[tuple[Arg, int], ...]:
     """Parse tokens into (arg, index of its first token) pairs, losing nothing.
 
-    A flag without "=" takes the next token as its value unless it is a known boolean
-    flag or the next token starts with "-"; "--" ends flag parsing.
+    As spf13/pflag parses them: `--name=value` has that value; a boolean flag
+    (`bool_flags`) takes no other value, so a word after it is a positional token; a
+    flag of `value_flags` takes the next token as its value, whatever it looks like,
+    and is an error without one; "--" ends flag parsing. A flag in neither table:
+    with `value_flags` given, a word after it is an error (render cannot tell a value
+    from a stray argument); with `value_flags=None` it takes that word as its value.
+    Names are looked up as pflag looks them up (`_` read as `-`).
     """
     out: list[tuple[Arg, int]] = []
     i = 0
@@ -114,14 +122,65 @@ def parse_flags(
             continue
         if not body or body.startswith("-"):
             raise FlagSyntaxError(i, f"{token!r} is not a flag")
+        key = flagtable.normalize(body)
         nxt = tokens[i + 1] if i + 1 < n else None
-        if body not in bool_flags and nxt is not None and not nxt.startswith("-"):
+        if key in bool_flags:
+            out.append((Flag(name=body, value=None, form="bare", dashes=dashes), i))
+            i += 1
+            continue
+        if value_flags is not None and key in value_flags:
+            if nxt is None:
+                raise FlagSyntaxError(
+                    i, f"{token} takes a value ({token}=VALUE); the component refuses to start"
+                )
+            out.append((Flag(name=body, value=nxt, form="separate", dashes=dashes), i))
+            i += 2
+            continue
+        if nxt is not None and not nxt.startswith("-"):
+            if value_flags is not None:
+                raise FlagSyntaxError(
+                    i,
+                    f"{token} {nxt}: {token} is not a flag render knows, so {nxt!r} may be its "
+                    f"value or a stray argument (which the component refuses); if it is the "
+                    f"value, write {token}={nxt}",
+                )
             out.append((Flag(name=body, value=nxt, form="separate", dashes=dashes), i))
             i += 2
             continue
         out.append((Flag(name=body, value=None, form="bare", dashes=dashes), i))
         i += 1
     return tuple(out)
+
+
+def stray_argument(items: Sequence[Arg], bool_flags: frozenset[str]) -> tuple[int, str] | None:
+    """The item to blame for the first positional token the component would refuse
+    (the boolean flag before it, else the token itself), and why; None if there is none.
+
+    kube components take no positional arguments (an empty one is let through); a
+    word after a boolean flag is one, since pflag gives a boolean its value only
+    after "=". The "--" that ends the flags is not an argument itself.
+    """
+    for index, item in enumerate(items):
+        if not isinstance(item, Positional) or item.token == "":
+            continue
+        if item.token == "--" and not any(isinstance(p, Positional) for p in items[:index]):
+            continue
+        before = items[index - 1] if index else None
+        if (
+            isinstance(before, Flag)
+            and before.form == "bare"
+            and flagtable.normalize(before.name) in bool_flags
+        ):
+            flag = before.spelled
+            return index - 1, (
+                f"{flag} {item.token}: {flag} is a boolean flag, which takes a value only as "
+                f"{flag}=VALUE, so the component takes {item.token!r} for a stray argument and "
+                f"refuses to start; write {flag}={item.token}"
+            )
+        return index, (
+            f"{item.token!r} is a stray argument: the component takes none and refuses to start"
+        )
+    return None
 
 
 def unparse(items: Iterable[Arg]) -> tuple[str, ...]:
@@ -432,13 +491,20 @@ def static_pod_from_dict(doc: Any, *, source: str, sha256: str) -> StaticPod:
         raise _fail(source, f"{fld}.{where}", split)
     prefix, first = split
     tokens = (command or ()) + (args or ())
+    n = len(command or ())
+
+    def token_field(at: int) -> str:
+        return f"{fld}.command[{at}]" if at < n else f"{fld}.args[{at - n}]"
+
     try:
-        parsed = parse_flags(tokens[first:], bool_flags=component.bool_flags)
+        parsed = parse_flags(
+            tokens[first:], bool_flags=component.bool_flags, value_flags=component.value_flags
+        )
     except FlagSyntaxError as exc:
-        n = len(command or ())
-        at = first + exc.index
-        sub = f"command[{at}]" if at < n else f"args[{at - n}]"
-        raise _fail(source, f"{fld}.{sub}", str(exc)) from None
+        raise _fail(source, token_field(first + exc.index), str(exc)) from None
+    stray = stray_argument([a for a, _ in parsed], component.bool_flags)
+    if stray is not None:
+        raise _fail(source, token_field(first + parsed[stray[0]][1]), stray[1])
     argv_model = ComponentArgv(
         command=command,
         args=args,

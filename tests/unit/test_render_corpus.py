@@ -53,7 +53,8 @@ def _output_flags(pod: StaticPod, container: dict[str, Any]) -> tuple[tuple[str,
     assert not isinstance(split, str), split
     prefix, first = split
     tokens = (command or ()) + (args or ())
-    items = parse_flags(tokens[first:], bool_flags=pod.component.bool_flags)
+    c = pod.component
+    items = parse_flags(tokens[first:], bool_flags=c.bool_flags, value_flags=c.value_flags)
     return prefix, [a for a, _ in items if isinstance(a, Flag)]
 
 
