@@ -34,6 +34,10 @@ class FileRole(enum.Enum):
     """"cert,key[:domains]" as --tls-sni-cert-key takes it."""
     OPAQUE = "file"
     """Carried byte for byte (a cloud config, a leader-migration config)."""
+    FOUND = "file found by its path"
+    """Named by a flag (or a component config field) render has no table entry for,
+    on a hostPath volume: once read it is checked as what its bytes show it to be
+    (certificate, private key, kubeconfig) or carried byte for byte."""
 
 
 class PathKind(enum.Enum):
@@ -89,6 +93,9 @@ class Component:
     config_flag: str | None = None
     """A component-config flag whose file names the kubeconfig (kube-scheduler --config)."""
     config_kubeconfig_field: tuple[str, ...] = ()
+    config_kind: str | None = None
+    """`kind` of that file (its apiVersion's group is `config_group`)."""
+    config_group: str | None = None
     leader_elect_flag: str = "leader-elect"
     lease_duration_flag: str = "leader-elect-lease-duration"
     renew_deadline_flag: str = "leader-elect-renew-deadline"
@@ -193,6 +200,8 @@ KUBE_SCHEDULER: Final = Component(
     value_flags=flagtable.SCHEDULER_VALUES,
     config_flag="config",
     config_kubeconfig_field=("clientConnection", "kubeconfig"),
+    config_kind="KubeSchedulerConfiguration",
+    config_group="kubescheduler.config.k8s.io",
     releases_lease_on_exit=True,
 )
 
