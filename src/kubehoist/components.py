@@ -14,7 +14,9 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Literal, TypeAlias
+
+from kubehoist import flagtable
 
 
 class FileRole(enum.Enum):
@@ -32,6 +34,10 @@ class FileRole(enum.Enum):
     """"cert,key[:domains]" as --tls-sni-cert-key takes it."""
     OPAQUE = "file"
     """Carried byte for byte (a cloud config, a leader-migration config)."""
+    FOUND = "file found by its path"
+    """Named by a flag (or a component config field) render has no table entry for,
+    on a hostPath volume: once read it is checked as what its bytes show it to be
+    (certificate, private key, kubeconfig) or carried byte for byte."""
 
 
 class PathKind(enum.Enum):
@@ -43,6 +49,9 @@ class PathKind(enum.Enum):
     """The process writes into it: it becomes a writable emptyDir."""
     HOST_DIR = "host directory"
     """Read from the node (flex volume plugins): not available off the node."""
+
+
+FlagKind: TypeAlias = Literal["bool", "value", "unknown"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,10 +87,15 @@ class Component:
     signing_key_flags: frozenset[str]
     """Flags that carry the cluster CA's private key (ca.key)."""
     bool_flags: frozenset[str]
-    """Boolean flags: never take the next token as their value."""
+    """Boolean flags: never take the next token as their value (`kubehoist.flagtable`)."""
+    value_flags: frozenset[str]
+    """The component's other flags: each takes the next token as its value."""
     config_flag: str | None = None
     """A component-config flag whose file names the kubeconfig (kube-scheduler --config)."""
     config_kubeconfig_field: tuple[str, ...] = ()
+    config_kind: str | None = None
+    """`kind` of that file (its apiVersion's group is `config_group`)."""
+    config_group: str | None = None
     leader_elect_flag: str = "leader-elect"
     lease_duration_flag: str = "leader-elect-lease-duration"
     renew_deadline_flag: str = "leader-elect-renew-deadline"
@@ -104,36 +118,18 @@ class Component:
             flags.get(self.lease_name_flag) or self.lease_name,
         )
 
+    def flag_kind(self, name: str) -> FlagKind:
+        """ "bool", "value", or "unknown" (a flag not in the tables of `flagtable`)."""
+        key = flagtable.normalize(name)
+        if key in self.bool_flags:
+            return "bool"
+        if key in self.value_flags:
+            return "value"
+        return "unknown"
+
     def is_binary(self, token: str) -> bool:
         return posixpath.basename(token) in self.binary_names
 
-
-_LOGGING_BOOLS: Final = frozenset(
-    {
-        "add-dir-header",
-        "add_dir_header",
-        "alsologtostderr",
-        "logtostderr",
-        "one-output",
-        "skip-headers",
-        "skip-log-headers",
-        "log-flush-frequency-disabled",
-        "help",
-        "h",
-    }
-)
-_SERVING_BOOLS: Final = frozenset(
-    {
-        "authentication-skip-lookup",
-        "authentication-tolerate-lookup-failure",
-        "permit-address-sharing",
-        "permit-port-sharing",
-        "contention-profiling",
-        "profiling",
-        "leader-elect",
-        "disable-http2-serving",
-    }
-)
 
 _SERVING_FILES: Final = {
     "kubeconfig": FileRole.KUBECONFIG,
@@ -183,23 +179,8 @@ KUBE_CONTROLLER_MANAGER: Final = Component(
     ),
     paths=MappingProxyType({**_SERVING_PATHS, "flex-volume-plugin-dir": PathKind.HOST_DIR}),
     signing_key_flags=_KCM_SIGNING_KEYS,
-    bool_flags=_LOGGING_BOOLS
-    | _SERVING_BOOLS
-    | frozenset(
-        {
-            "allocate-node-cidrs",
-            "allow-untagged-cloud",
-            "configure-cloud-routes",
-            "enable-dynamic-provisioning",
-            "enable-garbage-collector",
-            "enable-hostpath-provisioner",
-            "enable-leader-migration",
-            "enable-taint-manager",
-            "use-service-account-credentials",
-            "disable-attach-detach-reconcile-sync",
-            "disable-force-detach-on-timeout",
-        }
-    ),
+    bool_flags=flagtable.KCM_BOOLS,
+    value_flags=flagtable.KCM_VALUES,
     releases_lease_on_exit=False,
 )
 
@@ -215,9 +196,12 @@ KUBE_SCHEDULER: Final = Component(
     files=MappingProxyType({**_SERVING_FILES, "config": FileRole.COMPONENT_CONFIG}),
     paths=MappingProxyType({**_SERVING_PATHS, "write-config-to": PathKind.OUTPUT_FILE}),
     signing_key_flags=frozenset(),
-    bool_flags=_LOGGING_BOOLS | _SERVING_BOOLS,
+    bool_flags=flagtable.SCHEDULER_BOOLS,
+    value_flags=flagtable.SCHEDULER_VALUES,
     config_flag="config",
     config_kubeconfig_field=("clientConnection", "kubeconfig"),
+    config_kind="KubeSchedulerConfiguration",
+    config_group="kubescheduler.config.k8s.io",
     releases_lease_on_exit=True,
 )
 

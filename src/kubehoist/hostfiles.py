@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,20 @@ ENDPOINT_KUBECONFIGS = ("/etc/kubernetes/admin.conf", "/etc/kubernetes/super-adm
 writes point at the node's own address instead)."""
 
 _MAX_LINKS = 40
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""The most render reads of one file (a Secret holds 1 MiB in all)."""
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +80,25 @@ class HostRoot:
         raise OSError(errno.ELOOP, "too many levels of symbolic links", node_path)
 
     def read(self, node_path: str) -> bytes:
-        return self.path(node_path).read_bytes()
+        """A regular file's bytes, at most MAX_FILE_BYTES of them. Opened without
+        blocking and checked before reading, so a FIFO, a socket or a device (a path
+        an unknown flag names may be any of these) is refused, never read."""
+        local = self.path(node_path)
+        mode = local.stat().st_mode  # a socket cannot even be opened
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"is {_file_type(mode)}, not a file", node_path)
+        fd = os.open(local, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(errno.EINVAL, f"is {_file_type(mode)}, not a file", node_path)
+            with os.fdopen(os.dup(fd), "rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
+        if len(data) > MAX_FILE_BYTES:
+            raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES} bytes", node_path)
+        return data
 
     def shown(self, node_path: str) -> str:
         if str(self.root) in ("/", ""):

@@ -1,13 +1,9 @@
 """Static pod manifest (YAML text) -> a typed, frozen model of what kubehoist needs.
 
-It owns two things:
-
-* Flag parsing that keeps everything: order, duplicates, "--f=v" / "--f v" / bare
-  "--f" forms, single-dash shorthands, positional tokens, and where each token sat
-  (`command[i]` or `args[j]`) so that errors can name the field and rendering can put
-  every untouched token back exactly as it was.
-* Reading a manifest into `StaticPod`, with one-line `KubehoistError`s that name the
-  file and the field ("kube-controller-manager.yaml: spec.containers[0].command: ...").
+It reads a manifest into `StaticPod`, with one-line `KubehoistError`s that name the
+file and the field ("kube-controller-manager.yaml: spec.containers[0].command: ...").
+The YAML is read through the bounded loader (`kubehoist.safeyaml`), the container's
+command line through `kubehoist.argv` (re-exported here).
 
 Pure: it parses text it is given and reads no file.
 """
@@ -17,215 +13,48 @@ from __future__ import annotations
 import copy
 import hashlib
 import posixpath
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeAlias
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-import yaml
-
-from kubehoist import components
+from kubehoist import components, safeyaml
+from kubehoist.argv import (
+    Arg,
+    ComponentArgv,
+    Flag,
+    FlagForm,
+    FlagSyntaxError,
+    Positional,
+    flag_values,
+    parse_flags,
+    split_argv,
+    stray_argument,
+    unparse,
+)
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError
 
-FlagForm: TypeAlias = Literal["equals", "separate", "bare"]
-
-_SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "busybox"})
-
-
-# --------------------------------------------------------------------------- flags
-
-
-@dataclass(frozen=True, kw_only=True)
-class Flag:
-    """One flag as written: `--name=value`, `--name value` or a bare `--name`."""
-
-    name: str
-    value: str | None
-    form: FlagForm
-    dashes: str = "--"
-
-    @property
-    def spelled(self) -> str:
-        return f"{self.dashes}{self.name}"
-
-    def tokens(self) -> tuple[str, ...]:
-        if self.form == "bare" or self.value is None:
-            return (self.spelled,)
-        if self.form == "separate":
-            return (self.spelled, self.value)
-        return (f"{self.spelled}={self.value}",)
-
-    def with_value(self, value: str) -> Flag:
-        """The same flag, same spelling and form, with another value."""
-        form: FlagForm = "equals" if self.form == "bare" else self.form
-        return replace(self, value=value, form=form)
-
-    def __str__(self) -> str:
-        return " ".join(self.tokens())
-
-
-@dataclass(frozen=True, kw_only=True)
-class Positional:
-    """A token that is not a flag (kept verbatim, in place)."""
-
-    token: str
-
-    def tokens(self) -> tuple[str, ...]:
-        return (self.token,)
-
-
-Arg: TypeAlias = Flag | Positional
-
-
-class FlagSyntaxError(ValueError):
-    """A token that cannot be a flag; `index` is its position in the parsed tokens."""
-
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(message)
-        self.index = index
-
-
-def parse_flags(
-    tokens: Sequence[str], *, bool_flags: frozenset[str] = frozenset()
-) -> tuple[tuple[Arg, int], ...]:
-    """Parse tokens into (arg, index of its first token) pairs, losing nothing.
-
-    A flag without "=" takes the next token as its value unless it is a known boolean
-    flag or the next token starts with "-"; "--" ends flag parsing.
-    """
-    out: list[tuple[Arg, int]] = []
-    i = 0
-    n = len(tokens)
-    while i < n:
-        token = tokens[i]
-        if token == "--":
-            out.extend((Positional(token=t), j) for j, t in enumerate(tokens[i:], start=i))
-            break
-        if not token.startswith("-") or token == "-":
-            out.append((Positional(token=token), i))
-            i += 1
-            continue
-        dashes = "--" if token.startswith("--") else "-"
-        body = token[len(dashes) :]
-        if "=" in body:
-            name, value = body.split("=", 1)
-            if not name:
-                raise FlagSyntaxError(i, f"{token!r} is not a flag (no name before '=')")
-            out.append((Flag(name=name, value=value, form="equals", dashes=dashes), i))
-            i += 1
-            continue
-        if not body or body.startswith("-"):
-            raise FlagSyntaxError(i, f"{token!r} is not a flag")
-        nxt = tokens[i + 1] if i + 1 < n else None
-        if body not in bool_flags and nxt is not None and not nxt.startswith("-"):
-            out.append((Flag(name=body, value=nxt, form="separate", dashes=dashes), i))
-            i += 2
-            continue
-        out.append((Flag(name=body, value=None, form="bare", dashes=dashes), i))
-        i += 1
-    return tuple(out)
-
-
-def unparse(items: Iterable[Arg]) -> tuple[str, ...]:
-    """Tokens of `items`, the exact inverse of `parse_flags` for untouched items."""
-    return tuple(t for item in items for t in item.tokens())
-
-
-def flag_values(items: Iterable[Arg]) -> dict[str, str]:
-    """name -> effective value (the last occurrence wins, as pflag does; bare -> "true")."""
-    values: dict[str, str] = {}
-    for item in items:
-        if isinstance(item, Flag):
-            values[item.name] = "true" if item.value is None else item.value
-    return values
-
-
-# --------------------------------------------------------------------------- argv
-
-
-@dataclass(frozen=True, kw_only=True)
-class ComponentArgv:
-    """A container's command and args, split into a prefix and the component's flags.
-
-    The prefix is everything up to and including the component's executable
-    (a `/go-runner --log-file=... --also-stdout` wrapper, `hyperkube controller-manager`,
-    or just `kube-controller-manager`); it is never changed.
-    """
-
-    command: tuple[str, ...] | None
-    args: tuple[str, ...] | None
-    prefix: tuple[str, ...]
-    items: tuple[Arg, ...]
-    starts: tuple[int, ...]
-    """Index of each item's first token in command+args (for error field paths)."""
-
-    @property
-    def flags(self) -> tuple[Flag, ...]:
-        return tuple(i for i in self.items if isinstance(i, Flag))
-
-    def values(self) -> dict[str, str]:
-        return flag_values(self.items)
-
-    def field_of(self, token_index: int) -> str:
-        """`command[i]` or `args[j]` for a token index in command+args."""
-        n = len(self.command or ())
-        return f"command[{token_index}]" if token_index < n else f"args[{token_index - n}]"
-
-    def field_of_item(self, item_index: int) -> str:
-        return self.field_of(self.starts[item_index])
-
-    @property
-    def flags_field(self) -> str:
-        """Which field holds the flags ("command" or "args")."""
-        first = len(self.prefix)
-        return "command" if first < len(self.command or ()) or not self.args else "args"
-
-    def with_items(self, items: Sequence[Arg]) -> ComponentArgv:
-        """A copy with other items (their start indices no longer refer to a source)."""
-        return replace(self, items=tuple(items), starts=tuple(-1 for _ in items))
-
-    def command_and_args(self) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
-        """(command, args) to write back, keeping the original split where it can."""
-        tokens = self.prefix + unparse(self.items)
-        if self.command is None:
-            return None, tokens
-        if not self.args:
-            return tokens, None
-        split = len(self.command)
-        if split > len(self.prefix):  # flags were spread over both fields
-            split = len(self.prefix)
-        return tokens[:split], tokens[split:]
-
-
-def split_argv(
-    *,
-    command: tuple[str, ...] | None,
-    args: tuple[str, ...] | None,
-    component: Component,
-) -> tuple[tuple[str, ...], int] | str:
-    """(prefix, index where the flags start) or, if it cannot be split, why."""
-    tokens = (command or ()) + (args or ())
-    if not tokens:
-        return "no command and no args: the flags are missing"
-    if command and posixpath.basename(command[0]) in _SHELLS and "-c" in command[1:3]:
-        return (
-            f"runs a shell ({' '.join(command[:2])}); kubehoist needs the flags as "
-            "separate list items"
-        )
-    for i, token in enumerate(tokens):
-        if token.startswith("-"):
-            continue
-        if component.is_binary(token):
-            return tokens[: i + 1], i + 1
-        if (
-            posixpath.basename(token) == "hyperkube"
-            and i + 1 < len(tokens)
-            and tokens[i + 1] in component.hyperkube_names
-        ):
-            return tokens[: i + 2], i + 2
-    if not command:  # the image's entrypoint is the component; args are its flags
-        return (), 0
-    return f"does not run {component.name} (no {'/'.join(sorted(component.binary_names))})"
+# The command line model lives in `kubehoist.argv`; re-exported here for callers.
+__all__ = [
+    "Arg",
+    "ComponentArgv",
+    "Flag",
+    "FlagForm",
+    "FlagSyntaxError",
+    "PathOnHost",
+    "Positional",
+    "StaticPod",
+    "Volume",
+    "VolumeMount",
+    "flag_values",
+    "load_static_pod",
+    "load_yaml_document",
+    "parse_flags",
+    "split_argv",
+    "static_pod_from_dict",
+    "stray_argument",
+    "unparse",
+]
 
 
 # --------------------------------------------------------------------------- pod model
@@ -365,22 +194,8 @@ def _kind(value: Any) -> str:
 
 
 def load_yaml_document(text: str, *, source: str, what: str = "Pod") -> Any:
-    """The one YAML document in `text`, or a one-line error."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        problem = " ".join(problem.split())
-        raise KubehoistError(f"{source}: not YAML: {problem}{where}") from None
-    if not docs:
-        raise KubehoistError(f"{source}: empty: expected one {what}")
-    if len(docs) > 1:
-        raise KubehoistError(f"{source}: {len(docs)} YAML documents: expected exactly one {what}")
-    return docs[0]
+    """The one YAML document in `text`, or a one-line error (bounded: `kubehoist.safeyaml`)."""
+    return safeyaml.load_document(text, source=source, what=what)
 
 
 def load_static_pod(text: str, *, source: str) -> StaticPod:
@@ -448,13 +263,20 @@ def static_pod_from_dict(doc: Any, *, source: str, sha256: str) -> StaticPod:
         raise _fail(source, f"{fld}.{where}", split)
     prefix, first = split
     tokens = (command or ()) + (args or ())
+    n = len(command or ())
+
+    def token_field(at: int) -> str:
+        return f"{fld}.command[{at}]" if at < n else f"{fld}.args[{at - n}]"
+
     try:
-        parsed = parse_flags(tokens[first:], bool_flags=component.bool_flags)
+        parsed = parse_flags(
+            tokens[first:], bool_flags=component.bool_flags, value_flags=component.value_flags
+        )
     except FlagSyntaxError as exc:
-        n = len(command or ())
-        at = first + exc.index
-        sub = f"command[{at}]" if at < n else f"args[{at - n}]"
-        raise _fail(source, f"{fld}.{sub}", str(exc)) from None
+        raise _fail(source, token_field(first + exc.index), str(exc)) from None
+    stray = stray_argument([a for a, _ in parsed], component.bool_flags)
+    if stray is not None:
+        raise _fail(source, token_field(first + parsed[stray[0]][1]), stray[1])
     argv_model = ComponentArgv(
         command=command,
         args=args,
@@ -475,18 +297,35 @@ def static_pod_from_dict(doc: Any, *, source: str, sha256: str) -> StaticPod:
             hp = _mapping(source, f"{vfld}.hostPath", v["hostPath"])
             host_path = _str(source, f"{vfld}.hostPath.path", hp.get("path"))
             vkind = "hostPath"
+        if any(v.name == vname for v in volumes):
+            raise _fail(source, f"{vfld}.name", f"{vname!r}: a second volume of that name")
         volumes.append(Volume(name=vname, host_path=host_path, kind=vkind, raw=v))
+    names_of_volumes = {v.name for v in volumes}
     mounts: list[VolumeMount] = []
     for i, raw in enumerate(_list(source, f"{fld}.volumeMounts", container.get("volumeMounts"))):
         mfld = f"{fld}.volumeMounts[{i}]"
         m = _mapping(source, mfld, raw)
+        mname = _str(source, f"{mfld}.name", m.get("name"))
+        if mname not in names_of_volumes:
+            raise _fail(source, f"{mfld}.name", f"{mname!r} names no volume in spec.volumes")
+        mount_path = _str(source, f"{mfld}.mountPath", m.get("mountPath"))
+        if not mount_path.startswith("/"):
+            raise _fail(source, f"{mfld}.mountPath", f"{mount_path!r} is not an absolute path")
         sub_path = m.get("subPath")
+        if sub_path:
+            sub_path = _str(source, f"{mfld}.subPath", sub_path)
+            if sub_path.startswith("/") or ".." in sub_path.split("/"):
+                raise _fail(
+                    source,
+                    f"{mfld}.subPath",
+                    f"{sub_path!r}: expected a relative path without '..'",
+                )
         mounts.append(
             VolumeMount(
-                name=_str(source, f"{mfld}.name", m.get("name")),
-                mount_path=_str(source, f"{mfld}.mountPath", m.get("mountPath")),
+                name=mname,
+                mount_path=mount_path,
                 read_only=bool(m.get("readOnly", False)),
-                sub_path=_str(source, f"{mfld}.subPath", sub_path) if sub_path else None,
+                sub_path=sub_path or None,
                 raw=m,
             )
         )

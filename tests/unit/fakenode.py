@@ -127,6 +127,17 @@ class FakeNode:
         path.write_bytes(data)
         return path
 
+    def found_file(self, path: str) -> bytes:
+        """Bytes for a file render finds by its path: what its name suggests."""
+        name = posixpath.basename(path)
+        if name.endswith((".crt", ".pem")) and "key" not in name:
+            return self.pki.cert_pem()
+        if name.endswith(".key") or name.endswith("-key.pem"):
+            return self.pki.key_pem()
+        if name.endswith((".conf", ".kubeconfig")) or name == "kubeconfig":
+            return self.pki.kubeconfig()
+        return f"# {name}: a configuration file the component reads\n".encode()
+
     def write_admin_conf(self, server: str = ENDPOINT) -> None:
         self.write(
             "/etc/kubernetes/admin.conf",
@@ -159,6 +170,8 @@ class FakeNode:
                 data = self.pki.cert_pem()
             elif need.role is FileRole.KEY:
                 data = self.pki.key_pem()
+            elif need.role is FileRole.FOUND:
+                data = self.found_file(need.path)
             else:
                 data = b"[Global]\nZone = test\n"
             self.write(host, data)

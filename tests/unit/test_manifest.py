@@ -198,3 +198,120 @@ def test_lease_honours_resource_flags() -> None:
     assert (KUBE_SCHEDULER.secure_port, KUBE_SCHEDULER.deployment_port) == (10259, 10359)
     assert "cluster-signing-key-file" in KCM.signing_key_flags
     assert not KUBE_SCHEDULER.signing_key_flags
+
+
+# ----------------------------------------------------------------- pflag's grammar
+
+KCM_CMD = "  - name: kube-controller-manager\n    image: i\n    command:\n"
+
+
+def kcm_pod(*tokens: str, args: tuple[str, ...] = ()) -> str:
+    text = KCM_CMD + "".join(f"    - {t!r}\n" for t in ("kube-controller-manager", *tokens))
+    if args:
+        text += "    args:\n" + "".join(f"    - {t!r}\n" for t in args)
+    return pod_yaml(text)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "args", "field", "needle"),
+    [
+        (
+            ("--kubeconfig=/k.conf", "--leader-elect", "false"),
+            (),
+            "command[2]",
+            "--leader-elect false: --leader-elect is a boolean flag, which takes a value only "
+            "as --leader-elect=VALUE, so the component takes 'false' for a stray argument and "
+            "refuses to start; write --leader-elect=false",
+        ),
+        (
+            ("--kubeconfig=/k.conf",),
+            ("--use-service-account-credentials", "true", "--v=2"),
+            "args[0]",
+            "--use-service-account-credentials true: --use-service-account-credentials is a "
+            "boolean flag",
+        ),
+        (
+            ("--kubeconfig=/k.conf", "--profiling", "/etc/kubernetes/x"),
+            (),
+            "command[2]",
+            "--profiling /etc/kubernetes/x: --profiling is a boolean flag",
+        ),
+        (
+            ("start", "--kubeconfig=/k.conf"),
+            (),
+            "command[1]",
+            "'start' is a stray argument: the component takes none and refuses to start",
+        ),
+        (
+            ("--kubeconfig=/k.conf", "--", "--v=2"),
+            (),
+            "command[3]",
+            "'--v=2' is a stray argument",
+        ),
+        (
+            ("--kubeconfig",),
+            (),
+            "command[1]",
+            "--kubeconfig takes a value (--kubeconfig=VALUE); the component refuses to start",
+        ),
+        (
+            ("--kubeconfig=/k.conf", "--frobnicate", "yes"),
+            (),
+            "command[2]",
+            "--frobnicate yes: --frobnicate is not a flag render knows, so 'yes' may be its "
+            "value or a stray argument (which the component refuses); if it is the value, "
+            "write --frobnicate=yes",
+        ),
+    ],
+)
+def test_what_the_component_would_refuse_is_refused(
+    tokens: tuple[str, ...], args: tuple[str, ...], field: str, needle: str
+) -> None:
+    with pytest.raises(KubehoistError) as info:
+        load_static_pod(kcm_pod(*tokens, args=args), source="kcm.yaml")
+    message = info.value.message
+    assert message.startswith(f"kcm.yaml: spec.containers[0].{field}: {needle}"), message
+    assert "\n" not in message
+
+
+def test_value_flags_take_the_next_word_whatever_it_is() -> None:
+    pod = load_static_pod(
+        kcm_pod(
+            "--kubeconfig", "/etc/kubernetes/controller-manager.conf",
+            "--leader-elect-resource-name", "-kcm-",
+            "--concurrent_rc_syncs", "5",
+            "-v", "2",
+            "--leader-elect",
+            "--profiling=false",
+            "--frobnicate",
+            "--",
+            "",
+        ),
+        source="kcm.yaml",
+    )  # fmt: skip
+    assert [" ".join(a.tokens()) for a in pod.argv.items] == [
+        "--kubeconfig /etc/kubernetes/controller-manager.conf",
+        "--leader-elect-resource-name -kcm-",
+        "--concurrent_rc_syncs 5",
+        "-v 2",
+        "--leader-elect",
+        "--profiling=false",
+        "--frobnicate",
+        "--",
+        "",
+    ]
+    assert pod.argv.values()["kubeconfig"] == "/etc/kubernetes/controller-manager.conf"
+
+
+def test_the_flag_tables() -> None:
+    for component in (KCM, KUBE_SCHEDULER):
+        assert not component.bool_flags & component.value_flags
+        assert set(component.files) <= component.value_flags
+        assert set(component.paths) <= component.value_flags
+        assert component.flag_kind("leader-elect") == "bool"
+        assert component.flag_kind("add_dir_header") == "bool"
+        assert component.flag_kind("kubeconfig") == "value"
+        assert component.flag_kind("frobnicate") == "unknown"
+    assert KCM.flag_kind("use-service-account-credentials") == "bool"
+    assert KUBE_SCHEDULER.flag_kind("policy-config-file") == "value"
+    assert KUBE_SCHEDULER.flag_kind("use-service-account-credentials") == "unknown"

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import base64
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from kubehoist.cli import cli
 from kubehoist.components import FileRole, PathKind
 from kubehoist.constants import CREDENTIALS_DIR, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from kubehoist.hostfiles import gather_inputs
 from kubehoist.manifest import Flag, StaticPod, load_static_pod, parse_flags, split_argv
 from kubehoist.render import Rendered, RenderOptions, render, to_json, to_yaml
+from kubehoist.render.needs import NOT_FILES, value_paths
 from tests.unit.fakenode import ENDPOINT, NOW, FakeNode, Pki
 from tests.unit.k8sschema import SchemaError, restricted_violations, validate
 
@@ -23,6 +27,7 @@ CORPUS = Path(__file__).parent / "corpus"
 KCM = sorted((CORPUS / "kube-controller-manager").glob("*.yaml"))
 SCHEDULER = sorted((CORPUS / "kube-scheduler").glob("*.yaml"))
 ALL = KCM + SCHEDULER
+REFUSED = sorted((CORPUS / "refused").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +58,8 @@ def _output_flags(pod: StaticPod, container: dict[str, Any]) -> tuple[tuple[str,
     assert not isinstance(split, str), split
     prefix, first = split
     tokens = (command or ()) + (args or ())
-    items = parse_flags(tokens[first:], bool_flags=pod.component.bool_flags)
+    c = pod.component
+    items = parse_flags(tokens[first:], bool_flags=c.bool_flags, value_flags=c.value_flags)
     return prefix, [a for a, _ in items if isinstance(a, Flag)]
 
 
@@ -62,6 +68,9 @@ def test_corpus_is_big_enough_and_cited() -> None:
     versions = set()
     for path in ALL:
         head = path.read_text().split("apiVersion:", 1)[0]
+        if path.name.startswith("written-"):  # inputs written for these tests
+            assert re.search(r"^# Written for these tests: \S", head, re.M), path
+            continue
         assert re.search(r"^# Source: https://github\.com/[\w.-]+/[\w.-]+$", head, re.M), path
         assert re.search(r"^#   path: +\S+$", head, re.M), path
         assert re.search(r"^#   commit: [0-9a-f]{40}$", head, re.M), path
@@ -121,10 +130,27 @@ def test_corpus_manifest_renders(path: Path, tmp_path: Path, pki: Pki) -> None:
     for before, after in zip(kept_in, kept_out, strict=True):
         role = component.files.get(before.name)
         if role is None or isinstance(component.paths.get(before.name), PathKind):
-            assert after.value == before.value, before.name
+            found = [
+                before.value[a:b]
+                for a, b in value_paths(before.value or "")
+                if (at := pod.locate(before.value[a:b])) is not None and at.host_path
+            ]
+            if before.name in component.paths or not found:
+                assert after.value == before.value, before.name
             continue
         assert after.value is not None and after.value.startswith(CREDENTIALS_DIR + "/")
         assert after.value.rsplit("/", 1)[1] in data, after
+
+    # No flag names a file on a hostPath volume of the static pod any more (they are
+    # all dropped): every such path was carried, or is a path the component writes.
+    for flag in out_flags:
+        if flag.name in component.paths or flag.name in NOT_FILES or flag.value is None:
+            continue
+        for a, b in value_paths(flag.value):
+            at = pod.locate(flag.value[a:b])
+            assert at is None or at.host_path is None, flag
+            if flag.value[a:b].startswith(CREDENTIALS_DIR + "/"):
+                assert flag.value[a:b].rsplit("/", 1)[1] in data, flag
 
     # No path of the node's PKI or kubeconfigs is left anywhere in the pod spec.
     text = yaml.safe_dump(spec)
@@ -208,3 +234,33 @@ def test_restricted_check_can_fail(tmp_path: Path, pki: Pki) -> None:
     spec = _by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
     assert restricted_violations(spec) == ["hostNetwork"]
     assert any("privileged" in w for w in rendered.warnings)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("path", REFUSED, ids=lambda p: p.name)
+def test_corpus_manifest_is_refused_in_one_line(path: Path, tmp_path: Path, pki: Pki) -> None:
+    """Each file of corpus/refused says what render must answer (`# Expect:`), and what
+    to do to the fake node's files first (`# Node: directory|fifo|missing PATH`)."""
+    text = path.read_text()
+    expect = re.search(r"^# Expect: (.+)$", text, re.M)
+    assert expect, path
+    root = tmp_path / "node"
+    node = FakeNode(root, pki)
+    node.write_admin_conf()
+    changes = re.findall(r"^# Node: (directory|fifo|missing) (\S+)$", text, re.M)
+    if changes or "cannot read" in expect.group(1):
+        pod = load_static_pod(text, source=path.name)
+        node.populate(pod, _options(pod))
+    for change, node_path in changes:
+        local = root / node_path.lstrip("/")
+        local.unlink(missing_ok=True)
+        if change == "directory":
+            local.mkdir(parents=True)
+        elif change == "fifo":
+            os.mkfifo(local)
+    result = CliRunner().invoke(cli, ["render", "-f", str(path), "--host-root", str(root)])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), result.stderr
+    assert expect.group(1) in lines[0], lines[0]
+    assert not result.stdout

@@ -7,7 +7,7 @@ import string
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubehoist.components import KUBE_CONTROLLER_MANAGER as KCM
@@ -44,20 +44,24 @@ values = st.text(
 )
 
 
+value_names = st.sampled_from(
+    sorted(n for n in KCM.value_flags if n not in _reserved and not n.startswith("leader-elect"))
+)
+
+
 @st.composite
 def user_flags(draw: st.DrawFn) -> Flag:
-    name = draw(names)
+    """A flag as pflag reads it: a boolean or a flag render does not know as `--f` or
+    `--f=v`, a known value flag as `--f=v` or `--f v` (any v: it takes the next token)."""
+    name = draw(st.one_of(names, value_names))
     dashes = draw(st.sampled_from(["--", "--", "-"]))
-    if name in KCM.bool_flags:
-        form = draw(st.sampled_from(["equals", "bare"]))
+    if KCM.flag_kind(name) == "value":
+        form = draw(st.sampled_from(["equals", "separate"]))
     else:
-        form = draw(st.sampled_from(["equals", "separate", "bare"]))
+        form = draw(st.sampled_from(["equals", "bare"]))
     if form == "bare":
         return Flag(name=name, value=None, form="bare", dashes=dashes)
-    value = draw(values)
-    if form == "separate":
-        assume(value and not value.startswith("-"))
-    return Flag(name=name, value=value, form=form, dashes=dashes)
+    return Flag(name=name, value=draw(values), form=form, dashes=dashes)
 
 
 LAYOUTS = ("command", "args", "go-runner", "hyperkube", "entrypoint")
@@ -108,7 +112,7 @@ def output_flags(obj: dict[str, Any]) -> tuple[tuple[str, ...], list[Flag]]:
     assert not isinstance(split, str)
     prefix, first = split
     tokens = (command or ()) + (args or ())
-    parsed = parse_flags(tokens[first:], bool_flags=KCM.bool_flags)
+    parsed = parse_flags(tokens[first:], bool_flags=KCM.bool_flags, value_flags=KCM.value_flags)
     return prefix, [a for a, _ in parsed if isinstance(a, Flag)]
 
 
@@ -263,12 +267,19 @@ def test_any_document_parses_or_fails_cleanly(doc: Any) -> None:
 @SETTINGS
 @given(
     st.lists(
-        st.one_of(values, st.sampled_from(["--a", "-b", "--c=d", "--", "-", "x"])), max_size=12
-    )
+        st.one_of(
+            values,
+            st.sampled_from(["--a", "-b", "--c=d", "--", "-", "x", "--kubeconfig", "--profiling"]),
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
 )
-def test_flag_parsing_round_trips_exactly(tokens: list[str]) -> None:
+def test_flag_parsing_round_trips_exactly(tokens: list[str], strict: bool) -> None:
     try:
-        parsed = parse_flags(tokens, bool_flags=KCM.bool_flags)
+        parsed = parse_flags(
+            tokens, bool_flags=KCM.bool_flags, value_flags=KCM.value_flags if strict else None
+        )
     except FlagSyntaxError as exc:
         assert 0 <= exc.index < len(tokens)
         return

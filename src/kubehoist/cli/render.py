@@ -24,6 +24,7 @@ from kubehoist.kube import controlplane
 from kubehoist.manifest import StaticPod, load_static_pod
 from kubehoist.render import Inputs, RenderOptions, dump, render
 from kubehoist.render.options import DEFAULT_REPLICAS
+from kubehoist.safeyaml import MAX_BYTES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,10 +58,15 @@ def _node_selector(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 def _read_manifest(path: Path) -> str:
+    """The manifest's text, read no further than the YAML size limit (a FIFO or a
+    device such as /dev/zero cannot make render read without end)."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as exc:
         raise KubehoistError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise KubehoistError(f"{path}: more than {MAX_BYTES} bytes, the most render reads")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

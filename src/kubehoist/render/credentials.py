@@ -1,7 +1,7 @@
 """Which files the pod needs, under which Secret keys, with which bytes.
 
-From the final flag list this module finds every file the component reads (flags,
-then the files the kubeconfigs and component config name), checks each one (PEM
+From the final flag list this module finds every file the component reads (flags, see
+`needs`, then the files the kubeconfigs and component config name), checks each one (PEM
 certificates parse and are in date, keys parse, kubeconfigs are sound), gives each
 a stable Secret key, and produces the flag list and the file contents with every
 path pointed at the mounted credentials directory.
@@ -15,156 +15,35 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
-
-import yaml
 
 from kubehoist.components import FileRole, PathKind
 from kubehoist.constants import CREDENTIALS_DIR
 from kubehoist.errors import KubehoistError
-from kubehoist.manifest import Arg, Flag, PathOnHost, StaticPod, load_yaml_document
-from kubehoist.render import kubeconfig, pki
+from kubehoist.manifest import Arg, StaticPod
+from kubehoist.render import componentconfig, kubeconfig, pki
+from kubehoist.render.needs import FileNeed, NeedsPlan, Reader, path_refs, plan_flag_needs
 from kubehoist.render.options import Inputs, RenderOptions
+from kubehoist.safeyaml import load_all
 
+__all__ = [
+    "Credentials",
+    "FileNeed",
+    "NeedsPlan",
+    "Reader",
+    "build",
+    "choose_server",
+    "collect",
+    "plan_flag_needs",
+    "referenced_needs",
+    "secret_keys",
+    "sniff_role",
+]
 
-@dataclass(frozen=True, kw_only=True)
-class FileNeed:
-    """A file the pod needs, found through a flag or through another file."""
-
-    path: str
-    """Absolute, normalised path inside the container."""
-    role: FileRole
-    label: str
-    """How messages name it: "/etc/kubernetes/pki/ca.crt (--root-ca-file)"."""
-    where: str
-    """The field that names it, for errors: "kcm.yaml: spec.containers[0].command[5]"."""
-    host: PathOnHost
-    flag: str
-
-
-Reader = Callable[[FileNeed], bytes]
-
-
-@dataclass(frozen=True, kw_only=True)
-class _PathRef:
-    item_index: int
-    flag: Flag
-    role: FileRole | PathKind
-    paths: tuple[str, ...]
-    domains: str | None = None
-
-
-def _path_refs(pod: StaticPod, items: Sequence[Arg]) -> tuple[_PathRef, ...]:
-    component = pod.component
-    refs: list[_PathRef] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, Flag):
-            continue
-        role: FileRole | PathKind | None = component.files.get(item.name) or component.paths.get(
-            item.name
-        )
-        if role is None or item.value is None:
-            continue
-        if role is FileRole.SNI_CERT_KEY:
-            files, _, domains = item.value.partition(":")
-            parts = tuple(p.strip() for p in files.split(","))
-            if len(parts) != 2:
-                raise _flag_error(pod, items, index, f"{item}: expected cert,key[:domains]")
-            refs.append(
-                _PathRef(
-                    item_index=index, flag=item, role=role, paths=parts, domains=domains or None
-                )
-            )
-            continue
-        refs.append(_PathRef(item_index=index, flag=item, role=role, paths=(item.value,)))
-    return tuple(refs)
-
-
-def _flag_error(pod: StaticPod, items: Sequence[Arg], index: int, message: str) -> KubehoistError:
-    item = items[index]
-    source_index = next((i for i, s in enumerate(pod.argv.items) if s is item), None)
-    if source_index is not None:
-        return pod.flag_error(source_index, message)
-    return pod.error(pod.argv.flags_field, message)
-
-
-def _where(pod: StaticPod, items: Sequence[Arg], index: int) -> str:
-    item = items[index]
-    source_index = next((i for i, s in enumerate(pod.argv.items) if s is item), None)
-    if source_index is None:
-        return f"{pod.source}: --{getattr(item, 'name', '?')} (set by render options)"
-    return f"{pod.source}: {pod.field(pod.argv.field_of_item(source_index))}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class NeedsPlan:
-    """Files the flags name, and what render must say about the paths it leaves alone."""
-
-    needs: tuple[FileNeed, ...]
-    writable_dirs: tuple[str, ...]
-    warnings: tuple[str, ...]
-
-
-def plan_flag_needs(pod: StaticPod, items: Sequence[Arg]) -> NeedsPlan:
-    """Files named by flags (not yet those named inside kubeconfigs)."""
-    needs: list[FileNeed] = []
-    writable: set[str] = set()
-    warnings: list[str] = []
-    for ref in _path_refs(pod, items):
-        flag = ref.flag
-        for raw in ref.paths:
-            if not raw or not raw.startswith("/"):
-                raise _flag_error(
-                    pod, items, ref.item_index, f"{flag}: {raw!r} is not an absolute path"
-                )
-            path = posixpath.normpath(raw)
-            if isinstance(ref.role, PathKind):
-                if ref.role is PathKind.OUTPUT_FILE:
-                    writable.add(posixpath.dirname(path))
-                elif ref.role is PathKind.OUTPUT_DIR:
-                    writable.add(path)
-                else:
-                    warnings.append(
-                        f"--{flag.name}={path}: the node's {path} is not mounted into the "
-                        "Deployment's pods (hostPath volumes are dropped)"
-                    )
-                continue
-            host = pod.locate(path)
-            label = f"{path} (--{flag.name})"
-            if host is None:
-                warnings.append(
-                    f"{label}: not on any volume of the static pod, so it is taken to be "
-                    "inside the image; left as is"
-                )
-                continue
-            if host.host_path is None:
-                raise _flag_error(
-                    pod,
-                    items,
-                    ref.item_index,
-                    f"{flag}: {path} is on volume {host.volume!r} ({host.kind}), not a "
-                    "hostPath: kubehoist can only carry files from the node",
-                )
-            needs.append(
-                FileNeed(
-                    path=path,
-                    role=ref.role,
-                    label=label,
-                    where=_where(pod, items, ref.item_index),
-                    host=host,
-                    flag=f"--{flag.name}",
-                )
-            )
-    for token in pod.argv.prefix:  # a wrapper's log file (go-runner --log-file=...)
-        if token.startswith("--log-file="):
-            path = token.split("=", 1)[1]
-            if path.startswith("/"):
-                writable.add(posixpath.dirname(posixpath.normpath(path)))
-    return NeedsPlan(
-        needs=tuple(needs), writable_dirs=tuple(sorted(writable)), warnings=tuple(warnings)
-    )
+MAX_FILES = 256
+"""More files than any component reads: a bound on following what files name."""
 
 
 def referenced_needs(pod: StaticPod, need: FileNeed, data: bytes) -> tuple[FileNeed, ...]:
@@ -187,42 +66,28 @@ def referenced_needs(pod: StaticPod, need: FileNeed, data: bytes) -> tuple[FileN
                 )
             )
     elif need.role is FileRole.COMPONENT_CONFIG:
-        target = _config_kubeconfig(pod, need, data)
-        if target is not None:
-            host = pod.locate(target)
-            if host is not None and host.host_path is not None:
-                fld = ".".join(pod.component.config_kubeconfig_field)
-                out.append(
-                    FileNeed(
-                        path=target,
-                        role=FileRole.KUBECONFIG,
-                        label=f"{target} ({need.path}: {fld})",
-                        where=f"{need.path}: {fld}",
-                        host=host,
-                        flag=need.flag,
-                    )
-                )
+        out.extend(componentconfig.referenced(pod, need, data))
     return tuple(out)
 
 
-def _config_doc(need: FileNeed, data: bytes) -> dict[str, Any]:
+def sniff_role(data: bytes) -> FileRole:
+    """What a found file is, by its bytes: a certificate (bundle), a private key, a
+    kubeconfig, or else an opaque file (PEM with both a certificate and a key too)."""
+    has_cert = b"-----BEGIN CERTIFICATE-----" in data
+    has_key = b"PRIVATE KEY-----" in data
+    if has_cert and has_key:
+        return FileRole.OPAQUE
+    if has_cert or has_key:
+        return FileRole.CERT if has_cert else FileRole.KEY
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise KubehoistError(f"{need.label}: not UTF-8 text") from None
-    doc = load_yaml_document(text, source=need.path, what="component config")
-    if not isinstance(doc, dict):
-        raise KubehoistError(f"{need.path}: expected a mapping")
-    return doc
-
-
-def _config_kubeconfig(pod: StaticPod, need: FileNeed, data: bytes) -> str | None:
-    node: Any = _config_doc(need, data)
-    for key in pod.component.config_kubeconfig_field:
-        node = node.get(key) if isinstance(node, dict) else None
-    if not isinstance(node, str) or not node:
-        return None
-    return posixpath.normpath(posixpath.join(posixpath.dirname(need.path), node))
+        docs = load_all(data.decode("utf-8"), source="(found file)")
+    except (UnicodeDecodeError, KubehoistError):
+        return FileRole.OPAQUE
+    if len(docs) == 1 and isinstance(docs[0], dict):
+        doc = docs[0]
+        if doc.get("kind") == "Config" and isinstance(doc.get("clusters"), list):
+            return FileRole.KUBECONFIG
+    return FileRole.OPAQUE
 
 
 def collect(
@@ -234,11 +99,17 @@ def collect(
     queue = list(plan.needs)
     while queue:
         need = queue.pop(0)
+        if need.path not in data:
+            data[need.path] = read(need)
+        if need.role is FileRole.FOUND:
+            need = replace(need, role=sniff_role(data[need.path]))
         needs.append(need)
-        if need.path in data:
-            continue
-        data[need.path] = read(need)
-        queue.extend(referenced_needs(pod, need, data[need.path]))
+        if len(needs) > MAX_FILES:
+            raise KubehoistError(
+                f"{need.where}: {need.flag}: more than {MAX_FILES} files to carry; refusing"
+            )
+        if not any(n.path == need.path and n.role is need.role for n in needs[:-1]):
+            queue.extend(referenced_needs(pod, need, data[need.path]))
     return tuple(needs), data
 
 
@@ -350,21 +221,16 @@ def build(
             content, more = _kubeconfig(pod, need, content, mounted, options, inputs)
             warnings.extend(more)
         elif need.role is FileRole.COMPONENT_CONFIG:
-            content = _component_config(pod, need, content, mounted)
+            content = componentconfig.rewrite(pod, need, content, mounted)
         contents.setdefault(keys[need.path], content)
 
     new_items = list(items)
-    for ref in _path_refs(pod, items):
+    for ref in path_refs(pod, items):
         if isinstance(ref.role, PathKind):
             continue
         mapped = [mounted.get(posixpath.normpath(p), p) for p in ref.paths]
-        if mapped == list(ref.paths):
-            continue
-        if ref.role is FileRole.SNI_CERT_KEY:
-            value = ",".join(mapped) + (f":{ref.domains}" if ref.domains else "")
-        else:
-            value = mapped[0]
-        new_items[ref.item_index] = ref.flag.with_value(value)
+        if mapped != list(ref.paths):
+            new_items[ref.item_index] = ref.flag.with_value(ref.value_with(mapped))
 
     ca_key_flags = sorted(
         {n.flag for n in needs if n.flag.lstrip("-") in pod.component.signing_key_flags}
@@ -460,18 +326,3 @@ def choose_server(
         f"{name}: keeps server {current}: if that is one node's address, losing that node "
         "cuts every replica off; pass --server with a load-balanced endpoint"
     ]
-
-
-def _component_config(
-    pod: StaticPod, need: FileNeed, content: bytes, mounted: Mapping[str, str]
-) -> bytes:
-    doc = _config_doc(need, content)
-    target = _config_kubeconfig(pod, need, content)
-    if target is None or target not in mounted:
-        return content
-    node: Any = doc
-    fields = pod.component.config_kubeconfig_field
-    for key in fields[:-1]:
-        node = node[key]
-    node[fields[-1]] = mounted[target]
-    return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False).encode()

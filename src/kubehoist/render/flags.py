@@ -108,6 +108,10 @@ def _user_edits(options: RenderOptions, component: Component) -> tuple[list[_Edi
                 "leader-elect": "render always sets --leader-elect=true",
             }.get(flag.name, "render sets it")
             raise UsageError(f"--set-flag {_shown(text)}: render owns --{flag.name} ({hint})")
+        if flag.value is None and component.flag_kind(flag.name) == "value":
+            raise UsageError(
+                f"--set-flag {_shown(text)}: --{flag.name} takes a value (--name=VALUE)"
+            )
         previous = sets.get(flag.name)
         if previous is not None and previous.flag.value != flag.value:
             raise UsageError(f"--set-flag {_shown(text)}: conflicts with {previous.origin}")
