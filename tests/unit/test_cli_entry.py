@@ -1,13 +1,17 @@
-"""The entry points: `kubehoist`, `kubectl-hoist` (`kubectl hoist …`) names and versions."""
+"""The entry points: `kubehoist`, `kubectl-hoist` (`kubectl hoist …`) and completion."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from kubehoist import __version__
+from kubehoist.cli import complete as kcomplete
 from kubehoist.cli import kubectl_main, main
 from kubehoist.lab.spec import KUBERNETES_VERSION
 
@@ -27,6 +31,7 @@ def test_the_scripts_are_declared_for_each_entry_point() -> None:
     assert project["scripts"] == {
         "kubehoist": "kubehoist.cli:main",
         "kubectl-hoist": "kubehoist.cli:kubectl_main",
+        "kubectl_complete-hoist": "kubehoist.cli.complete:main",
     }
     for dep in project["dependencies"]:
         assert "<" in dep, f"{dep}: no upper bound"
@@ -67,3 +72,58 @@ def test_version_names_the_kubernetes_it_was_tested_with(
     code, text = run(entry, ["--version"], capsys)
     assert code == 0
     assert text.strip() == f"{name} {__version__} (tested with Kubernetes {KUBERNETES_VERSION})"
+
+
+def complete(shell: str, words: str, cword: int) -> list[str]:
+    """What click's completion answers the shell, run the way the shell runs it."""
+    env = {
+        **os.environ,
+        "_KUBEHOIST_COMPLETE": f"{shell}_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(cword),
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubehoist"], env=env, capture_output=True, text=True, check=True
+    )
+    return proc.stdout.splitlines()
+
+
+def test_bash_completes_a_verb_and_a_flag() -> None:
+    assert complete("bash", "kubehoist sta", 1) == ["plain,status"]
+    assert complete("bash", "kubehoist watch --out", 2) == ["plain,--output"]
+    assert "plain,jsonl" in complete("bash", "kubehoist watch --output ", 3)
+
+
+def test_zsh_completes_a_verb_and_a_flag() -> None:
+    verbs = complete("zsh", "kubehoist ro", 1)
+    assert verbs[:2] == ["plain", "rollback"]
+    flags = complete("zsh", "kubehoist status --kubec", 2)
+    assert flags[:2] == ["plain", "--kubeconfig"]
+
+
+@pytest.mark.parametrize(
+    ("shell", "line"),
+    [
+        ("bash", "complete -o nosort -F _kubehoist_completion kubehoist"),
+        ("zsh", "compdef _kubehoist_completion kubehoist"),
+    ],
+)
+def test_the_sourced_script_wires_the_function(shell: str, line: str) -> None:
+    env = {**os.environ, "_KUBEHOIST_COMPLETE": f"{shell}_source", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubehoist"], env=env, capture_output=True, text=True, check=True
+    )
+    assert line in proc.stdout
+
+
+def test_kubectl_plugin_completion_speaks_cobra(capsys: pytest.CaptureFixture[str]) -> None:
+    kcomplete.main(["sta"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == ":4"
+    assert [line.split("\t")[0] for line in lines[:-1]] == ["status"]
+    kcomplete.main(["watch", "--out"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t")[0] == "--output"
+    kcomplete.main(["render", "-f", ""])
+    assert capsys.readouterr().out.splitlines()[-1] == ":0"  # a file name: the shell's own
