@@ -139,6 +139,7 @@ class Timeline:
                         **describe(a.leader),
                         "transitions": obs.lease.transitions if obs else None,
                         "candidates": [c.name for c in self.candidates(component)],
+                        "ready": [c.name for c in self.candidates(component) if c.ready],
                         "verdict": a.verdict.value,
                     },
                 )

@@ -58,12 +58,13 @@ def _version(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kubehoist.cli import demo, guard, lab, pivot, render, status, watch
+    from kubehoist.cli import demo, guard, lab, pivot, render, status, timeline, watch
 
     for command in (
         render.command,
         status.command,
         watch.command,
+        timeline.command,
         pivot.pivot,
         pivot.rollback,
         guard.guard,
