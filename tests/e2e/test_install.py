@@ -94,14 +94,14 @@ def test_the_wheel_installs_and_kubectl_runs_it_as_hoist(installed: Path, lab: L
     plugins = run([kubectl, "plugin", "list", "--name-only"], env=env).stdout
     assert "kubectl-hoist" in plugins.split()
 
-    config = ["--kubeconfig", str(lab.kubeconfig)]
+    config = ["--kubeconfig", str(lab.kubeconfig)]  # after the plugin name: kubectl wants so
     ours = kubehoist("status", *config, "-o", "json", check=False)
-    theirs = run([kubectl, *config, "hoist", "status", "-o", "json"], env=env, ok=(0, 3))
+    theirs = run([kubectl, "hoist", "status", *config, "-o", "json"], env=env, ok=(0, 3))
     assert theirs.returncode == ours.returncode, theirs.stderr
     assert essentials(json.loads(theirs.stdout)) == essentials(json.loads(ours.stdout))
 
     ours_text = kubehoist("status", *config, check=False).stdout.splitlines()
-    theirs_text = run([kubectl, *config, "hoist", "status"], env=env, ok=(0, 3)).stdout
+    theirs_text = run([kubectl, "hoist", "status", *config], env=env, ok=(0, 3)).stdout
     assert theirs_text.splitlines()[0].split() == ours_text[0].split()  # the same table
 
     wrong = run([kubectl, "hoist", "status", "--bogus"], env=env, ok=(2,))
