@@ -163,8 +163,9 @@ class _Builder:
         kind = r.get("event")
         who = r.get("pod") or r.get("holder")
         if kind == "observing":
-            ready = r.get("ready")
-            for name in r.get("candidates") or []:
+            ready = r.get("ready") if isinstance(r.get("ready"), list) else None
+            listed = r.get("candidates")
+            for name in listed if isinstance(listed, list) else []:
                 up = ready is None or name in ready  # older recordings: assume Ready
                 self.be(self.lane(str(name)), STANDBY if up else NOT_READY, t)
             if who:
