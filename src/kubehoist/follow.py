@@ -1,13 +1,17 @@
 """`kubehoist watch` as a library: run the watch streams and feed the timeline.
 
-One `informer` per component Lease (a field selector on its name) and one per
-candidate label selector (all components together) run concurrently; their items go
+One `informer` per component Lease (a field selector on its name), one per
+candidate label selector (all components together) and one of the guards' Events
+(what `kubehoist guard` did: fallback, hand-back, reap) run concurrently; their items go
 through one queue into a `Timeline`, in arrival order, stamped with our monotonic
 clock on arrival. Between items the loop wakes at the next lease deadline so that an
 expiry is reported when it happens by our clock, not at the next event.
 
 Nothing is reported until every stream has listed once; then one `observing` event
 per component says what we see, and from then on only changes are reported.
+
+The guards' Events are extra: a watcher RBAC does not let read Events still watches
+the election, and is told once (`stream_unavailable`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from typing import Final
 from kubehoist.components import Component
 from kubehoist.kube import objects
 from kubehoist.kube.api import Api
-from kubehoist.kube.requests import LEASES, PODS, field_selector
+from kubehoist.kube.errors import ApiServerError
+from kubehoist.kube.requests import EVENTS, LEASES, PODS, field_selector
 from kubehoist.kube.watch import (
     Delete,
     Interrupted,
@@ -48,6 +53,15 @@ class Stream:
     component: str
     source: Source
     lease: bool
+    optional: bool = False
+    """The guards' Events: a refusal (RBAC) ends this stream, not the watch."""
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """An optional stream the server refused; `error` says why."""
+
+    error: str
 
 
 def streams(components: Sequence[Component], *, namespace: str | None) -> tuple[Stream, ...]:
@@ -71,6 +85,16 @@ def streams(components: Sequence[Component], *, namespace: str | None) -> tuple[
         )
         for sel in objects.candidate_selectors(names)
     ]
+    out.append(
+        Stream(
+            component=ALL,
+            lease=False,
+            optional=True,
+            source=Source(
+                resource=EVENTS, namespace=pod_ns, fields=objects.guard_event_fields(names)
+            ),
+        )
+    )
     return tuple(out)
 
 
@@ -87,12 +111,18 @@ async def follow(
     """Run until cancelled, calling `emit` for every event of the timeline."""
     names = [c.name for c in components]
     tl = timeline if timeline is not None else Timeline(names)
-    queue: asyncio.Queue[tuple[Stream, Item]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[Stream, Item | Unavailable]] = asyncio.Queue()
     plan = streams(components, namespace=namespace)
+    deferred: list[Event] = []
 
     async def pump(stream: Stream) -> None:
-        async for item in informer(api, stream.source):
-            await queue.put((stream, item))
+        try:
+            async for item in informer(api, stream.source):
+                await queue.put((stream, item))
+        except ApiServerError as exc:
+            if not stream.optional or exc.status.code not in (401, 403, 404):
+                raise
+            await queue.put((stream, Unavailable(error=exc.message)))
 
     pending = set(range(len(plan)))
     tasks = [asyncio.create_task(pump(s)) for s in plan]
@@ -103,18 +133,22 @@ async def follow(
                     raise task.exception()  # type: ignore[misc]
             deadline = tl.next_deadline()
             wait = TICK_S if deadline is None else max(0.0, min(TICK_S, deadline - clock()))
-            item: tuple[Stream, Item] | None = None
+            item: tuple[Stream, Item | Unavailable] | None = None
             with contextlib.suppress(TimeoutError):
                 item = await asyncio.wait_for(queue.get(), timeout=wait)
             now, at = clock(), wall()
             batch: list[Event] = []
             if item is not None:
                 stream, got = item
-                batch += _apply(tl, stream, got, now=now, wall=at)
-                if isinstance(got, Synced) and pending:
+                if isinstance(got, Unavailable):
+                    notice = _unavailable(stream, got, now=now, wall=at)
+                    (batch if tl.started else deferred).append(notice)
+                else:
+                    batch += _apply(tl, stream, got, now=now, wall=at)
+                if isinstance(got, Synced | Unavailable) and pending:
                     pending.discard(plan.index(stream))
                     if not pending:
-                        batch += tl.start(now=now, wall=at)
+                        batch += tl.start(now=now, wall=at) + deferred
             batch += tl.tick(now=now, wall=at)
             for event in batch:
                 emit(event)
@@ -122,6 +156,16 @@ async def follow(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _unavailable(stream: Stream, got: Unavailable, *, now: float, wall: datetime) -> Event:
+    return Event(
+        kind="stream_unavailable",
+        component=stream.component,
+        at=now,
+        wall=wall,
+        data={"resource": stream.source.resource.plural, "error": got.error},
+    )
 
 
 def _apply(tl: Timeline, stream: Stream, item: Item, *, now: float, wall: datetime) -> list[Event]:
@@ -157,8 +201,19 @@ def _apply(tl: Timeline, stream: Stream, item: Item, *, now: float, wall: dateti
                 data={"resource": stream.source.resource.plural},
             )
         ]
+    if isinstance(item, Upsert) and stream.source.resource is EVENTS:
+        involved = item.obj.get("involvedObject") or {}
+        component = involved.get("name") if isinstance(involved, dict) else None
+        if component not in tl.components or not str(item.obj.get("reason")).startswith(
+            objects.GUARD_EVENT_REASON_PREFIX
+        ):
+            return []
+        event = objects.guard_event(item.obj, component=str(component))
+        return tl.guard_event_seen(event, now=now, wall=wall)
     if isinstance(item, Upsert | Delete):
         obj = item.obj
+        if stream.source.resource is EVENTS:
+            return []  # an Event that expired (the API server keeps them an hour)
         if stream.lease:
             lease = objects.lease_record(obj) if isinstance(item, Upsert) else None
             return tl.lease_seen(stream.component, lease, now=now, wall=wall)

@@ -36,6 +36,7 @@ from kubehoist.election import (
     match_holder,
     parse_identity,
 )
+from kubehoist.kube.objects import GuardEvent
 
 JsonValue = str | int | float | bool | None | list[Any] | dict[str, Any]
 
@@ -86,6 +87,8 @@ class _State:
     last_interruption: float | None = None
     verdict: str | None = None
     last_leader: Candidate | None = None
+    guard_counts: dict[str, int] = field(default_factory=dict)
+    """Each guard Event seen (by name) and its count: an action is reported once."""
 
 
 class Timeline:
@@ -136,6 +139,7 @@ class Timeline:
                         **describe(a.leader),
                         "transitions": obs.lease.transitions if obs else None,
                         "candidates": [c.name for c in self.candidates(component)],
+                        "ready": [c.name for c in self.candidates(component) if c.ready],
                         "verdict": a.verdict.value,
                     },
                 )
@@ -238,6 +242,25 @@ class Timeline:
                 )
             )
         return events + self._verdict(component, now=now, wall=wall)
+
+    def guard_event_seen(self, event: GuardEvent, *, now: float, wall: datetime) -> list[Event]:
+        """A guard's Event (it writes one per action): a new one, or one whose count
+        grew, is a `guard_action`; those listed before `start` are history, not news."""
+        state = self._state.get(event.component)
+        if state is None:
+            return []
+        before = state.guard_counts.get(event.name)
+        state.guard_counts[event.name] = event.count
+        if not self.started or (before is not None and event.count <= before):
+            return []
+        data: dict[str, JsonValue] = {
+            "action": event.reason.removeprefix("Guard"),
+            "reason": event.reason,
+            "node": event.node,
+            "message": event.message,
+            "event_time": _iso(event.time),
+        }
+        return [Event(kind="guard_action", component=event.component, at=now, wall=wall, data=data)]
 
     def lease_interrupted(self, component: str, *, now: float) -> None:
         """The Lease stream broke: until it is back we see no renewals."""

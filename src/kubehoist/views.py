@@ -260,6 +260,8 @@ def event_line(event: Event, *, origin: float) -> str:
         return f"{head}: {d.get('pod')} on {d.get('node')} ({d.get('kind')})"
     if event.kind == "verdict_changed":
         return f"{head}: {d.get('previous')} -> {d.get('verdict')} ({d.get('reason')})"
+    if event.kind == "guard_action":
+        return f"{head}: {d.get('action')} by the guard on {d.get('node')}: {d.get('message')}"
     if event.kind == "observing":
         return f"{head}: holder {d.get('pod') or d.get('holder')}, verdict {d.get('verdict')}"
     rest = ", ".join(f"{k}={v}" for k, v in d.items())

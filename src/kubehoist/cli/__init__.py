@@ -1,16 +1,26 @@
 """The command line: one module per verb, registered here. Modules stay thin:
-parse, call the library, print."""
+parse, call the library, print.
+
+Two entry points run the same group: `kubehoist` and `kubectl-hoist` (kubectl's plugin
+name, so that `kubectl hoist …` works); each passes its own program name so that usage
+lines, errors and `--version` say what the user typed."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import click
 
 from kubehoist import __version__
 from kubehoist.errors import KubehoistError
+from kubehoist.lab.spec import KUBERNETES_VERSION
+
+PROG: Final = "kubehoist"
+KUBECTL_PROG: Final = "kubectl hoist"
+TESTED_KUBERNETES: Final = (KUBERNETES_VERSION,)
+"""The Kubernetes versions the end-to-end tests run against: the lab's."""
 
 
 class _Group(click.Group):
@@ -28,18 +38,33 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="kubehoist")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _version(ctx) if value else None,
+    help="Show the version, the Kubernetes versions it was tested with, and exit.",
+)
 def cli() -> None:
     """Run kube-controller-manager and kube-scheduler as Deployments, safely."""
 
 
+def _version(ctx: click.Context) -> None:
+    # click's version_option keeps the first program name it sees: ours asks every time
+    tested = ", ".join(TESTED_KUBERNETES)
+    click.echo(f"{ctx.find_root().info_name} {__version__} (tested with Kubernetes {tested})")
+    ctx.exit()
+
+
 def _register() -> None:
-    from kubehoist.cli import demo, guard, lab, pivot, render, status, watch
+    from kubehoist.cli import demo, guard, lab, pivot, render, status, timeline, watch
 
     for command in (
         render.command,
         status.command,
         watch.command,
+        timeline.command,
         pivot.pivot,
         pivot.rollback,
         guard.guard,
@@ -52,5 +77,10 @@ def _register() -> None:
 _register()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(args=list(argv) if argv is not None else None, prog_name="kubehoist")
+def main(argv: Sequence[str] | None = None, *, prog_name: str = PROG) -> None:
+    cli.main(args=list(argv) if argv is not None else None, prog_name=prog_name)
+
+
+def kubectl_main(argv: Sequence[str] | None = None) -> None:
+    """The `kubectl-hoist` entry point: kubectl runs it for `kubectl hoist …`."""
+    main(argv, prog_name=KUBECTL_PROG)

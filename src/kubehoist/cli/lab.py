@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from kubehoist.cli.options import prog
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
 from kubehoist.lab import kubeadm, supervisor
@@ -40,7 +41,7 @@ def _root_option(f: Any) -> Any:
 def _load(root: Path) -> LabSpec:
     root = root.resolve()
     if not (root / "lab.json").exists():
-        raise KubehoistError(f"no lab at {root} (run `kubehoist lab up --root {root}`)")
+        raise KubehoistError(f"no lab at {root} (run `{prog()} lab up --root {root}`)")
     try:
         return LabSpec.load(root)
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -104,7 +105,7 @@ def up(root: Path, control_planes: int, workers: int, host_port: int, timeout: f
         ):
             raise KubehoistError(
                 f"lab at {root} has {len(spec.control_planes)} control plane(s) and "
-                f"{len(spec.workers)} worker(s); `kubehoist lab down --purge` it first"
+                f"{len(spec.workers)} worker(s); `{prog()} lab down --purge` it first"
             )
     else:
         try:

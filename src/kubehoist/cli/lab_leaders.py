@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from kubehoist.cli.options import prog
 from kubehoist.components import COMPONENTS
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.lab import leaders
@@ -79,7 +80,7 @@ def leaders_command(root: Path, component: str, tolerance: float, output: str) -
         raise UsageError(f"unknown component {component!r} (known: {known})")
     root = root.resolve()
     if not (root / "lab.json").exists():
-        raise KubehoistError(f"no lab at {root} (run `kubehoist lab up --root {root}`)")
+        raise KubehoistError(f"no lab at {root} (run `{prog()} lab up --root {root}`)")
     try:
         report = leaders.analyze(root, name, tolerance=tolerance)
     except leaders.LeadersError as exc:

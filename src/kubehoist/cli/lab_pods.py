@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from kubehoist.cli.options import prog
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
 from kubehoist.lab import images
@@ -35,7 +36,7 @@ def _root_option(f: Any) -> Any:
 def _lab(root: Path) -> LabSpec:
     root = root.resolve()
     if not (root / "lab.json").exists():
-        raise KubehoistError(f"no lab at {root} (run `kubehoist lab up --root {root}`)")
+        raise KubehoistError(f"no lab at {root} (run `{prog()} lab up --root {root}`)")
     return LabSpec.load(root)
 
 

@@ -15,6 +15,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 ALIASES: Final = {"kcm": "kube-controller-manager", "scheduler": "kube-scheduler"}
 
 
+def prog() -> str:
+    """How the user called us (`kubehoist` or `kubectl hoist`), for messages naming a verb."""
+    ctx = click.get_current_context(silent=True)
+    return (ctx.find_root().info_name if ctx is not None else None) or "kubehoist"
+
+
 def cluster_options(func: F) -> F:
     """--kubeconfig, --context, -n/--namespace, -v."""
     func = click.option(

@@ -11,7 +11,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.coordination_v1 import Lease
 
 from kubehoist import hostfiles, kube
-from kubehoist.cli.options import kubeconfig_options, resolve_components
+from kubehoist.cli.options import kubeconfig_options, prog, resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.guard.loop import guard_lease_name
@@ -139,7 +139,7 @@ def pivot(
     existing = statemod.load(client, comp.name)
     if existing is not None and existing.status == "rolling-back":
         raise KubehoistError(
-            f"a rollback of {comp.name} is unfinished: run `kubehoist rollback` first"
+            f"a rollback of {comp.name} is unfinished: run `{prog()} rollback` first"
         )
     if existing is not None and existing.status == "pivoted":
         progress.line(f"{comp.name} is already pivoted; checking it again")
@@ -193,14 +193,14 @@ def pivot(
     except (KubehoistError, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt):
             progress.line(
-                "interrupted: the pivot's progress is recorded; run `kubehoist pivot` to resume "
-                "or `kubehoist rollback` to undo"
+                f"interrupted: the pivot's progress is recorded; run `{prog()} pivot` to resume "
+                f"or `{prog()} rollback` to undo"
             )
             raise
         if no_rollback:
             progress.line(
                 f"pivot failed: {exc.message}; --no-rollback: stopping here "
-                "(resume with `kubehoist pivot`, undo with `kubehoist rollback`)"
+                f"(resume with `{prog()} pivot`, undo with `{prog()} rollback`)"
             )
             raise
         progress.line(f"pivot failed: {exc.message}; rolling back")
@@ -209,12 +209,12 @@ def pivot(
             f"pivot of {comp.name} failed and was rolled back: {exc.message}"
         ) from None
     progress.line(
-        f"{comp.name} now runs from its Deployment; undo with `kubehoist rollback {comp.name}`"
+        f"{comp.name} now runs from its Deployment; undo with `{prog()} rollback {comp.name}`"
     )
     if _guarded(client, comp) is False:
         progress.line(
             f"no guard is installed: if every replica is lost, nothing brings {comp.name} "
-            f"back; `kubehoist guard install --component {comp.name}` closes that loop"
+            f"back; `{prog()} guard install --component {comp.name}` closes that loop"
         )
 
 
@@ -291,5 +291,5 @@ def rollback(
         if _guarded(client, comp):
             progress.line(
                 f"its guard is still installed (it leaves static pods alone); remove it with "
-                f"`kubehoist guard uninstall --component {comp.name}`"
+                f"`{prog()} guard uninstall --component {comp.name}`"
             )

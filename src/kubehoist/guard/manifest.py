@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from kubehoist import __version__
 from kubehoist.components import Component
 from kubehoist.constants import object_labels
 
@@ -24,7 +25,7 @@ KUBECONFIG: Final = "/etc/kubernetes/kubehoist/guard.conf"
 MANIFESTS_DIR: Final = "/etc/kubernetes/manifests"
 STATE_DIR: Final = "/etc/kubernetes/kubehoist"
 HOST_ROOT: Final = "/host-root"
-DEFAULT_IMAGE: Final = "ghcr.io/kubehoist/kubehoist:0.1.0"
+DEFAULT_IMAGE: Final = f"ghcr.io/kubehoist/kubehoist:{__version__}"
 DEFAULT_METRICS_PORT: Final = 10360
 
 

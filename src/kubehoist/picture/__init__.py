@@ -1,0 +1,1 @@
+"""`kubehoist timeline`: a watch recording drawn as a picture of the election."""
