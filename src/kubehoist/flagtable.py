@@ -11,7 +11,7 @@ word after a flag is:
 
 So render needs, per component, the names of its boolean flags and of its other flags.
 The tables below hold the flags of v1.36 (`kube-controller-manager --help`,
-`kube-scheduler --help`), plus flags earlier releases had (klog's flags before v1.26,
+`kube-scheduler --help`; tests/e2e/test_flagtable.py checks them against the binaries), plus flags earlier releases had (klog's flags before v1.26,
 `--port`/`--address`, the scheduler's policy flags, ...) so that older manifests parse
 as their own release parsed them. pflag normalises `_` to `-` in names (the components
 install `WordSepNormalizeFunc`), and so does `normalize`.
@@ -76,7 +76,7 @@ SERVING_VALUES: Final = _names(
     kubeconfig master kube-api-burst kube-api-content-type kube-api-qps
     feature-gates emulated-version
     allow-metric-labels allow-metric-labels-manifest disabled-metrics
-    show-hidden-metrics-for-version
+    show-hidden-metrics-for-version min-compatibility-version tls-curve-preferences
     address port
     """
 )
@@ -148,6 +148,7 @@ KCM_VALUES: Final = (
         volume-host-cidr-denylist
         terminated-pod-gc-threshold resource-quota-sync-period
         root-ca-file service-account-private-key-file
+        concurrent-resourceclaim-syncs controller-shutdown-timeout
 
         pod-eviction-timeout deleting-pods-burst deleting-pods-qps node-sync-period
         experimental-cluster-signing-duration horizontal-pod-autoscaler-upscale-delay
