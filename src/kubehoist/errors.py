@@ -7,6 +7,10 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 class KubehoistError(Exception):
     """An expected failure, reported as one line on stderr."""
@@ -20,7 +24,10 @@ class KubehoistError(Exception):
 
     @property
     def message(self) -> str:
-        return str(self.args[0]) if self.args else ""
+        """The message on one line: a line break or other control character that came in
+        with the input (a flag, a file name) is shown escaped."""
+        text = str(self.args[0]) if self.args else ""
+        return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class UsageError(KubehoistError):
