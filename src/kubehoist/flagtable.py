@@ -11,7 +11,8 @@ word after a flag is:
 
 So render needs, per component, the names of its boolean flags and of its other flags.
 The tables below hold the flags of v1.36 (`kube-controller-manager --help`,
-`kube-scheduler --help`; tests/e2e/test_flagtable.py checks them against the binaries), plus flags earlier releases had (klog's flags before v1.26,
+`kube-scheduler --help`; tests/e2e/test_flagtable.py checks them against the
+binaries), plus flags earlier releases had (klog's flags before v1.26,
 `--port`/`--address`, the scheduler's policy flags, ...) so that older manifests parse
 as their own release parsed them. pflag normalises `_` to `-` in names (the components
 install `WordSepNormalizeFunc`), and so does `normalize`.
