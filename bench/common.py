@@ -169,6 +169,7 @@ class LeaseSeen:
     name: str
     holder: str
     resource_version: str
+    duration_s: float | None = None  # the record's leaseDurationSeconds
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,8 @@ class Recorder:
             now = time.monotonic()
             holder = (lease.spec.holderIdentity if lease.spec else None) or ""
             rv = (lease.metadata.resourceVersion if lease.metadata else None) or ""
-            self.leases.append(LeaseSeen(now, name, holder, rv))
+            duration = lease.spec.leaseDurationSeconds if lease.spec else None
+            self.leases.append(LeaseSeen(now, name, holder, rv, duration))
 
     async def _pods_once(self, labels: dict[str, Any] | None = None) -> None:
         """The pods named after the component (of those with `labels`, if given)."""
@@ -276,7 +278,11 @@ class Recorder:
     def last_lease(self, before: float, pred: Callable[[str], bool]) -> float | None:
         """Arrival of the last record of the component's Lease before `before` whose
         holder `pred` accepts."""
-        seen = [e.at for e in self.of(COMPONENT) if e.at < before and pred(e.holder)]
+        seen = self.last_lease_seen(before, pred)
+        return seen.at if seen else None
+
+    def last_lease_seen(self, before: float, pred: Callable[[str], bool]) -> LeaseSeen | None:
+        seen = [e for e in self.of(COMPONENT) if e.at < before and pred(e.holder)]
         return seen[-1] if seen else None
 
 

@@ -129,6 +129,7 @@ class Rep:
     t_dead: float | None = None  # static container seen terminated (or mirror pod deleted)
     t_mirror_gone: float | None = None
     t_last_static_renew: float | None = None
+    static_lease_duration_s: float | None = None  # leaseDurationSeconds of that record
     t_release: float | None = None  # the Lease seen with an empty holder
     t_new_holder: float | None = None  # a Deployment pod seen holding the Lease
     t_first_reconciled: float | None = None  # first probe ReplicaSet after the new holder
@@ -154,16 +155,19 @@ class Rep:
     def figures(self) -> dict[str, float | None]:
         if self.t_release is not None:
             gap_from: float | None = self.t_release
-        elif self.t_last_static_renew is not None:
-            gap_from = self.t_last_static_renew + LEASE_DURATION_S
+        elif self.t_last_static_renew is not None and self.static_lease_duration_s is not None:
+            # the duration the static holder's own last record stated, not an assumed one
+            gap_from = self.t_last_static_renew + self.static_lease_duration_s
         else:
-            gap_from = None
+            gap_from = None  # not observed
         gap = common.diff(gap_from, self.t_new_holder)
         return {
             "outage_s": round(self.outage_s, 3),
             "cutover_outage_s": common.round3(self.cutover_outage_s),
             "pre_retire_outage_s": common.round3(self.pre_retire_outage_s),
-            "lease_gap_s": None if gap is None else max(0.0, gap),
+            # negative: the new holder was seen before the old record's expiry as we
+            # timed it (our sight of that record came late); shown as measured
+            "lease_gap_s": gap,
             "no_renewal_s": common.diff(self.t_last_static_renew, self.t_new_holder),
             "detection_s": common.diff(self.t_retire, self.t_dead),
             "release_s": common.diff(self.t_dead, self.t_release),
@@ -326,7 +330,10 @@ async def one_rep(
         stopped = time.monotonic()
         rep.t_end = stopped
         rep.t_dead, rep.t_mirror_gone = recorder.mirror_dead(rep.t_retire)
-        rep.t_last_static_renew = recorder.last_lease(rep.t_new_holder or stopped, _is_static)
+        last_static = recorder.last_lease_seen(rep.t_new_holder or stopped, _is_static)
+        if last_static is not None:
+            rep.t_last_static_renew = last_static.at
+            rep.static_lease_duration_s = last_static.duration_s
         if variant != "a":
             rep.t_release = recorder.first_at(rep.t_retire, lambda h: h == "")
         score(rep, probe, stopped)

@@ -26,5 +26,6 @@ def test_demo_runs_the_story_end_to_end() -> None:
     ):
         assert figure in text, figure
     assert "controllers are down for good" in text
+    assert "the guard reaped" in text  # observed (its GuardReap Event), not assumed
     assert "runs from its static pods again" in text
     assert not root.exists()  # the demo's lab is gone

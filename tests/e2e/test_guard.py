@@ -509,6 +509,7 @@ def _fresh_holder(lab: LabHandle) -> str | None:
 def test_cold_start_comes_back_by_itself(glab: tuple[LabHandle, dict[str, bytes]]) -> None:
     lab, _ = glab
     wait_for("a settled Deployment", lambda: settled(lab), 180)
+    fallbacks_before = len(actions(lab, "Fallback"))
     t0 = time.monotonic()
     _restart_lab(lab)
     t_up = time.monotonic()
@@ -521,6 +522,10 @@ def test_cold_start_comes_back_by_itself(glab: tuple[LabHandle, dict[str, bytes]
     )
     print(f"[guard e2e] cold start: first leader {first}")
     wait_for("a settled Deployment after the cold start", lambda: settled(lab), 300)
+    # By itself: a Deployment pod leads again and no guard fell back.
+    assert first.startswith(f"{KCM}-"), first
+    time.sleep(2)  # the log keeper's copy is at most ~1 s behind
+    assert len(actions(lab, "Fallback")) == fallbacks_before, actions(lab, "Fallback")
 
 
 def test_cold_start_with_every_replica_gone(glab: tuple[LabHandle, dict[str, bytes]]) -> None:

@@ -183,11 +183,15 @@ def test_rollback_of_a_killed_pivot(lab: LabHandle, clean_after: None) -> None:
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
+    killed = False
     for line in proc.stderr:
         if "] handover: " in line:
             proc.send_signal(signal.SIGKILL)
+            killed = True
             break
     proc.wait(timeout=60)
+    # The kill happened, mid-pivot: not a pivot that ended by itself.
+    assert killed and proc.returncode == -signal.SIGKILL, proc.returncode
     out = kubehoist(*rollback_args(lab))
     assert "runs from its static pods again" in out.stderr, out.stderr
     assert node_files(lab.spec) == before
