@@ -25,6 +25,7 @@ from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
 from kubehoist.guard.decide import Policy
 from kubehoist.guard.loop import Guard, GuardConfig, GuardMetrics
+from kubehoist.guard.nudge import Nudges
 from kubehoist.kube.controlplane import read_control_plane_endpoint
 from kubehoist.pivot import helperpod
 from kubehoist.pivot.phases import control_plane_nodes
@@ -109,14 +110,24 @@ def run(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr=metrics_address, registry=metrics.registry)
+    guard = Guard(config, client=client, metrics=metrics, server=where.server)
+    # Watches of the component's pods and Lease start a round as soon as they change.
+    nudges = Nudges(
+        lambda: kube.connect(where),
+        namespace=config.namespace,
+        selectors=guard.pod_selectors(),
+        lease_namespace=comp.lease_namespace,
+        lease_name=comp.lease_name,
+    ).start()
     stop = threading.Event()
 
     def _stop(*_: Any) -> None:
         stop.set()
+        nudges.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    Guard(config, client=client, metrics=metrics, server=where.server).run(stop)
+    guard.run(stop, wake=nudges.wake)
 
 
 def _kube_options(func: Any) -> Any:

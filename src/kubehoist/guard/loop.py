@@ -51,6 +51,7 @@ from kubehoist.guard.decide import (
     decide,
     holder_pods,
 )
+from kubehoist.guard.nudge import MIN_GAP_S
 from kubehoist.guard.observe import pod_view
 from kubehoist.kube.client import get_or_none
 from kubehoist.kube.errors import Call, NotFoundError, api_errors
@@ -209,18 +210,22 @@ class Guard:
             return None
         return lease_record(obj.to_dict())
 
+    def pod_selectors(self) -> tuple[dict[str, Any], ...]:
+        """The component's pods: its static pods (kubeadm's label) and its Deployment's."""
+        name = self.config.component.name
+        return (
+            {KUBEADM_COMPONENT_LABEL: name},
+            {MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: name},
+        )
+
     def _read_pods(self) -> list[dict[str, Any]]:
         c = self.config
-        selectors: tuple[dict[str, Any], ...] = (
-            {KUBEADM_COMPONENT_LABEL: c.component.name},
-            {MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: c.component.name},
-        )
         seen: dict[str, dict[str, Any]] = {}
-        for labels in selectors:
+        for labels in self.pod_selectors():
             call = Call(verb="list", resource="pods", namespace=c.namespace)
             with api_errors(call, server=self._server()):
                 for pod in self.client.list(
-                    Pod, namespace=c.namespace, labels=labels, chunk_size=100
+                    Pod, namespace=c.namespace, labels=dict(labels), chunk_size=100
                 ):
                     obj = pod.to_dict()
                     meta = obj.get("metadata") or {}
@@ -575,15 +580,23 @@ class Guard:
             "guard": self.identity,
         }
 
-    def run(self, stop: threading.Event | None = None) -> None:
-        """Step every `interval` until `stop` is set."""
+    def run(self, stop: threading.Event | None = None, wake: threading.Event | None = None) -> None:
+        """Step every `interval` until `stop` is set; `wake` (set by guard.nudge's
+        watches, and with `stop`) starts the next round sooner, at most every
+        nudge.MIN_GAP_S."""
         stop = stop or threading.Event()
         self.log({"event": "start", **self._tags()})
         try:
             while not stop.is_set():
                 started = self.clock()
                 self.step()
-                stop.wait(max(0.0, self.config.interval_s - (self.clock() - started)))
+                left = self.config.interval_s - (self.clock() - started)
+                if wake is None:
+                    stop.wait(max(0.0, left))
+                    continue
+                stop.wait(MIN_GAP_S)
+                wake.wait(max(0.0, left - MIN_GAP_S))
+                wake.clear()
         finally:
             self.resign()
             self.log({"event": "stop", **self._tags()})
