@@ -315,3 +315,48 @@ def test_helper_scripts_print_their_result_last_on_stdout(tmp_path: Path) -> Non
         text = text.replace("/dev/termination-log", str(msg))
         proc = subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, check=True)
         assert proc.stdout.splitlines()[-1] == f"{parking.RESULT} {msg.read_text().strip()}"
+
+
+def test_crictl_is_pointed_at_the_kubelets_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint comes from the node's KubeletConfiguration (kubeadm's
+    /var/lib/kubelet/config.yaml), locally and in the helper's script."""
+    calls = tmp_path / "calls"
+    _fake_crictl(tmp_path / "bin", calls, ready_for=0)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")
+    root = tmp_path / "node"
+    config = root / "var/lib/kubelet/config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"
+        'containerRuntimeEndpoint: "unix:///var/run/containerd/containerd.sock"\n'
+    )
+    assert parking.runtime_endpoint(root) == "unix:///var/run/containerd/containerd.sock"
+    assert parking.runtime_endpoint(tmp_path / "nowhere") is None
+    monkeypatch.setattr(parking, "KUBELET_CONFIG", str(config))
+    assert parking.runtime_stopped("kube-controller-manager-cp-1") is True
+    assert (
+        calls.read_text()
+        .splitlines()[0]
+        .startswith("-r unix:///var/run/containerd/containerd.sock pods --namespace ^kube-system$")
+    )
+    # the helper's script reads the same line of the node's file
+    monkeypatch.setattr(parking, "KUBELET_CONFIG", "/var/lib/kubelet/config.yaml")
+    etc = _node(tmp_path)
+    hr = tmp_path / "host-root"
+    _fake_crictl(hr / "usr/bin", tmp_path / "calls2", ready_for=1)
+    (hr / "var/lib/kubelet").mkdir(parents=True)
+    (hr / "var/lib/kubelet/config.yaml").write_text(config.read_text())
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "chroot").write_text(
+        '#!/bin/sh\nroot="$1"; shift; c="$1"; shift; exec "$root$c" "$@"\n'
+    )
+    (shim / "chroot").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:/usr/bin:/bin")
+    script = parking.park_script("kube-controller-manager.yaml", "cp-1", 1.0)
+    code, out = _run_script(script.replace(parking.HOST_ROOT, str(hr)), etc, tmp_path / "msg")
+    assert code == 0 and out.split()[2] == "stopped", out
+    first = (tmp_path / "calls2").read_text().splitlines()[0]
+    assert first.startswith("-r unix:///var/run/containerd/containerd.sock pods "), first

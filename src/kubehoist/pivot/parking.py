@@ -99,16 +99,40 @@ def clear_argv(crictl: str, pod: str) -> list[str]:
     ]  # fmt: skip
 
 
+KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
+"""kubeadm's KubeletConfiguration; its `containerRuntimeEndpoint` is the kubelet's own
+runtime, which crictl is pointed at (without it crictl tries several sockets in turn,
+~0.1 s a call, and on a node with two runtimes may ask the wrong one)."""
+
+_ENDPOINT = re.compile(r"""^containerRuntimeEndpoint:\s*["']?([^"'\s#]+)""", re.MULTILINE)
+
+
+def runtime_endpoint(root: Path) -> str | None:
+    """The kubelet's `containerRuntimeEndpoint` in the node's KubeletConfiguration."""
+    try:
+        text = (root / KUBELET_CONFIG.lstrip("/")).read_text(errors="replace")
+    except OSError:
+        return None
+    m = _ENDPOINT.search(text)
+    return m.group(1) if m else None
+
+
 def _node_crictl(host_root: Path | None) -> list[str] | None:
-    """The argv that runs the node's crictl: on PATH, or under `host_root` (chrooted
-    there); None when the node has none."""
+    """The argv that runs the node's crictl, pointed at the kubelet's runtime: on PATH,
+    or under `host_root` (chrooted there); None when the node has none."""
+    argv: list[str] | None = None
     if host_root is None:
         found = shutil.which("crictl")
-        return [found] if found else None
-    for d in CRICTL_DIRS:
-        if os.access(host_root / d.lstrip("/") / "crictl", os.X_OK):
-            return ["chroot", str(host_root), f"{d}/crictl"]
-    return None
+        argv = [found] if found else None
+    else:
+        for d in CRICTL_DIRS:
+            if os.access(host_root / d.lstrip("/") / "crictl", os.X_OK):
+                argv = ["chroot", str(host_root), f"{d}/crictl"]
+                break
+    if argv is None:
+        return None
+    endpoint = runtime_endpoint(host_root or Path("/"))
+    return [*argv, "-r", endpoint] if endpoint else argv
 
 
 def clear_stopped_sandboxes(pod: str, *, host_root: Path | None = None) -> str:
@@ -118,16 +142,15 @@ def clear_stopped_sandboxes(pod: str, *, host_root: Path | None = None) -> str:
     argv = _node_crictl(host_root)
     if argv is None:
         return "no-crictl"
-    prefix, crictl = argv[:-1], argv[-1]
     try:
         out = subprocess.run(
-            [*prefix, *clear_argv(crictl, pod)],
+            [*argv, *clear_argv("", pod)[1:]],
             capture_output=True, text=True, timeout=20, check=True,
         )  # fmt: skip
         n = 0
         for sandbox in out.stdout.split():
             rm = subprocess.run(
-                [*prefix, crictl, "rmp", sandbox], capture_output=True, timeout=20, check=False
+                [*argv, "rmp", sandbox], capture_output=True, timeout=20, check=False
             )
             n += rm.returncode == 0
     except (OSError, subprocess.SubprocessError):
@@ -163,11 +186,10 @@ def runtime_stopped(pod: str, *, host_root: Path | None = None) -> bool | None:
     argv = _node_crictl(host_root)
     if argv is None:
         return None
-    prefix, crictl = argv[:-1], argv[-1]
 
     def ids(ready: bool) -> list[str]:
-        argv = [*prefix, *sandbox_argv(crictl, pod, ready=ready)]
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+        cmd = [*argv, *sandbox_argv("", pod, ready=ready)[1:]]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=True)
         return out.stdout.split()
 
     try:
@@ -338,27 +360,46 @@ def stop_script(pod: str, wait_s: float) -> str:
     sandboxes of `pod` and none ready (see STOPPED), `-` when it cannot tell or
     `wait_s` passed."""
     q = shlex.quote
-    dirs = " ".join(CRICTL_DIRS)
-    every = " ".join(q(a) for a in sandbox_argv("$c", pod, ready=False)[1:])
-    ready = " ".join(q(a) for a in sandbox_argv("$c", pod, ready=True)[1:])
-    rounds = max(1, round(wait_s / 0.1))
-    return f"""watch_stopped() {{
-  c=""
-  for d in {dirs}; do
-    if [ -x "{HOST_ROOT}$d/crictl" ]; then c="$d/crictl"; break; fi
-  done
+    every = " ".join(q(a) for a in sandbox_argv("", pod, ready=False)[1:])
+    ready = " ".join(q(a) for a in sandbox_argv("", pod, ready=True)[1:])
+    rounds = max(1, round(wait_s / 0.05))
+    return f"""{crictl_prelude()}
+watch_stopped() {{
+  find_crictl
   if [ -z "$c" ]; then echo -; return 0; fi
+  all=$(node_crictl {every} 2>/dev/null) || {{ echo -; return 0; }}
+  if [ -z "$all" ]; then echo -; return 0; fi
   i=0
   while [ $i -lt {rounds} ]; do
-    all=$(chroot {HOST_ROOT} "$c" {every} 2>/dev/null) || {{ echo -; return 0; }}
-    if [ -z "$all" ]; then echo -; return 0; fi
-    up=$(chroot {HOST_ROOT} "$c" {ready} 2>/dev/null) || {{ echo -; return 0; }}
+    up=$(node_crictl {ready} 2>/dev/null) || {{ echo -; return 0; }}
     if [ -z "$up" ]; then echo stopped; return 0; fi
-    sleep 0.1; i=$((i+1))
+    sleep 0.05; i=$((i+1))
   done
   echo -
 }}
 """
+
+
+def crictl_prelude() -> str:
+    """POSIX shell: `find_crictl` sets `c` (the node's crictl, empty when it has none)
+    and `ep` (the kubelet's runtime endpoint); `node_crictl ARGS` runs it chrooted into
+    the node's `/` (HOST_ROOT)."""
+    dirs = " ".join(CRICTL_DIRS)
+    return f"""find_crictl() {{
+  c=""; ep=""
+  for d in {dirs}; do
+    if [ -x "{HOST_ROOT}$d/crictl" ]; then c="$d/crictl"; break; fi
+  done
+  if [ -f "{HOST_ROOT}{KUBELET_CONFIG}" ]; then
+    cfg="{HOST_ROOT}{KUBELET_CONFIG}"
+    ep=$(sed -n 's/^containerRuntimeEndpoint:[[:space:]]*//p' "$cfg" | tr -d '\\042\\047')
+    ep=${{ep%%[[:space:]]*}}
+  fi
+}}
+node_crictl() {{
+  if [ -n "$ep" ]; then chroot {HOST_ROOT} "$c" -r "$ep" "$@"
+  else chroot {HOST_ROOT} "$c" "$@"; fi
+}}"""
 
 
 HOST_ROOT = "/host-root"
@@ -368,18 +409,15 @@ HOST_ROOT = "/host-root"
 def clear_script(pod: str) -> str:
     """POSIX shell: `clear_sandboxes` prints what clear_stopped_sandboxes returns."""
     q = shlex.quote
-    dirs = " ".join(CRICTL_DIRS)
-    listing = " ".join(q(a) for a in clear_argv("$c", pod)[1:])
-    return f"""clear_sandboxes() {{
-  c=""
-  for d in {dirs}; do
-    if [ -x "{HOST_ROOT}$d/crictl" ]; then c="$d/crictl"; break; fi
-  done
+    listing = " ".join(q(a) for a in clear_argv("", pod)[1:])
+    return f"""{crictl_prelude()}
+clear_sandboxes() {{
+  find_crictl
   if [ -z "$c" ]; then echo no-crictl; return 0; fi
-  ids=$(chroot {HOST_ROOT} "$c" {listing} 2>/dev/null) || {{ echo crictl-failed; return 0; }}
+  ids=$(node_crictl {listing} 2>/dev/null) || {{ echo crictl-failed; return 0; }}
   n=0
   for id in $ids; do
-    if chroot {HOST_ROOT} "$c" rmp "$id" >/dev/null 2>&1; then n=$((n+1)); fi
+    if node_crictl rmp "$id" >/dev/null 2>&1; then n=$((n+1)); fi
   done
   echo "cleared-$n"
 }}
