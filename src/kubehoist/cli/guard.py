@@ -24,7 +24,8 @@ from kubehoist.guard import credentials
 from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
 from kubehoist.guard.decide import Policy
-from kubehoist.guard.loop import Guard, GuardConfig, GuardMetrics
+from kubehoist.guard.loop import Guard, GuardConfig
+from kubehoist.guard.metrics import GuardMetrics, start_exporter
 from kubehoist.kube.controlplane import read_control_plane_endpoint
 from kubehoist.pivot import helperpod
 from kubehoist.pivot.phases import control_plane_nodes
@@ -104,11 +105,10 @@ def run(
         interval_s=interval,
         policy=policy,
     )
-    metrics = GuardMetrics(comp.name)
+    metrics = GuardMetrics(comp.name, config.node)
+    metrics.certificate_expires(credentials.client_certificate_not_after(where.config))
     if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr=metrics_address, registry=metrics.registry)
+        start_exporter(metrics, metrics_port, metrics_address)
     stop = threading.Event()
 
     def _stop(*_: Any) -> None:
