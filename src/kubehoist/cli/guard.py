@@ -20,6 +20,7 @@ from kubehoist import kube
 from kubehoist.cli.options import kubeconfig_options, resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
+from kubehoist.guard import alerts as guardalerts
 from kubehoist.guard import credentials
 from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
@@ -355,6 +356,24 @@ def uninstall(
         everywhere=everywhere,
         timeout_s=timeout,
     )
+
+
+@guard.command("alerts")
+@click.option(
+    "--prometheus-rule",
+    is_flag=True,
+    help="A PrometheusRule (monitoring.coreos.com/v1) instead of a plain rules file.",
+)
+@click.option(
+    "--namespace",
+    default=guardalerts.PROMETHEUS_RULE_NAMESPACE,
+    show_default=True,
+    help="The PrometheusRule's namespace.",
+)
+def alerts(*, prometheus_rule: bool, namespace: str) -> None:
+    """Print the Prometheus alerting rules for the guards' metrics (docs/alerts.md)."""
+    doc = guardalerts.prometheus_rule(namespace) if prometheus_rule else guardalerts.rules_file()
+    click.echo(guardalerts.dump(doc), nl=False)
 
 
 @guard.command("node-setup", hidden=True)
