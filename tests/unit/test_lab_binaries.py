@@ -22,9 +22,15 @@ def test_promtool_is_cached_by_version_beside_the_lab_binaries(
     )
     # not a lab binary: a lab needs none, `missing` does not ask for it
     assert "promtool" not in bins.missing()
-    monkeypatch.setenv("KUBEHOIST_BIN_DIR", str(tmp_path / "ready"))
-    assert binaries.locate().path("promtool") == tmp_path / "ready" / "promtool"
-    with pytest.raises(KubehoistError, match="no promtool"):
+    # Ready binaries elsewhere: their promtool if they have one, else the cache's.
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    monkeypatch.setenv("KUBEHOIST_BIN_DIR", str(ready))
+    assert binaries.locate().path("promtool") == bins.path("promtool")
+    (ready / "promtool").write_text("#!/bin/sh\necho 'promtool, version 2.55.1'\n")
+    (ready / "promtool").chmod(0o755)
+    assert binaries.locate().path("promtool") == ready / "promtool"
+    with pytest.raises(KubehoistError, match=r"version 2\.55\.1, want 3\.0\.0"):
         binaries.ensure_tools(progress=False)
 
 

@@ -91,10 +91,12 @@ def locate(
     kubernetes_version: str = KUBERNETES_VERSION, etcd_version: str = ETCD_VERSION
 ) -> Binaries:
     """The binaries' places; they may not exist yet (see `ensure`)."""
+    root = cache_root() / "bin"
     if env := os.environ.get("KUBEHOIST_BIN_DIR"):
         d = Path(env)
-        return Binaries(kube_dir=d, etcd_dir=d, containerd_dir=d, crictl_dir=d, promtool_dir=d)
-    root = cache_root() / "bin"
+        # promtool is no lab binary: taken from there if it is there, else the cache's
+        tools = d if os.access(d / "promtool", os.X_OK) else root / f"promtool-{PROMTOOL_VERSION}"
+        return Binaries(kube_dir=d, etcd_dir=d, containerd_dir=d, crictl_dir=d, promtool_dir=tools)
     return Binaries(
         kube_dir=root / f"kubernetes-{kubernetes_version}",
         etcd_dir=root / f"etcd-{etcd_version}",
@@ -160,13 +162,11 @@ def ensure(
 
 
 def ensure_tools(*, progress: bool = True) -> Binaries:
-    """Return a ready promtool, building it when the cache lacks it (`lab build` does)."""
+    """Return a ready promtool (`KUBEHOIST_BIN_DIR`'s, else the cache's), building it
+    when the cache lacks it (`lab build` does)."""
     bins = locate()
     path = bins.path("promtool")
-    if os.environ.get("KUBEHOIST_BIN_DIR"):
-        if not os.access(path, os.X_OK):
-            raise KubehoistError(f"KUBEHOIST_BIN_DIR={bins.promtool_dir}: no promtool")
-    else:
+    if bins.promtool_dir == cache_root() / "bin" / f"promtool-{PROMTOOL_VERSION}":
         _build_into(
             bins.promtool_dir,
             module_dir=GOMOD_DIR / "promtool",
