@@ -29,8 +29,10 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubehoist.election import node_of_host
+from kubehoist.guard import alerts as guardalerts
 from kubehoist.lab import leaders, podproc
 from kubehoist.lab.leaders import analyze
 from kubehoist.pivot.phases import reconcile_probe
@@ -188,11 +190,16 @@ def node_metrics(lab: LabHandle, node: str) -> dict[str, float]:
         ["ip", "netns", "exec", netns, sys.executable, "-c", code],
         capture_output=True, text=True, timeout=30, check=True,
     ).stdout  # fmt: skip
+    # Read as Prometheus reads it: the text-format parser, sample names as scraped.
     values: dict[str, float] = {}
-    for line in out.splitlines():
-        if line.startswith("kubehoist_guard_") and " " in line:
-            name, value = line.rsplit(" ", 1)
-            values[name.split("{", 1)[0]] = float(value)
+    for family in text_string_to_metric_families(out):
+        for sample in family.samples:
+            if sample.name.startswith("kubehoist_guard_"):
+                assert sample.labels.get("component") and sample.labels.get("node"), sample
+                values[sample.name] = sample.value
+    # Every metric the alerting rules select (but Prometheus's own `up`) is there.
+    missing = guardalerts.referenced_metrics() - {"up"} - set(values)
+    assert not missing, f"the guard on {node} lacks {sorted(missing)}"
     return values
 
 

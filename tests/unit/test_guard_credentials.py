@@ -130,3 +130,42 @@ def test_node_setup_without_a_ca_key_says_so_with_its_exit_code(tmp_path: Path) 
     assert "ca.key: no such file (an external CA?)" in result.output
     assert not (etc / "manifests" / "g.yaml").exists()
     assert not (etc / "kubehoist" / "guard.conf").exists()
+
+
+def test_the_kubeconfigs_client_certificate_expiry_inline_in_a_file_or_none(
+    tmp_path: Path,
+) -> None:
+    from kubehoist import kube
+    from tests.unit.kubefake import write_kubeconfig
+
+    ca_pem, ca_key_pem = make_ca()
+    cert_pem, key_pem, not_after = credentials.issue_with_ca(
+        ca_pem, ca_key_pem, node="cp-1", days=30, now=NOW
+    )
+    inline = tmp_path / "guard.conf"
+    inline.write_text(
+        credentials.kubeconfig_text(
+            server="https://cp:6443",
+            ca_pem=ca_pem,
+            cert_pem=cert_pem,
+            key_pem=key_pem,
+            user="kubehoist:guard:cp-1",
+        )
+    )
+    assert (
+        credentials.client_certificate_not_after(kube.target(kubeconfig=inline).config) == not_after
+    )
+    # A file next to the kubeconfig, named relatively (as kubeadm's kubelet.conf does).
+    (tmp_path / "client.crt").write_bytes(cert_pem)
+    doc = yaml.safe_load(inline.read_text())
+    doc["users"][0]["user"] = {"client-certificate": "client.crt", "client-key": "client.key"}
+    by_file = tmp_path / "by-file.conf"
+    by_file.write_text(yaml.safe_dump(doc))
+    assert (
+        credentials.client_certificate_not_after(kube.target(kubeconfig=by_file).config)
+        == not_after
+    )
+    (tmp_path / "client.crt").write_bytes(b"not a certificate")
+    assert credentials.client_certificate_not_after(kube.target(kubeconfig=by_file).config) is None
+    token = write_kubeconfig(tmp_path / "token.conf")
+    assert credentials.client_certificate_not_after(kube.target(kubeconfig=token).config) is None

@@ -16,7 +16,8 @@ import pytest
 from kubehoist import kube
 from kubehoist.components import KUBE_CONTROLLER_MANAGER
 from kubehoist.guard.decide import Kind, Policy
-from kubehoist.guard.loop import Guard, GuardConfig, GuardMetrics, marker_path
+from kubehoist.guard.loop import Guard, GuardConfig, marker_path
+from kubehoist.guard.metrics import GuardMetrics
 from tests.unit.kubefake import UUID_A, write_kubeconfig
 
 NS = "kube-system"
@@ -199,7 +200,7 @@ def make_guard(tmp_path: Path, api: FakeApi, manifests: Path, clock: Clock) -> G
     guard = Guard(
         config,
         client=client,
-        metrics=GuardMetrics(KCM),
+        metrics=GuardMetrics(KCM, "cp-1"),
         log=logs.append,
         clock=clock,
         wall=wall,
@@ -211,7 +212,7 @@ def make_guard(tmp_path: Path, api: FakeApi, manifests: Path, clock: Clock) -> G
 
 
 def metric(guard: Guard, name: str) -> float:
-    value = guard.metrics.registry.get_sample_value(name, {"component": KCM})
+    value = guard.metrics.registry.get_sample_value(name, {"component": KCM, "node": "cp-1"})
     return 0.0 if value is None else value
 
 
@@ -238,6 +239,9 @@ def test_total_loss_then_hand_back(tmp_path: Path, node: Path) -> None:
     assert metric(guard, "kubehoist_guard_fallbacks_total") == 1
     assert metric(guard, "kubehoist_guard_leader") == 1
     assert metric(guard, "kubehoist_guard_outage_seconds_total") > 0
+    assert metric(guard, "kubehoist_guard_fallback_active") == 1
+    assert metric(guard, "kubehoist_guard_grace_seconds") == 20
+    assert metric(guard, "kubehoist_guard_seconds_since_renewal") >= 20
 
     # The Deployment is fixed: a replica is Ready; after settle the fallback is parked.
     running = {"running": {"startedAt": "2026-01-01T00:20:00Z"}}
@@ -250,6 +254,7 @@ def test_total_loss_then_hand_back(tmp_path: Path, node: Path) -> None:
     assert not marker_path(guard.files, f"{KCM}.yaml").exists()
     assert [e["reason"] for e in api.events] == ["GuardFallback", "GuardHandBack"]
     assert metric(guard, "kubehoist_guard_handbacks_total") == 1
+    assert metric(guard, "kubehoist_guard_fallback_active") == 0
     actions = [r for r in guard.logs if r.get("event") == "action"]  # type: ignore[attr-defined]
     assert [a["action"] for a in actions] == ["Fallback", "HandBack"]
 

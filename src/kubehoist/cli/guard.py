@@ -20,11 +20,13 @@ from kubehoist import kube
 from kubehoist.cli.options import kubeconfig_options, resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
+from kubehoist.guard import alerts as guardalerts
 from kubehoist.guard import credentials
 from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
 from kubehoist.guard.decide import Policy
-from kubehoist.guard.loop import Guard, GuardConfig, GuardMetrics
+from kubehoist.guard.loop import Guard, GuardConfig
+from kubehoist.guard.metrics import GuardMetrics, start_exporter
 from kubehoist.guard.nudge import Nudges
 from kubehoist.kube.controlplane import read_control_plane_endpoint
 from kubehoist.pivot import helperpod
@@ -105,11 +107,10 @@ def run(
         interval_s=interval,
         policy=policy,
     )
-    metrics = GuardMetrics(comp.name)
+    metrics = GuardMetrics(comp.name, config.node)
+    metrics.certificate_expires(credentials.client_certificate_not_after(where.config))
     if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr=metrics_address, registry=metrics.registry)
+        start_exporter(metrics, metrics_port, metrics_address)
     guard = Guard(config, client=client, metrics=metrics, server=where.server)
     # Watches of the component's pods and Lease start a round as soon as they change.
     nudges = Nudges(
@@ -366,6 +367,24 @@ def uninstall(
         everywhere=everywhere,
         timeout_s=timeout,
     )
+
+
+@guard.command("alerts")
+@click.option(
+    "--prometheus-rule",
+    is_flag=True,
+    help="A PrometheusRule (monitoring.coreos.com/v1) instead of a plain rules file.",
+)
+@click.option(
+    "--namespace",
+    default=guardalerts.PROMETHEUS_RULE_NAMESPACE,
+    show_default=True,
+    help="The PrometheusRule's namespace.",
+)
+def alerts(*, prometheus_rule: bool, namespace: str) -> None:
+    """Print the Prometheus alerting rules for the guards' metrics (docs/alerts.md)."""
+    doc = guardalerts.prometheus_rule(namespace) if prometheus_rule else guardalerts.rules_file()
+    click.echo(guardalerts.dump(doc), nl=False)
 
 
 @guard.command("node-setup", hidden=True)

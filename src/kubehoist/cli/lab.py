@@ -62,12 +62,14 @@ def lab() -> None:
 
 @lab.command("build")
 def build() -> None:
-    """Build (or find in the cache) the lab's binaries and image archives."""
+    """Build (or find in the cache) the lab's binaries and image archives, and the
+    tests' promtool."""
     from kubehoist.lab import images
 
     start = time.monotonic()
     bins = binmod.ensure()
-    for name in binmod.ALL_BINARIES:
+    binmod.ensure_tools()
+    for name in (*binmod.ALL_BINARIES, *binmod.TOOL_BINARIES):
         path = bins.path(name)
         click.echo(f"{name:<24} {path.stat().st_size / 2**20:7.1f} MiB  {path}")
     for archive in images.lab_images(bins, specmod.KUBERNETES_VERSION):

@@ -31,6 +31,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.core.exceptions import ConfigError
 
 from kubehoist.errors import KubehoistError
 from kubehoist.guard import manifest as guardmanifest
@@ -144,6 +146,25 @@ def issue_with_ca(
     )
     cert = builder.sign(ca_key, algorithm)
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), not_after
+
+
+def client_certificate_not_after(config: SingleConfig) -> dt.datetime | None:
+    """The end of validity of the kubeconfig's client certificate (the first one of
+    its PEM, inline or in a file); None when it authenticates otherwise or the
+    certificate cannot be read (the guard's reads then say more than this could)."""
+    user = config.user
+    try:
+        if user is None:
+            return None
+        if user.client_cert_data:
+            pem = base64.b64decode(user.client_cert_data)
+        elif user.client_cert:
+            pem = Path(config.abs_file(user.client_cert)).read_bytes()
+        else:
+            return None
+        return x509.load_pem_x509_certificate(pem).not_valid_after_utc
+    except (OSError, ValueError, ConfigError):  # base64, PEM, DER, a relative path
+        return None
 
 
 def kubeconfig_text(

@@ -32,7 +32,6 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Pod
-from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from kubehoist.components import Component
 from kubehoist.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_LABEL, object_labels
@@ -51,6 +50,7 @@ from kubehoist.guard.decide import (
     decide,
     holder_pods,
 )
+from kubehoist.guard.metrics import GuardMetrics
 from kubehoist.guard.nudge import MIN_GAP_S
 from kubehoist.guard.observe import pod_view
 from kubehoist.kube.client import get_or_none
@@ -70,50 +70,6 @@ def guard_lease_name(component: str) -> str:
 def marker_path(files: LocalNodeFiles, filename: str) -> Path:
     """The node's record that the manifest in place is a guard's fallback."""
     return files.manifests_dir.parent / "kubehoist" / "guard" / f"{filename}.fallback.json"
-
-
-# --- metrics ---------------------------------------------------------------------------
-
-
-class GuardMetrics:
-    """The guard's Prometheus metrics, in a registry of their own."""
-
-    def __init__(self, component: str, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r, c = self.registry, component
-        self.leader = Gauge(
-            "kubehoist_guard_leader", "1 while this guard holds the guards' Lease",
-            ["component"], registry=r,
-        ).labels(c)  # fmt: skip
-        self.since_renewal = Gauge(
-            "kubehoist_guard_seconds_since_renewal",
-            "Seconds since the component's Lease was last seen renewed (guard's clock)",
-            ["component"], registry=r,
-        ).labels(c)  # fmt: skip
-        self.api_reachable = Gauge(
-            "kubehoist_guard_api_reachable", "1 when the last round of reads succeeded",
-            ["component"], registry=r,
-        ).labels(c)  # fmt: skip
-        self.transitions = Counter(
-            "kubehoist_guard_holder_transitions", "Holder changes seen on the component's Lease",
-            ["component"], registry=r,
-        ).labels(c)  # fmt: skip
-        self.fallbacks = Counter(
-            "kubehoist_guard_fallbacks", "Static pod fallbacks put in place",
-            ["component"], registry=r,
-        ).labels(c)  # fmt: skip
-        self.handbacks = Counter(
-            "kubehoist_guard_handbacks", "Fallbacks parked again (handed back to the Deployment)",
-            ["component"], registry=r,
-        ).labels(c)  # fmt: skip
-        self.reaps = Counter(
-            "kubehoist_guard_reaps", "Leases released because their holder was certainly dead",
-            ["component"], registry=r,
-        ).labels(c)  # fmt: skip
-        self.outage = Counter(
-            "kubehoist_guard_outage_seconds", "Seconds with no valid leader (guard's clock)",
-            ["component"], registry=r,
-        ).labels(c)  # fmt: skip
 
 
 # --- the runner ------------------------------------------------------------------------
@@ -176,7 +132,10 @@ class Guard:
         self.config = config
         self.server = server
         self.client = client
-        self.metrics = metrics if metrics is not None else GuardMetrics(config.component.name)
+        self.metrics = (
+            metrics if metrics is not None else GuardMetrics(config.component.name, config.node)
+        )
+        self.metrics.grace.set(config.policy.grace_s)
         self.log = log
         self.clock = clock
         self.wall = wall
@@ -443,6 +402,9 @@ class Guard:
         m = self.metrics
         m.leader.set(1 if self.guard_renewed_at is not None else 0)
         m.since_renewal.set(max(0.0, now - snap.timing.renewed_at))
+        m.fallback_active.set(
+            1 if snap.manifest is Manifest.IN_PLACE and snap.fallback_marker else 0
+        )
         last = self.last_step_at
         self.last_step_at = now
         if not snap.api_reachable or last is None:

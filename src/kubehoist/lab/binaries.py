@@ -1,4 +1,5 @@
-"""The lab's Kubernetes and etcd binaries: where they are, and building them.
+"""The lab's Kubernetes and etcd binaries (and the tests' promtool): where they are,
+and building them.
 
 They are built from the Go module proxy with the consumer modules in `gomod/`
 (k8s.io/kubernetes needs each staging module replaced by its v0.X.Y release) into a
@@ -42,6 +43,12 @@ KUBE_BINARIES = (
 )
 CONTAINERD_BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2")
 ALL_BINARIES = (*KUBE_BINARIES, "etcd", *CONTAINERD_BINARIES, "crictl")
+"""What a lab runs; `KUBEHOIST_BIN_DIR` must hold all of them."""
+TOOL_BINARIES = ("promtool",)
+"""Not the lab's: what tests check the project's files with (`ensure_tools`)."""
+PROMTOOL_VERSION = "v0.300.0"
+"""github.com/prometheus/prometheus as a Go module: Prometheus 3.0.0 (v3.A.B is v0.3AA.B),
+the oldest v3 release; it checks and unit-tests deploy/prometheus/ (gomod/promtool)."""
 GOMOD_DIR = Path(__file__).parent / "gomod"
 _STAMP = ".complete"
 
@@ -61,10 +68,13 @@ class Binaries:
     etcd_dir: Path
     containerd_dir: Path
     crictl_dir: Path
+    promtool_dir: Path
 
     def path(self, name: str) -> Path:
-        if name not in ALL_BINARIES:
+        if name not in ALL_BINARIES and name not in TOOL_BINARIES:
             raise KeyError(name)
+        if name == "promtool":
+            return self.promtool_dir / name
         if name == "etcd":
             return self.etcd_dir / name
         if name in CONTAINERD_BINARIES:
@@ -81,15 +91,18 @@ def locate(
     kubernetes_version: str = KUBERNETES_VERSION, etcd_version: str = ETCD_VERSION
 ) -> Binaries:
     """The binaries' places; they may not exist yet (see `ensure`)."""
+    root = cache_root() / "bin"
     if env := os.environ.get("KUBEHOIST_BIN_DIR"):
         d = Path(env)
-        return Binaries(kube_dir=d, etcd_dir=d, containerd_dir=d, crictl_dir=d)
-    root = cache_root() / "bin"
+        # promtool is no lab binary: taken from there if it is there, else the cache's
+        tools = d if os.access(d / "promtool", os.X_OK) else root / f"promtool-{PROMTOOL_VERSION}"
+        return Binaries(kube_dir=d, etcd_dir=d, containerd_dir=d, crictl_dir=d, promtool_dir=tools)
     return Binaries(
         kube_dir=root / f"kubernetes-{kubernetes_version}",
         etcd_dir=root / f"etcd-{etcd_version}",
         containerd_dir=root / f"containerd-{CONTAINERD_VERSION}",
         crictl_dir=root / f"cri-tools-{CRICTL_VERSION}",
+        promtool_dir=root / f"promtool-{PROMTOOL_VERSION}",
     )
 
 
@@ -146,6 +159,45 @@ def ensure(
         )
     check_versions(bins, kubernetes_version, etcd_version)
     return bins
+
+
+def ensure_tools(*, progress: bool = True) -> Binaries:
+    """Return a ready promtool (`KUBEHOIST_BIN_DIR`'s, else the cache's), building it
+    when the cache lacks it (`lab build` does)."""
+    bins = locate()
+    path = bins.path("promtool")
+    if bins.promtool_dir == cache_root() / "bin" / f"promtool-{PROMTOOL_VERSION}":
+        _build_into(
+            bins.promtool_dir,
+            module_dir=GOMOD_DIR / "promtool",
+            packages=["github.com/prometheus/prometheus/cmd/promtool"],
+            ldflags=_promtool_ldflags(PROMTOOL_VERSION),
+            what=f"promtool {PROMTOOL_VERSION}",
+            output_name="promtool",
+            progress=progress,
+        )
+    want = prometheus_release(PROMTOOL_VERSION)
+    text = _version_of(path, "--version")
+    found = re.search(r"promtool, version (\S+)", text)
+    if not found or found.group(1) != want:
+        raise KubehoistError(
+            f"{path}: version {found.group(1) if found else 'unknown'}, want {want}"
+        )
+    return bins
+
+
+def prometheus_release(module_version: str) -> str:
+    """The Prometheus release of a github.com/prometheus/prometheus module version:
+    v0.300.0 is 3.0.0, v0.313.5 is 3.13.5."""
+    m = re.fullmatch(r"v0\.(\d)(\d\d)\.(\d+)", module_version)
+    if not m:
+        raise KubehoistError(f"Prometheus module version {module_version!r} is not v0.XYY.Z")
+    return f"{m.group(1)}.{int(m.group(2))}.{m.group(3)}"
+
+
+def _promtool_ldflags(module_version: str) -> str:
+    pkg = "github.com/prometheus/common/version"
+    return f"-s -w -X {pkg}.Version={prometheus_release(module_version)} -X {pkg}.Branch=HEAD"
 
 
 def _kube_ldflags(version: str) -> str:

@@ -1,0 +1,55 @@
+"""Where the lab's binaries and the tests' promtool are, and which versions are built."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kubehoist.errors import KubehoistError
+from kubehoist.lab import binaries
+
+
+def test_promtool_is_cached_by_version_beside_the_lab_binaries(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KUBEHOIST_BIN_DIR", raising=False)
+    monkeypatch.setenv("KUBEHOIST_CACHE", str(tmp_path))
+    bins = binaries.locate()
+    assert bins.path("promtool") == (
+        tmp_path / "bin" / f"promtool-{binaries.PROMTOOL_VERSION}" / "promtool"
+    )
+    # not a lab binary: a lab needs none, `missing` does not ask for it
+    assert "promtool" not in bins.missing()
+    # Ready binaries elsewhere: their promtool if they have one, else the cache's.
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    monkeypatch.setenv("KUBEHOIST_BIN_DIR", str(ready))
+    assert binaries.locate().path("promtool") == bins.path("promtool")
+    (ready / "promtool").write_text("#!/bin/sh\necho 'promtool, version 2.55.1'\n")
+    (ready / "promtool").chmod(0o755)
+    assert binaries.locate().path("promtool") == ready / "promtool"
+    with pytest.raises(KubehoistError, match=r"version 2\.55\.1, want 3\.0\.0"):
+        binaries.ensure_tools(progress=False)
+
+
+def test_the_consumer_module_pins_the_version_the_cache_is_keyed_by() -> None:
+    gomod = (binaries.GOMOD_DIR / "promtool" / "go.mod").read_text()
+    pinned = re.search(r"github\.com/prometheus/prometheus (v\S+)", gomod)
+    assert pinned and pinned.group(1) == binaries.PROMTOOL_VERSION
+    assert "tool github.com/prometheus/prometheus/cmd/promtool" in gomod
+    assert (binaries.GOMOD_DIR / "promtool" / "go.sum").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("module", "release"),
+    [("v0.300.0", "3.0.0"), ("v0.300.1", "3.0.1"), ("v0.313.5", "3.13.5"), ("v0.316.0", "3.16.0")],
+)
+def test_prometheus_releases_of_module_versions(module: str, release: str) -> None:
+    assert binaries.prometheus_release(module) == release
+
+
+def test_a_module_version_that_is_no_release_is_refused() -> None:
+    with pytest.raises(KubehoistError):
+        binaries.prometheus_release("v2.55.0")
