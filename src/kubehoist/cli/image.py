@@ -53,7 +53,8 @@ def image() -> None:
     "base_rootfs",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
-    help="A root filesystem tarball with python3.11 to build on, instead of mmdebstrap's Debian.",
+    help="A Debian bookworm root filesystem tarball (with python3) to build on, instead "
+    "of running mmdebstrap.",
 )
 @click.option(
     "--cache-dir",
