@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from kubehoist.errors import KubehoistError
-from kubehoist.image.archive import read_archive
+from kubehoist.image.archive import read_archive, write_oci_archive
+from kubehoist.image.cache import Recipe
 from kubehoist.image.config import ImageConfig
-from kubehoist.image.layers import Tree
+from kubehoist.image.layers import Tree, directory, file_data, gzip_layer, symlink, write_layer
 from kubehoist.lab import dockerfile, images
 from tests.unit.imagefiles import layer_file, layer_members, open_archive, sha256
 
@@ -200,3 +201,32 @@ def test_tree_resolves_symlinks_inside_the_image() -> None:
     assert tree.resolve("/etc/../bin/../../etc") == "etc"
     with pytest.raises(KubehoistError, match="too many levels"):
         tree.resolve("/loop/x")
+
+
+def test_build_on_an_oci_base_with_gzip_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FROM the kubehoist image (an OCI archive of gzip layers): its layers are read
+    through the gzip, and kept as they are in the new archive."""
+    base_layer = write_layer(
+        [directory("usr/bin"), symlink("bin", "usr/bin"), file_data("usr/bin/python3", b"py")],
+        tmp_path / "base.tar",
+    )
+    gz = gzip_layer(base_layer, tmp_path / "base.tar.gz")
+    name = "ghcr.io/kubehoist/kubehoist:0.1.0"
+
+    def make(dest: Path) -> None:
+        write_oci_archive(dest, name, ImageConfig(entrypoint=("kubehoist",)), [gz])
+
+    recipe = Recipe(name, "0" * 20, make, suffix=".oci.tar")
+    monkeypatch.setattr(dockerfile, "lab_recipe", lambda n, b, v: recipe if n == name else None)
+    monkeypatch.setattr(dockerfile, "locate", lambda version: None)
+    ctx = write_context(tmp_path / "ctx", {"tool": "t"}, f"FROM {name}\nCOPY tool /bin/\n")
+    archive = dockerfile.build_from_dockerfile(tmp_path / "lab", "a/b:1", ctx / "Dockerfile", ctx)
+    opened = open_archive(archive)
+    assert opened.config["rootfs"]["diff_ids"][0] == base_layer.diff_id
+    assert opened.config["config"]["Entrypoint"] == ["kubehoist"]
+    assert opened.layers[0] == gz.path.read_bytes()  # the gzip blob, as it was
+    assert sorted(layer_members(opened.layers[1])) == ["usr/bin/tool"]  # through bin -> usr/bin
+    again = read_archive(archive)
+    assert again.layers[0].gzip and again.layers[0].digest == gz.digest
