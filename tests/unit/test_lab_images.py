@@ -1,26 +1,25 @@
-"""The lab's image archives: their format, reproducibility, the Dockerfile builder,
-busybox's applets, the pause program and the import into a node's containerd (with a
+"""The lab's image archives: their format, reproducibility, the cache, busybox's
+applets, the pause program and the import into a node's containerd (with a
 fake ctr). No root, no containerd."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import signal
 import struct
 import subprocess
-import tarfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kubehoist.errors import KubehoistError
-from kubehoist.lab import images
+from kubehoist.image.archive import read_archive
+from kubehoist.image.cache import Recipe, images_cache
+from kubehoist.image.config import normalize
+from kubehoist.image.layers import file_data, write_layer
+from kubehoist.lab import dockerfile, images
 from kubehoist.lab.binaries import Binaries, locate
+from tests.unit.imagefiles import executable, layer_file, layer_members, open_archive, sha256
 
 KCM = "registry.k8s.io/kube-controller-manager:v1.36.3"
 
@@ -31,62 +30,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache" / "images"
 
 
-def executable(path: Path, text: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, str):
-        path.write_text(text)
-    else:
-        path.write_bytes(text)
-    path.chmod(0o755)
-    return path
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Opened:
-    """A one-image archive, read back with tarfile."""
-
-    entry: dict[str, Any]  # its manifest.json entry
-    config_bytes: bytes
-    config: dict[str, Any]
-    layers: list[bytes]
-    members: list[tarfile.TarInfo]
-
-
-def open_archive(path: Path) -> Opened:
-    with tarfile.open(path) as tar:
-
-        def read(name: str) -> bytes:
-            fh = tar.extractfile(name)
-            assert fh is not None
-            return fh.read()
-
-        (entry,) = json.loads(read("manifest.json"))
-        config_bytes = read(entry["Config"])
-        layers = [read(p) for p in entry["Layers"]]
-        return Opened(entry, config_bytes, json.loads(config_bytes), layers, tar.getmembers())
-
-
-def layer_members(data: bytes) -> dict[str, tarfile.TarInfo]:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return {m.name: m for m in tar.getmembers()}
-
-
-def layer_file(data: bytes, name: str) -> bytes:
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return tar.extractfile(name).read()  # type: ignore[union-attr]
-
-
 # --- the archive format ---------------------------------------------------------------
 
 
 def test_binary_image_archive_has_docker_archive_structure(tmp_path: Path) -> None:
     binary = executable(tmp_path / "kcm", b"\x7fELF pretend kube-controller-manager")
     archive = images.binary_image(KCM, binary, "kube-controller-manager").ensure()
-    assert archive.parent == images.images_cache()
+    assert archive.parent == images_cache()
 
     opened = open_archive(archive)
     entry, config, layers = opened.entry, opened.config, opened.layers
@@ -126,7 +76,7 @@ def test_binary_image_archive_has_docker_archive_structure(tmp_path: Path) -> No
 def test_read_archive_finds_layers_inside_the_archive(tmp_path: Path) -> None:
     binary = executable(tmp_path / "etcd", b"etcd")
     archive = images.binary_image("registry.k8s.io/etcd:3.6.8-0", binary, "etcd").ensure()
-    a = images.read_archive(archive)
+    a = read_archive(archive)
     opened = open_archive(archive)
     assert a.names == ("registry.k8s.io/etcd:3.6.8-0",)
     assert a.size == archive.stat().st_size
@@ -142,7 +92,7 @@ def test_read_archive_finds_layers_inside_the_archive(tmp_path: Path) -> None:
 
 def test_long_paths_use_gnu_headers_not_pax(tmp_path: Path) -> None:
     deep = "usr/lib/" + "/".join(["a-rather-long-directory-name"] * 6) + "/file.py"
-    layer = images.write_layer([images.file_data(deep, b"x")], tmp_path / "layer.tar")
+    layer = write_layer([file_data(deep, b"x")], tmp_path / "layer.tar")
     raw = layer.path.read_bytes()
     assert b"PaxHeader" not in raw and b"mtime=" not in raw and b"././@LongLink" in raw
     assert deep in layer_members(raw)
@@ -150,15 +100,15 @@ def test_long_paths_use_gnu_headers_not_pax(tmp_path: Path) -> None:
 
 
 def test_write_layer_keeps_lower_directories_alone(tmp_path: Path) -> None:
-    entries = [images.file_data("tmp/x/y", b"1"), images.file_data("tmp/z", b"2")]
-    layer = images.write_layer(entries, tmp_path / "l.tar", lower_dirs={"tmp"})
+    entries = [file_data("tmp/x/y", b"1"), file_data("tmp/z", b"2")]
+    layer = write_layer(entries, tmp_path / "l.tar", lower_dirs={"tmp"})
     assert sorted(layer_members(layer.path.read_bytes())) == ["tmp/x", "tmp/x/y", "tmp/z"]
 
 
 def test_a_file_cannot_be_a_parent(tmp_path: Path) -> None:
-    entries = [images.file_data("a", b"1"), images.file_data("a/b", b"2")]
+    entries = [file_data("a", b"1"), file_data("a/b", b"2")]
     with pytest.raises(KubehoistError, match="a is not a directory"):
-        images.write_layer(entries, tmp_path / "l.tar")
+        write_layer(entries, tmp_path / "l.tar")
 
 
 # --- reproducibility and the cache ----------------------------------------------------
@@ -186,18 +136,18 @@ def test_cached_archive_is_reused_and_a_new_input_gets_a_new_key(tmp_path: Path)
     def fail(dest: Path) -> None:
         raise AssertionError("rebuilt a cached archive")
 
-    assert images.Recipe(first.name, first.key, fail).ensure() == path
+    assert Recipe(first.name, first.key, fail).ensure() == path
     assert path.stat().st_mtime_ns == before
     binary.write_bytes(b"v2")
     second = images.binary_image(name, binary, "kube-apiserver")
     assert second.key != first.key and second.ensure() != path
-    assert not list(images.images_cache().glob(".*.tmp-*"))
+    assert not list(images_cache().glob(".*.tmp-*"))
 
 
 def test_older_keys_of_the_same_image_are_pruned_after_an_hour(tmp_path: Path) -> None:
     binary = executable(tmp_path / "etcd", b"etcd")
     recipe = images.binary_image("registry.k8s.io/etcd:3.6.8-0", binary, "etcd")
-    cache = images.images_cache()
+    cache = images_cache()
     cache.mkdir(parents=True)
     old, young = (
         cache / f"registry.k8s.io_etcd_3.6.8-0-{'a' * 20}.tar",
@@ -217,11 +167,11 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
         dest.write_bytes(b"half")
         raise KubehoistError("boom")
 
-    recipe = images.Recipe("docker.io/library/x:1", "0" * 20, broken)
+    recipe = Recipe("docker.io/library/x:1", "0" * 20, broken)
     with pytest.raises(KubehoistError, match="boom"):
         recipe.ensure()
     assert not recipe.archive.exists()
-    assert [p.name for p in images.images_cache().iterdir() if not p.name.endswith(".lock")] == []
+    assert [p.name for p in images_cache().iterdir() if not p.name.endswith(".lock")] == []
 
 
 # --- names and kubeadm's image list ---------------------------------------------------
@@ -239,13 +189,13 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
     ],
 )
 def test_names_are_normalized_like_containerd(image: str, expected: str) -> None:
-    assert images.normalize(image) == expected
+    assert normalize(image) == expected
 
 
 @pytest.mark.parametrize("image", ["", "Busybox:1", "a b", "busybox@sha256:00"])
 def test_bad_names_are_refused(image: str) -> None:
     with pytest.raises(KubehoistError, match="image name"):
-        images.normalize(image)
+        normalize(image)
 
 
 def fake_kubeadm(tmp_path: Path) -> Binaries:
@@ -286,7 +236,7 @@ def test_image_table_lists_lab_and_built_images(
     context = tmp_path / "ctx"
     executable(context / "tool", "#!/bin/sh\n")
     (context / "Dockerfile").write_text("FROM scratch\nCOPY tool /\n")
-    images.build_from_dockerfile(lab_root, "vip/tool:1", context / "Dockerfile", context)
+    dockerfile.build_from_dockerfile(lab_root, "vip/tool:1", context / "Dockerfile", context)
     rows = images.image_table(fake_kubeadm(tmp_path), "v1.36.3", lab_root)
     assert [(r.name, r.origin) for r in rows] == [
         (KCM, "lab"),
@@ -294,7 +244,7 @@ def test_image_table_lists_lab_and_built_images(
         ("docker.io/vip/tool:1", "FROM scratch"),
     ]
     assert rows[0].archive == built.archive and rows[0].size == built.archive.stat().st_size
-    assert rows[0].image_id == images.read_archive(built.archive).image_id
+    assert rows[0].image_id == read_archive(built.archive).image_id
     assert rows[1].archive is None and rows[1].image_id is None
 
 
@@ -388,236 +338,6 @@ def test_pause_image_runs_pause_as_65535(tmp_path: Path) -> None:
     assert config["config"]["Entrypoint"] == ["/pause"]
     assert config["config"]["User"] == "65535:65535"
     assert layer_file(layers[0], "pause") == images.pause_binary().read_bytes()
-
-
-# --- the kubehoist image's pieces -----------------------------------------------------
-
-
-def test_launcher_puts_the_site_first_and_runs_the_cli() -> None:
-    text = images.launcher().decode()
-    assert text.startswith("#!/usr/bin/python3 ")
-    assert "sys.path.insert(0, '/usr/local/lib/kubehoist')" in text
-    assert "from kubehoist.cli import main" in text
-
-
-def test_site_entries_place_the_packages_and_launchers(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    (site / "kubehoist").mkdir(parents=True)
-    (site / "kubehoist" / "__init__.py").write_text("")
-    (site / "kubehoist-0.1.0.dist-info").mkdir()
-    entries = {e.path: e for e in images.site_entries(site)}
-    assert entries["usr/local/lib/kubehoist/kubehoist/__init__.py"].kind == images.FILE
-    assert entries["usr/local/bin/kubehoist"].mode == 0o755
-    assert entries["usr/local/bin/kubectl-hoist"].data == images.launcher()
-
-
-def test_project_files_are_the_wheel_inputs() -> None:
-    files = {str(p) for p in images.project_files()}
-    assert {"pyproject.toml", "src/kubehoist/cli/__init__.py"} <= files
-    assert "src/kubehoist/lab/gomod/pause/main.go" in files
-    assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
-    assert any(d.startswith("cryptography") for d in images.project_dependencies())
-
-
-def test_normalize_rootfs_drops_dev_and_dot_slash(tmp_path: Path) -> None:
-    raw = tmp_path / "raw.tar"
-    with tarfile.open(raw, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, kind in (("./", tarfile.DIRTYPE), ("./dev/", tarfile.DIRTYPE),
-                           ("./dev/null", tarfile.CHRTYPE), ("./bin", tarfile.SYMTYPE),
-                           ("./usr/", tarfile.DIRTYPE)):  # fmt: skip
-            info = tarfile.TarInfo(name)
-            info.type, info.mtime, info.uname = kind, 1234.5, "root"
-            info.linkname = "usr/bin" if kind == tarfile.SYMTYPE else ""
-            tar.addfile(info)
-        info = tarfile.TarInfo("./usr/x")
-        info.size, info.mode = 2, 0o4755
-        tar.addfile(info, io.BytesIO(b"hi"))
-        link = tarfile.TarInfo("./usr/y")
-        link.type, link.linkname = tarfile.LNKTYPE, "./usr/x"
-        tar.addfile(link)
-    images.normalize_rootfs(raw, tmp_path / "layer.tar")
-    members = layer_members((tmp_path / "layer.tar").read_bytes())
-    assert list(members) == ["dev", "bin", "usr", "usr/x", "usr/y"]
-    assert members["usr/x"].mode == 0o4755 and members["usr/y"].linkname == "usr/x"
-    assert all(m.mtime == 0 and m.uname == "" and not m.pax_headers for m in members.values())
-
-
-# --- Dockerfiles: parsing -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("FROM busybox:1.36\n# a comment\nRUN echo hi\n", r"Dockerfile:3: RUN is not supported"),
-        ("FROM a\nCOPY a \\\n  b \\\n  /c/\nRUN x\n", r"Dockerfile:5: RUN is not supported"),
-        ("FROM a\nFROM b\n", r"Dockerfile:2: a second FROM"),
-        ("COPY a b\n", r"Dockerfile:1: COPY before FROM"),
-        ("FROM a\nCOPY --from=x a b\n", r"Dockerfile:2: COPY --from: not supported"),
-        ("FROM a\nHEALTHCHECK NONE\n", r"Dockerfile:2: HEALTHCHECK is not supported"),
-        ('FROM a\nCMD ["x"\n', r"Dockerfile:2: CMD: bad JSON array"),
-        ("FROM a\nCOPY a \\\n", r"Dockerfile:2: the file ends inside a line continuation"),
-        ("# nothing\n", r"Dockerfile: no FROM"),
-        ("FROM a\nCOPY x\n", r"Dockerfile:2: COPY needs a source and a destination"),
-        ("FROM a\nCOPY --chown=app x /y\n", r"Dockerfile:2: COPY --chown=app: .*UID\[:GID\]"),
-        ("FROM a\nADD https://x/y /z\n", r"Dockerfile:2: ADD https://x/y: only files"),
-        ("FROM a\nCOPY a b c\n", r"Dockerfile:2: COPY of several sources: .*must end with /"),
-        ("FROM --platform=linux/arm64 a\n", r"Dockerfile:1: FROM takes no flags"),
-        ("FROM a\nEXPOSE http\n", r"Dockerfile:2: EXPOSE http"),
-        ("FROM a\nCMD\n", r"Dockerfile:2: CMD without a command"),
-        ("FROM a\nENV A\n", r"Dockerfile:2: ENV A: no value"),
-        ("FROM a\nENV 'unclosed\n", r"Dockerfile:2: ENV: cannot split"),
-    ],
-)
-def test_dockerfile_errors_are_one_line_naming_file_and_line(text: str, message: str) -> None:
-    with pytest.raises(KubehoistError, match=f"^{message}") as err:
-        images.plan_dockerfile(text, "Dockerfile")
-    assert "\n" not in err.value.message
-
-
-def test_dockerfile_plan_follows_docker_semantics() -> None:
-    plan = images.plan_dockerfile(
-        "ARG V=1\n"
-        "FROM registry.k8s.io/kube-controller-manager:v1.36.3 AS kcm\n"
-        "LABEL org.example/a=b c=d\n"
-        "ENV A=1 B='two words'\n"
-        "ENV C three words\n"
-        "WORKDIR /srv\n"
-        "WORKDIR app\n"
-        "COPY --chown=1000:2000 --chmod=0640 kubeconfig ./conf/\n"
-        "ADD pki/ca.crt /etc/kubernetes/pki/\n"
-        "USER 65532\n"
-        "EXPOSE 10257 53/udp\n"
-        "ENTRYPOINT kube-controller-manager --v=2\n"
-    )
-    assert plan.base == KCM
-    assert plan.working_dir == "/srv/app"
-    assert plan.copies == (
-        images.Copy(8, "COPY", ("kubeconfig",), "/srv/app/conf/", (1000, 2000), 0o640),
-        images.Copy(9, "ADD", ("pki/ca.crt",), "/etc/kubernetes/pki/", None, None),
-    )
-    base = images.ImageConfig(env=("PATH=/bin", "A=0"), cmd=("sh",), labels=(("c", "x"),))
-    config = plan.config(base)
-    assert config.env == ("PATH=/bin", "A=1", "B=two words", "C=three words")
-    assert config.entrypoint == ("/bin/sh", "-c", "kube-controller-manager --v=2")
-    assert config.cmd is None  # an ENTRYPOINT drops the base's CMD, as in Docker
-    assert config.user == "65532"
-    assert config.labels == (("c", "d"), ("org.example/a", "b"))
-    assert config.exposed_ports == ("10257/tcp", "53/udp")
-    plan2 = images.plan_dockerfile('FROM x\nCMD ["a", "b"]\n')
-    assert plan2.config(base).cmd == ("a", "b") and plan2.config(base).entrypoint is None
-
-
-# --- Dockerfiles: building ------------------------------------------------------------
-
-
-def write_context(root: Path, files: dict[str, str], dockerfile: str) -> Path:
-    for rel, text in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    (root / "Dockerfile").write_text(dockerfile)
-    return root
-
-
-def test_build_from_scratch_places_files_with_owner_and_workdir(tmp_path: Path) -> None:
-    ctx = write_context(
-        tmp_path / "ctx",
-        {"conf/a.yaml": "a: 1\n", "conf/sub/b.yaml": "b: 2\n", "run.sh": "#!/bin/sh\n"},
-        "FROM scratch\n"
-        "COPY --chown=1000:1001 conf /etc/app\n"
-        "COPY run.sh /usr/local/bin/\n"
-        "WORKDIR /var/lib/app\n"
-        'CMD ["/usr/local/bin/run.sh"]\n',
-    )
-    (ctx / "run.sh").chmod(0o750)
-    lab_root = tmp_path / "lab"
-    archive = images.build_from_dockerfile(lab_root, "vip/app:v1", ctx / "Dockerfile", ctx)
-    assert archive == lab_root / "images" / "docker.io_vip_app_v1.tar"
-    opened = open_archive(archive)
-    config, layers = opened.config, opened.layers
-    assert len(layers) == 1
-    assert config["config"] == {"Env": [], "Cmd": ["/usr/local/bin/run.sh"],
-                                "WorkingDir": "/var/lib/app"}  # fmt: skip
-    members = layer_members(layers[0])
-    a = members["etc/app/a.yaml"]
-    assert (a.uid, a.gid) == (1000, 1001) and layer_file(layers[0], a.name) == b"a: 1\n"
-    assert (members["etc/app"].uid, members["etc/app/sub"].uid) == (1000, 1000)
-    assert (members["etc"].uid, members["etc"].mode) == (0, 0o755)
-    assert members["usr/local/bin/run.sh"].mode == 0o750
-    assert members["var/lib/app"].isdir()
-    assert "Dockerfile" not in str(list(members))
-    assert images.built_images(lab_root) == {"docker.io/vip/app:v1": archive}
-
-
-def test_build_on_a_built_image_adds_one_layer_following_base_symlinks(tmp_path: Path) -> None:
-    base_ctx = tmp_path / "base"
-    (base_ctx / "root" / "usr" / "bin").mkdir(parents=True)
-    (base_ctx / "root" / "usr" / "bin" / "sh").write_text("shell")
-    (base_ctx / "root" / "bin").symlink_to("usr/bin")
-    (base_ctx / "root" / "tmp").mkdir()
-    (base_ctx / "root" / "tmp").chmod(0o1777)
-    (base_ctx / "Dockerfile").write_text('FROM scratch\nCOPY root/ /\nCMD ["sh"]\nENV A=1\n')
-    lab_root = tmp_path / "lab"
-    images.build_from_dockerfile(lab_root, "lab/base:1", base_ctx / "Dockerfile", base_ctx)
-
-    ctx = write_context(
-        tmp_path / "ctx",
-        {"tool": "tool", "t.conf": "x"},
-        'FROM lab/base:1\nCOPY tool /bin/\nCOPY t.conf /tmp/\nENTRYPOINT ["/bin/tool"]\n',
-    )
-    archive = images.build_from_dockerfile(lab_root, "lab/tool:1", ctx / "Dockerfile", ctx)
-    opened = open_archive(archive)
-    config, layers = opened.config, opened.layers
-    base = images.read_archive(images.built_images(lab_root)["docker.io/lab/base:1"])
-    assert len(layers) == 2
-    assert config["rootfs"]["diff_ids"][0] == base.layers[0].diff_id
-    assert config["config"] == {"Env": ["A=1"], "Entrypoint": ["/bin/tool"]}
-    # through the base's /bin -> usr/bin, and no entry that would replace /bin or /tmp
-    assert sorted(layer_members(layers[1])) == ["tmp/t.conf", "usr/bin/tool"]
-
-
-def test_build_is_reproducible(tmp_path: Path) -> None:
-    ctx = write_context(tmp_path / "ctx", {"f": "data"}, "FROM scratch\nCOPY f /f\nUSER 1\n")
-    digests = {
-        sha256(
-            images.build_from_dockerfile(
-                tmp_path / f"lab{n}", "a/b:1", ctx / "Dockerfile", ctx
-            ).read_bytes()
-        )
-        for n in range(2)
-    }
-    assert len(digests) == 1
-
-
-def test_build_refuses_unknown_bases_and_escapes(tmp_path: Path) -> None:
-    lab_root = tmp_path / "lab"
-    ctx = write_context(tmp_path / "ctx", {"f": "x"}, "FROM nginx:1.27\nCOPY f /\n")
-    with pytest.raises(KubehoistError, match=r"Dockerfile: FROM nginx:1.27: not a lab image"):
-        images.build_from_dockerfile(lab_root, "a/b:1", ctx / "Dockerfile", ctx)
-    (tmp_path / "secret").write_text("s")
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY ../secret /\n")
-    with pytest.raises(KubehoistError, match=r"Dockerfile:2: COPY \.\./secret: outside the build"):
-        images.build_from_dockerfile(lab_root, "a/b:1", ctx / "Dockerfile", ctx)
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY nope /\n")
-    with pytest.raises(KubehoistError, match=r"Dockerfile:2: COPY nope: no such file"):
-        images.build_from_dockerfile(lab_root, "a/b:1", ctx / "Dockerfile", ctx)
-    with tarfile.open(ctx / "files.tar", "w") as tar:
-        tar.add(ctx / "f", "f")
-    (ctx / "Dockerfile").write_text("FROM scratch\n\nADD files.tar /\n")
-    with pytest.raises(KubehoistError, match=r"Dockerfile:3: ADD files.tar: a local archive"):
-        images.build_from_dockerfile(lab_root, "a/b:1", ctx / "Dockerfile", ctx)
-    assert images.built_images(lab_root) == {}
-
-
-def test_tree_resolves_symlinks_inside_the_image() -> None:
-    tree = images.Tree(
-        dirs=frozenset({"usr", "usr/bin", "etc", "run"}),
-        links={"bin": "usr/bin", "var/run": "/run", "loop": "loop"},
-    )
-    assert tree.resolve("/bin/x") == "usr/bin/x"
-    assert tree.resolve("/var/run/a") == "run/a"
-    assert tree.resolve("/etc/../bin/../../etc") == "etc"
-    with pytest.raises(KubehoistError, match="too many levels"):
-        tree.resolve("/loop/x")
 
 
 # --- import into a node ---------------------------------------------------------------

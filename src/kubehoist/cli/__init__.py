@@ -58,7 +58,7 @@ def _version(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kubehoist.cli import demo, guard, lab, pivot, render, status, timeline, watch
+    from kubehoist.cli import demo, guard, image, lab, pivot, render, status, timeline, watch
 
     for command in (
         render.command,
@@ -69,6 +69,7 @@ def _register() -> None:
         pivot.rollback,
         guard.guard,
         lab.lab,
+        image.image,
         demo.command,
     ):
         cli.add_command(command)

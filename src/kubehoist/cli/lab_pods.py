@@ -17,6 +17,7 @@ import click
 from kubehoist.cli.options import prog
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
+from kubehoist.lab import dockerfile as labdockerfile
 from kubehoist.lab import images
 from kubehoist.lab import node as labnode
 from kubehoist.lab import spec as specmod
@@ -115,7 +116,7 @@ def build(name: str, dockerfile: Path | None, context: Path, root: Path) -> None
     imports it (a node that boots later imports it at boot)."""
     spec = _lab(root)
     bins = binmod.locate(spec.kubernetes_version, spec.etcd_version)
-    archive = images.build_from_dockerfile(
+    archive = labdockerfile.build_from_dockerfile(
         spec.root,
         name,
         dockerfile or context / "Dockerfile",

@@ -1,0 +1,1 @@
+"""Container images written by our own code, without Docker or a registry."""
