@@ -1,7 +1,8 @@
 """The lab for end-to-end tests: brought up once per test run, taken down at the end.
 
 KUBEHOIST_TEST_LAB_ROOT and KUBEHOIST_TEST_HOST_PORT choose where (so a developer's
-own lab is left alone). The tests need root; without it they fail, never skip.
+own lab is left alone); under pytest-xdist (`-n 2 --dist loadfile`, as scripts/test
+runs them) the second worker's session lab is at `<root>-gw1`, port + 200. The tests need root; without it they fail, never skip.
 """
 
 from __future__ import annotations
@@ -73,12 +74,23 @@ def node_files(spec: LabSpec) -> dict[str, bytes]:
     return out
 
 
+def _worker() -> int:
+    """Which pytest-xdist worker this is (gw0 -> 0; 0 without xdist): with `-n 2` each
+    worker has a session lab of its own, at its own root and port."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
 def lab_root() -> Path:
-    return Path(os.environ.get("KUBEHOIST_TEST_LAB_ROOT", "/tmp/kubehoist-e2e/lab"))
+    if env := os.environ.get("KUBEHOIST_TEST_LAB_ROOT"):
+        root = Path(env)
+    else:
+        root = Path("/tmp/kubehoist-e2e/lab")
+    return root.with_name(f"{root.name}-gw{_worker()}") if _worker() else root
 
 
 def host_port() -> int:
-    return int(os.environ.get("KUBEHOIST_TEST_HOST_PORT", "16543"))
+    return int(os.environ.get("KUBEHOIST_TEST_HOST_PORT", "16543")) + 200 * _worker()
 
 
 def _require_root() -> None:
