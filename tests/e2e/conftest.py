@@ -2,7 +2,8 @@
 
 KUBEHOIST_TEST_LAB_ROOT and KUBEHOIST_TEST_HOST_PORT choose where (so a developer's
 own lab is left alone); under pytest-xdist (`-n 2 --dist loadfile`, as scripts/test
-runs them) the second worker's session lab is at `<root>-gw1`, port + 200. The tests need root; without it they fail, never skip.
+runs them) the second worker's session lab is at `<root>-gw1`, port + 200. The tests
+need root; without it they fail, never skip.
 """
 
 from __future__ import annotations

@@ -20,6 +20,20 @@ from kubehoist.lab.demo import Demo
 @click.option("--host-port", type=click.IntRange(1, 65535), default=16490, show_default=True)
 @click.option("--workers", type=click.IntRange(1, 10), default=3, show_default=True)
 @click.option("--keep", is_flag=True, help="Leave the lab up at the end.")
-def command(root: Path, host_port: int, workers: int, keep: bool) -> None:
+@click.option(
+    "--picture",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("kubehoist-demo.svg"),
+    show_default=True,
+    help="Where to draw the run's timeline (`kubehoist timeline`); its `watch` record is "
+    "written beside it (.jsonl). '' for none.",
+)
+def command(root: Path, host_port: int, workers: int, keep: bool, picture: Path) -> None:
     """Tell the article's story in a lab: pivot, scale, failover, the circular dependency."""
-    Demo(root=root, host_port=host_port, workers=workers, keep=keep).run()
+    Demo(
+        root=root,
+        host_port=host_port,
+        workers=workers,
+        keep=keep,
+        picture=picture if str(picture) not in ("", ".") else None,
+    ).run()

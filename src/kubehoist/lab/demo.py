@@ -51,6 +51,7 @@ class Demo:
     host_port: int
     workers: int
     keep: bool
+    picture: Path | None = None  # the run's timeline (SVG), its watch record beside it
     console: Console = field(default_factory=lambda: Console(highlight=False))
     figures: list[tuple[str, str]] = field(default_factory=list)
     start: float = field(default_factory=time.monotonic)
@@ -103,14 +104,59 @@ class Demo:
             "lab", "up", "--root", root, "--host-port", str(self.host_port),
             "--workers", str(self.workers),
         )  # fmt: skip
+        watch = self._start_watch()
         try:
             self._story()
         finally:
+            self._stop_watch(watch)
             if not self.keep:
                 self.cli("lab", "down", "--purge", "--root", root, check=False)
             else:
                 self.say(f"the lab stays up: kubehoist lab down --purge --root {root}")
         self._timeline()
+        self._draw()
+
+    # --- the run's own record and picture -------------------------------------------------
+    def _record(self) -> Path | None:
+        return None if self.picture is None else self.picture.with_suffix(".jsonl")
+
+    def _start_watch(self) -> subprocess.Popen[bytes] | None:
+        """`kubehoist watch --output jsonl` of the controller manager for the whole story."""
+        record = self._record()
+        if record is None:
+            return None
+        kc = str(LabSpec.load(self.root.resolve()).admin_kubeconfig)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with open(record, "wb") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "kubehoist", "watch", "--output", "jsonl",
+                 "--kubeconfig", kc, KCM],
+                stdout=out, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+
+    def _stop_watch(self, watch: subprocess.Popen[bytes] | None) -> None:
+        if watch is None:
+            return
+        watch.send_signal(signal.SIGINT)
+        try:
+            watch.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            watch.wait()
+
+    def _draw(self) -> None:
+        record = self._record()
+        if self.picture is None or record is None or not record.exists():
+            return
+        out = self.cli(
+            "timeline", str(record), "-o", str(self.picture),
+            "--title", "kubehoist demo: pivot, crash, total loss, the guard, the reaper",
+            check=False,
+        )  # fmt: skip
+        if out.returncode == 0:
+            self.say(f"the run's timeline: {self.picture} (its watch record: {record})")
+        else:
+            self.say(f"no timeline drawn: {out.stderr.strip()}")
 
     def _story(self) -> None:
         spec = LabSpec.load(self.root.resolve())
