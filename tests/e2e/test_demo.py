@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
+from itertools import combinations
 from pathlib import Path
 
 import pytest
 
+from kubehoist.picture.layout import Box
 from tests.e2e.conftest import kubehoist, lab_root
+from tests.unit.test_picture_browser import browser_boxes, headless, png_pixels
 
 pytestmark = pytest.mark.lab
 
@@ -45,3 +49,19 @@ def test_demo_runs_the_story_end_to_end(tmp_path: Path) -> None:
     records = [json.loads(line) for line in picture.with_suffix(".jsonl").read_text().splitlines()]
     actions = {r.get("action") for r in records if r.get("event") == "guard_action"}
     assert {"Fallback", "HandBack", "Reap"} <= actions, actions
+    # In a real browser: it renders (not blank), every text has a size, none overlaps.
+    chromium = shutil.which("chromium")
+    assert chromium, "scripts/setup installs chromium"
+    width, height = float(svg.attrib["width"]), float(svg.attrib["height"])
+    png = tmp_path / "demo.png"
+    headless(chromium, f"--screenshot={png}", f"--window-size={width:.0f},{height:.0f}",
+             picture.as_uri())  # fmt: skip
+    w, h, rows = png_pixels(png.read_bytes())
+    assert (w, h) == (round(width), round(height))
+    pixels = [row[i : i + 3] for row in rows for i in range(0, len(row), 3)]
+    assert sum(p != bytes((255, 255, 255)) for p in pixels) > 0.02 * len(pixels), "blank"
+    boxes = browser_boxes(chromium, picture.read_text(), tmp_path)
+    assert boxes and all(b["w"] > 0 and b["h"] > 0 for b in boxes), boxes
+    real = [Box(b["x"], b["y"], b["x"] + b["w"], b["y"] + b["h"]) for b in boxes]
+    for (i, a), (j, b) in combinations(enumerate(real), 2):
+        assert not a.overlaps(b), (boxes[i]["text"], boxes[j]["text"])
