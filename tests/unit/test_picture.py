@@ -190,3 +190,22 @@ def test_the_verb_writes_the_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["timeline", str(bad)])
     assert result.exit_code == 1
     assert result.stderr == f"error: {bad}:2: not JSON: Expecting value\n"
+
+
+def test_a_holder_that_stopped_renewing_is_drawn_as_silence() -> None:
+    """A crash without the reaper: the Lease named the dead leader for 14.5 s, then a
+    standby took it with no gap. The old leader's bar ends at its last renewal."""
+    records = [
+        {"event": "observing", "t": 0.0, "component": "kcm", "pod": "a", "candidates": ["a", "b"]},
+        {
+            "event": "leader_changed", "t": 20.0, "component": "kcm", "pod": "b",
+            "previous_pod": "a", "lease_gap_s": 0.0, "since_last_renew_s": 14.5,
+        },
+    ]  # fmt: skip
+    (c,) = history(records).components
+    assert [(q.start, q.end) for q in c.silences] == [(5.5, 20.0)]
+    assert c.gaps == []
+    lead_a = [s for s in c.lanes["a"].spans if s.state == "leader"]
+    assert [(s.start, s.end) for s in lead_a] == [(0.0, 5.5)]
+    svg = draw(history(records), title="t", width=900).svg()
+    assert "no renewal 14 s" in svg  # (labels: whole seconds from 10 s on)

@@ -73,6 +73,9 @@ class ComponentHistory:
     component: str
     lanes: dict[str, Lane] = field(default_factory=dict)
     gaps: list[Gap] = field(default_factory=list)
+    silences: list[Gap] = field(default_factory=list)
+    """The Lease still named a holder that no longer renewed it (a dead leader's Lease
+    waiting to expire): from its last renewal to the gap (or the new holder)."""
     actions: list[Action] = field(default_factory=list)
 
 
@@ -175,12 +178,20 @@ class _Builder:
         elif kind == "leader_changed":
             gap = float(r.get("lease_gap_s") or 0.0)
             measured = bool(r.get("measured", True))
+            quiet = r.get("since_last_renew_s")
+            silent = float(quiet) if isinstance(quiet, int | float) and quiet > gap else None
+            if silent is not None and self.leader is not None:
+                # the old holder's last renewal ends its lead; then its Lease ran on alone
+                self.out.silences.append(Gap(start=t - silent, end=t - gap, measured=measured))
             if gap > 0:
                 start = t - gap
                 self.out.gaps.append(Gap(start=start, end=t, measured=measured))
                 if self.leader is None:
                     self.trim(start)
-                self.lead(self.lane(str(who), r) if who else None, t, ended=start)
+                ended = t - silent if silent is not None and self.leader is not None else start
+                self.lead(self.lane(str(who), r) if who else None, t, ended=ended)
+            elif silent is not None and self.leader is not None:
+                self.lead(self.lane(str(who), r) if who else None, t, ended=t - silent)
             else:
                 self.lead(self.lane(str(who), r) if who else None, t)
             self.vacant = None

@@ -49,6 +49,8 @@ text { font-family: 'DejaVu Sans Mono', 'Liberation Mono', monospace; fill: #1a2
 .standby { fill: #9ae6b4; }
 .notready { fill: #edf2f7; stroke: #a0aec0; stroke-dasharray: 3 2; }
 .gap { fill: #e53e3e; fill-opacity: 0.18; stroke: #c53030; stroke-width: 0.5; }
+.silent { fill: #dd6b20; fill-opacity: 0.12; stroke: #c05621; stroke-width: 0.5;
+  stroke-dasharray: 4 2; }
 .tick { stroke: #c53030; stroke-width: 1; }
 .guard { fill: #d69e2e; stroke: #975a16; }
 .grid { stroke: #e2e8f0; stroke-width: 1; }
@@ -101,6 +103,10 @@ class Drawing:
         body = "\n".join(self.shapes)
         bg = '<rect class="bg" width="100%" height="100%"/>'
         return f"{head}\n<style>{CSS}</style>\n{bg}\n{body}\n</svg>\n"
+
+
+def silence_text(q: Gap) -> str:
+    return f"no renewal {seconds(q.seconds)}"
 
 
 def gap_text(gap: Gap) -> str:
@@ -176,6 +182,7 @@ def _legend(d: Drawing, y: float) -> float:
         ("standby", "standby (Ready)"),
         ("notready", "not Ready"),
         ("gap", "no leader (lease gap; ~ not fully observed)"),
+        ("silent", "holder not renewing (its Lease not yet expired)"),
         ("guard", "guard action"),
     ]
     x = MARGIN
@@ -207,6 +214,9 @@ def _section(
     placed = [
         (gap, *rows.place((x_of(gap.start) + x_of(gap.end)) / 2, gap_text(gap))) for gap in c.gaps
     ]
+    quiet = [
+        (q, *rows.place((x_of(q.start) + x_of(q.end)) / 2, silence_text(q))) for q in c.silences
+    ]
     for gap, row, centre in placed:
         d.text(
             Label(
@@ -218,6 +228,18 @@ def _section(
             ),
             tooltip=f"no valid leader from t={gap.start:.3f} to t={gap.end:.3f}"
             + ("" if gap.measured else " (not fully observed)"),
+        )
+    for q, row, centre in quiet:
+        d.text(
+            Label(
+                x=centre,
+                y=y + row * ROW + ASCENT * SIZE,
+                text=silence_text(q),
+                size=SIZE,
+                anchor="middle",
+            ),
+            tooltip=f"the holder's last renewal at t={q.start:.3f}; its Lease ran on to "
+            f"t={q.end:.3f}",
         )
     y += rows.count * ROW
     lanes_top = y + (4 if rows.count else 0)
@@ -245,6 +267,9 @@ def _section(
                 tooltip=f"{lane.key}: {s.state} from t={s.start:.3f} to t={s.end:.3f}",
             )
         y += LANE
+    for q, _row, _centre in quiet:
+        x0, x1 = x_of(q.start), x_of(q.end)
+        d.rect(x0, lanes_top, max(x1 - x0, 2.0), y - lanes_top, "silent")
     for gap, _row, _centre in placed:
         x0, x1 = x_of(gap.start), x_of(gap.end)
         mid = (x0 + x1) / 2
