@@ -161,6 +161,17 @@ def fresh_holder(lab: LabHandle) -> str:
     return rec.holder if time.time() - rec.renew_time.timestamp() < 5 else ""
 
 
+def mirror_ready(lab: LabHandle) -> bool:
+    """The static pod's mirror pod is there and Ready (pivot's preflight reads it)."""
+    name = f"{KCM}-{lab.spec.api_node.name}"
+    try:
+        pod = lab.client.get(Pod, name, namespace="kube-system")
+    except ApiError:
+        return False
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
 def static_leads(lab: LabHandle) -> bool:
     host = holder(lab).rpartition("_")[0]
     return node_of_host(host, [n.name for n in lab.spec.control_planes]) is not None
@@ -277,9 +288,9 @@ def test_a_parked_static_pod_is_dead_by_its_terminated_container_or_its_mirror_p
         f"container terminated posted: {'yes' if terminated else 'no'}"
     )
     wait_for(
-        "the static controller manager to lead again",
-        lambda: static_leads(lab) and fresh_holder(lab),
-        120,
+        "the static controller manager to lead again, its mirror pod Ready",
+        lambda: static_leads(lab) and fresh_holder(lab) and mirror_ready(lab),
+        180,
     )
 
 
@@ -288,7 +299,11 @@ def test_a_parked_static_pod_is_dead_by_its_terminated_container_or_its_mirror_p
 
 @pytest.fixture(scope="module")
 def pivoted(lab: LabHandle) -> Iterator[LabHandle]:
-    wait_for("the static controller manager to lead", lambda: static_leads(lab), 120)
+    wait_for(
+        "the static controller manager to lead, its mirror pod Ready",
+        lambda: static_leads(lab) and mirror_ready(lab),
+        180,
+    )
     kubehoist(
         "pivot", "--kubeconfig", str(lab.kubeconfig),
         "--host-root", str(lab.spec.api_node.root(lab.spec.root)),

@@ -253,8 +253,9 @@ def test_five_pivot_rollback_cycles_restore_promptly(lab: LabHandle, clean_after
         f"\nrestore -> container started, 5 cycles: {started_s} s; -> Ready {ready_s} s; "
         f"restore said: {cleared}"
     )
-    # Every restore found the parked pod's stopped sandbox and removed it ...
-    assert all("cleared-" in c and "cleared-0" not in c for c in cleared), cleared
+    # Every restore asked the node's runtime for the parked pod's stopped sandboxes and
+    # removed what it found (the kubelet sometimes has removed them already: cleared-0) ...
+    assert all("cleared-" in c for c in cleared), cleared
     # ... and the container started at once every time: the back-off's first step
     # would be 10 s (startedAt has whole seconds: +1 s).
     assert max(started_s) < 6.0, started_s

@@ -120,7 +120,9 @@ def assert_ready_standbys(lab: LabHandle, replicas: int = 2) -> None:
 
         wait_for(f"{name} to wait on the lease", waits_on_lease, timeout=30)
     time.sleep(3)  # several retry periods of 500ms: the standbys must not take over
-    assert holder(lab) == leader
+    # (the static controller manager may have restarted meanwhile on a loaded machine —
+    # a new identity of the same static pod — but no rendered pod may lead)
+    assert holder(lab).startswith(f"{lab.spec.api_node.name}_"), (holder(lab), leader)
     assert all(ready(p) for p in rendered_pods(lab))
 
 

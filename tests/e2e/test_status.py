@@ -238,7 +238,11 @@ def test_killing_the_leader_is_seen_with_the_lease_gap_and_status_names_the_new_
         assert change is not None, events
     finally:
         watch.send_signal(signal.SIGINT)
-        watch.wait(timeout=10)
+        try:
+            watch.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # slow to stop on a loaded machine: not the test
+            watch.kill()
+            watch.wait()
     print(
         f"\nleader change {change['previous_pod']} -> {change['pod']}: "
         f"lease gap {change['lease_gap_s']}s, {change['since_last_renew_s']}s since last renewal"
