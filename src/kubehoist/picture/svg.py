@@ -217,29 +217,19 @@ def _section(
     quiet = [
         (q, *rows.place((x_of(q.start) + x_of(q.end)) / 2, silence_text(q))) for q in c.silences
     ]
-    for gap, row, centre in placed:
+    labels = [
+        (gap_text(g), row, centre, f"no valid leader from t={g.start:.3f} to t={g.end:.3f}"
+         + ("" if g.measured else " (not fully observed)"))
+        for g, row, centre in placed
+    ] + [
+        (silence_text(q), row, centre,
+         f"the holder's last renewal at t={q.start:.3f}; its Lease ran on to t={q.end:.3f}")
+        for q, row, centre in quiet
+    ]  # fmt: skip
+    for text, row, centre, tooltip in labels:
         d.text(
-            Label(
-                x=centre,
-                y=y + row * ROW + ASCENT * SIZE,
-                text=gap_text(gap),
-                size=SIZE,
-                anchor="middle",
-            ),
-            tooltip=f"no valid leader from t={gap.start:.3f} to t={gap.end:.3f}"
-            + ("" if gap.measured else " (not fully observed)"),
-        )
-    for q, row, centre in quiet:
-        d.text(
-            Label(
-                x=centre,
-                y=y + row * ROW + ASCENT * SIZE,
-                text=silence_text(q),
-                size=SIZE,
-                anchor="middle",
-            ),
-            tooltip=f"the holder's last renewal at t={q.start:.3f}; its Lease ran on to "
-            f"t={q.end:.3f}",
+            Label(x=centre, y=y + row * ROW + ASCENT * SIZE, text=text, size=SIZE, anchor="middle"),
+            tooltip=tooltip,
         )
     y += rows.count * ROW
     lanes_top = y + (4 if rows.count else 0)
