@@ -25,9 +25,10 @@ from kubehoist.guard import credentials
 from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
 from kubehoist.guard.decide import Policy
-from kubehoist.guard.loop import Guard, GuardConfig
+from kubehoist.guard.loop import Guard, GuardConfig, pod_selectors
 from kubehoist.guard.metrics import GuardMetrics, start_exporter
 from kubehoist.guard.nudge import Nudges
+from kubehoist.guard.podcache import PodCache
 from kubehoist.kube.controlplane import read_control_plane_endpoint
 from kubehoist.pivot import helperpod
 from kubehoist.pivot.phases import control_plane_nodes
@@ -108,23 +109,32 @@ def run(
         policy=policy,
     )
     metrics = GuardMetrics(comp.name, config.node)
+    where.log.listeners.append(metrics.api_request)
     metrics.certificate_expires(credentials.client_certificate_not_after(where.config))
     if metrics_port:
         start_exporter(metrics, metrics_port, metrics_address)
-    guard = Guard(config, client=client, metrics=metrics, server=where.server)
-    # Watches of the component's pods and Lease start a round as soon as they change.
+    # The Lease's watch starts a round as soon as it changes; the component's pods are
+    # kept by watches (one LIST each, then events), which start a round too.
     nudges = Nudges(
         lambda: kube.connect(where),
         namespace=config.namespace,
-        selectors=guard.pod_selectors(),
+        selectors=(),
         lease_namespace=comp.lease_namespace,
         lease_name=comp.lease_name,
     ).start()
+    pods = PodCache(
+        lambda: kube.connect(where),
+        namespace=config.namespace,
+        selectors=pod_selectors(comp.name),
+        wake=nudges.wake,
+    ).start()
+    guard = Guard(config, client=client, metrics=metrics, server=where.server, pod_cache=pods)
     stop = threading.Event()
 
     def _stop(*_: Any) -> None:
         stop.set()
         nudges.stop()
+        pods.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

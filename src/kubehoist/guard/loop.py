@@ -53,6 +53,7 @@ from kubehoist.guard.decide import (
 from kubehoist.guard.metrics import GuardMetrics
 from kubehoist.guard.nudge import MIN_GAP_S
 from kubehoist.guard.observe import pod_view
+from kubehoist.guard.podcache import PodCache
 from kubehoist.kube.client import get_or_none
 from kubehoist.kube.errors import Call, NotFoundError, api_errors
 from kubehoist.kube.objects import KUBEADM_COMPONENT_LABEL, lease_record
@@ -114,6 +115,14 @@ def json_line(record: dict[str, Any]) -> None:
     print(json.dumps(record, sort_keys=True, default=str), file=sys.stdout, flush=True)
 
 
+def pod_selectors(component: str) -> tuple[dict[str, Any], ...]:
+    """The component's pods: its static pods (kubeadm's label) and its Deployment's."""
+    return (
+        {KUBEADM_COMPONENT_LABEL: component},
+        {MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: component},
+    )
+
+
 class Guard:
     """One guard: `step()` is one round (observe, decide, act); `run()` loops."""
 
@@ -128,8 +137,12 @@ class Guard:
         wall: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         identity: str | None = None,
         server: str = "the API server",
+        pod_cache: PodCache | None = None,
     ) -> None:
         self.config = config
+        self.pod_cache = pod_cache
+        """The component's pods kept by watches (guard/podcache.py); rounds LIST while it
+        is not in sync (or when there is none)."""
         self.server = server
         self.client = client
         self.metrics = (
@@ -170,14 +183,11 @@ class Guard:
         return lease_record(obj.to_dict())
 
     def pod_selectors(self) -> tuple[dict[str, Any], ...]:
-        """The component's pods: its static pods (kubeadm's label) and its Deployment's."""
-        name = self.config.component.name
-        return (
-            {KUBEADM_COMPONENT_LABEL: name},
-            {MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: name},
-        )
+        return pod_selectors(self.config.component.name)
 
     def _read_pods(self) -> list[dict[str, Any]]:
+        if self.pod_cache is not None and (cached := self.pod_cache.snapshot()) is not None:
+            return cached
         c = self.config
         seen: dict[str, dict[str, Any]] = {}
         for labels in self.pod_selectors():

@@ -13,6 +13,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from kubehoist.kube.transport import RequestRecord, verb_of
+
 LABELS = ("component", "node")
 
 
@@ -69,6 +71,12 @@ class GuardMetrics:
             "kubehoist_guard_outage_seconds", "Seconds with no valid leader (guard's clock)",
             LABELS, registry=r,
         ).labels(c, n)  # fmt: skip
+        self._api_requests = Counter(
+            "kubehoist_guard_api_requests",
+            "Requests the guard sent to the API server, by verb (get, list, watch, create, "
+            "update, patch, delete; a watch counts once per connection)",
+            (*LABELS, "verb"), registry=r,
+        )  # fmt: skip
         self._certificate_expiry = Gauge(
             "kubehoist_guard_client_certificate_expiry_timestamp_seconds",
             "When the client certificate of the guard's kubeconfig expires (Unix time; "
@@ -80,6 +88,10 @@ class GuardMetrics:
         """Export the guard's certificate's end of validity; None: nothing (a token)."""
         if not_after is not None:
             self._certificate_expiry.labels(self.component, self.node).set(not_after.timestamp())
+
+    def api_request(self, record: RequestRecord) -> None:
+        """Count one request (a `RequestLog` listener)."""
+        self._api_requests.labels(self.component, self.node, verb_of(record)).inc()
 
 
 def start_exporter(

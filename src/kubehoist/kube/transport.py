@@ -12,6 +12,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
@@ -35,25 +36,50 @@ class RequestRecord:
 
 @dataclass(kw_only=True)
 class RequestLog:
-    """Counts the requests of one client; `echo` receives a line per request when set."""
+    """Counts the requests of one client; `echo` receives a line per request when set,
+    each of `listeners` the record. Only the last `keep` records are kept: a guard's
+    client lives for months."""
 
     echo: Callable[[str], None] | None = None
-    records: list[RequestRecord] = field(default_factory=list)
+    keep: int = 1000
+    listeners: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+    count: int = 0
+    records: deque[RequestRecord] = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    @property
-    def count(self) -> int:
-        return len(self.records)
+    def __post_init__(self) -> None:
+        self.records = deque(maxlen=self.keep)
 
     def add(self, record: RequestRecord) -> None:
         with self._lock:
             self.records.append(record)
+            self.count += 1
+        for listener in self.listeners:
+            listener(record)
         if self.echo is not None:
             status = record.status if record.status is not None else "error"
             query = f"?{unquote_plus(record.query)}" if record.query else ""
             self.echo(
                 f"{record.method} {record.path}{query} {status} in {record.elapsed_s * 1000:.0f} ms"
             )
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def verb_of(record: RequestRecord) -> str:
+    """PURE: the API verb of a request as the API server names it (get, list, watch,
+    create, update, patch, delete), from its method, path and query."""
+    if record.method != "GET":
+        return _VERBS.get(record.method, record.method.lower())
+    query = {k: v for k, _, v in (part.partition("=") for part in record.query.split("&"))}
+    if query.get("watch") in ("true", "1"):
+        return "watch"
+    parts = [p for p in record.path.split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # after /api/v1 or /apis/G/V
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    return "list" if len(rest) == 1 else "get"
 
 
 def stderr_echo(line: str) -> None:
