@@ -10,6 +10,7 @@ from typing import Any
 
 from kubehoist.guard import nudge
 from kubehoist.guard.loop import Guard
+from kubehoist.guard.metrics import GuardMetrics
 
 
 class FakeClient:
@@ -67,6 +68,7 @@ class Steps(Guard):
         self.config = type("C", (), {"interval_s": interval_s})()
         self.log = lambda record: None
         self.clock = time.monotonic
+        self.metrics = GuardMetrics("kube-controller-manager", "test")
 
     def step(self) -> None:  # type: ignore[override]
         self.rounds.append(time.monotonic())

@@ -562,7 +562,9 @@ class Guard:
             while not stop.is_set():
                 started = self.clock()
                 self.step()
-                left = self.config.interval_s - (self.clock() - started)
+                took = self.clock() - started
+                self.metrics.round_seconds.observe(took)
+                left = self.config.interval_s - took
                 if wake is None:
                     stop.wait(max(0.0, left))
                     continue

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from kubehoist.kube.transport import RequestRecord, verb_of
 
@@ -27,49 +28,48 @@ class GuardMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.component, self.node = component, node
         r, c, n = self.registry, component, node
-        self.leader = Gauge(
-            "kubehoist_guard_leader", "1 while this guard holds the guards' Lease",
-            LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.since_renewal = Gauge(
+
+        def gauge(name: str, doc: str) -> Any:
+            return Gauge(name, doc, LABELS, registry=r).labels(c, n)
+
+        def counter(name: str, doc: str) -> Any:
+            return Counter(name, doc, LABELS, registry=r).labels(c, n)
+
+        self.leader = gauge("kubehoist_guard_leader", "1 while this guard holds the guards' Lease")
+        self.since_renewal = gauge(
             "kubehoist_guard_seconds_since_renewal",
             "Seconds since the component's Lease was last seen renewed (guard's clock)",
-            LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.grace = Gauge(
+        )
+        self.grace = gauge(
             "kubehoist_guard_grace_seconds",
             "The guard's --grace: no renewal seen for this long (and no Ready replica) "
             "makes it fall back",
-            LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.api_reachable = Gauge(
-            "kubehoist_guard_api_reachable", "1 when the last round of reads succeeded",
-            LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.fallback_active = Gauge(
+        )
+        self.api_reachable = gauge(
+            "kubehoist_guard_api_reachable", "1 when the last round of reads succeeded"
+        )
+        self.fallback_active = gauge(
             "kubehoist_guard_fallback_active",
             "1 while this node's static pod manifest is in place as the guard's fallback",
+        )
+        self.transitions = counter(
+            "kubehoist_guard_holder_transitions", "Holder changes seen on the component's Lease"
+        )
+        self.fallbacks = counter("kubehoist_guard_fallbacks", "Static pod fallbacks put in place")
+        self.handbacks = counter(
+            "kubehoist_guard_handbacks", "Fallbacks parked again (handed back to the Deployment)"
+        )
+        self.reaps = counter(
+            "kubehoist_guard_reaps", "Leases released because their holder was certainly dead"
+        )
+        self.outage = counter(
+            "kubehoist_guard_outage_seconds", "Seconds with no valid leader (guard's clock)"
+        )
+        self.round_seconds = Histogram(
+            "kubehoist_guard_round_seconds",
+            "How long one round took (reads, decision, action)",
             LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.transitions = Counter(
-            "kubehoist_guard_holder_transitions", "Holder changes seen on the component's Lease",
-            LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.fallbacks = Counter(
-            "kubehoist_guard_fallbacks", "Static pod fallbacks put in place",
-            LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.handbacks = Counter(
-            "kubehoist_guard_handbacks", "Fallbacks parked again (handed back to the Deployment)",
-            LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.reaps = Counter(
-            "kubehoist_guard_reaps", "Leases released because their holder was certainly dead",
-            LABELS, registry=r,
-        ).labels(c, n)  # fmt: skip
-        self.outage = Counter(
-            "kubehoist_guard_outage_seconds", "Seconds with no valid leader (guard's clock)",
-            LABELS, registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         ).labels(c, n)  # fmt: skip
         self._api_requests = Counter(
             "kubehoist_guard_api_requests",
