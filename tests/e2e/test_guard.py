@@ -197,6 +197,8 @@ def node_metrics(lab: LabHandle, node: str) -> dict[str, float]:
             if sample.name.startswith("kubehoist_guard_"):
                 assert sample.labels.get("component") and sample.labels.get("node"), sample
                 values[sample.name] = sample.value
+                if verb := sample.labels.get("verb"):
+                    values[f"{sample.name}:{verb}"] = sample.value
     # Every metric the alerting rules select (but Prometheus's own `up`) is there.
     missing = guardalerts.referenced_metrics() - {"up"} - set(values)
     assert not missing, f"the guard on {node} lacks {sorted(missing)}"
@@ -388,6 +390,18 @@ def _total_loss(
     assert metrics["kubehoist_guard_fallbacks_total"] >= 1, metrics
     assert metrics["kubehoist_guard_handbacks_total"] >= 1, metrics
     assert metrics["kubehoist_guard_api_reachable"] == 1, metrics
+    # Its pods come from watches, not a LIST a round: over 10 s of rounds (a Lease GET
+    # each) at most the two selectors' periodic re-LIST.
+    time.sleep(10)
+    later = node_metrics(lab, node)
+    rounds = (
+        later["kubehoist_guard_round_seconds_count"]
+        - metrics["kubehoist_guard_round_seconds_count"]
+    )
+    lists = later.get("kubehoist_guard_api_requests_total:list", 0) - metrics.get(
+        "kubehoist_guard_api_requests_total:list", 0
+    )
+    assert rounds >= 5 and lists <= 2, (rounds, lists)
     print(f"[guard e2e] {label}: fallback said {fallback[-1][1].get('result')}, "
           f"cleared {fallback[-1][1].get('cleared', 0)}")  # fmt: skip
     return restore_s
