@@ -1,8 +1,9 @@
-"""The guard's runner: every `interval` (1 s) it reads what it needs with a bounded
-number of requests (one GET of the component's Lease, two label-selected LISTs of its
-pods, and every `guard_retry` a GET and an update of the guards' own Lease), builds a
-`Snapshot`, asks `decide`, and performs the action through the pieces pivot uses
-(`LocalNodeFiles` on this node's manifests, `handover.release`).
+"""The guard's runner: every `interval` (1 s) it reads what it needs with requests
+whose number and size do not grow with the cluster (one GET of the component's Lease;
+its pods from `guard/podcache.py`'s watches; every `guard_retry` a GET and an update of
+the guards' own Lease, `guard/guardlease.py`), builds a `Snapshot`, asks `decide`, and
+performs the action through the pieces pivot uses (`LocalNodeFiles` on this node's
+manifests, `handover.release`).
 
 Every action is recorded (history, a JSON log line, a Kubernetes Event on the
 Deployment, Prometheus counters). A failed read makes the snapshot unreachable: the
@@ -26,7 +27,6 @@ from typing import Any
 
 from lightkube import Client
 from lightkube.core.exceptions import ApiError
-from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
@@ -35,7 +35,7 @@ from lightkube.resources.core_v1 import Event, Pod
 
 from kubehoist.components import Component
 from kubehoist.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_LABEL, object_labels
-from kubehoist.election import LeaseRecord, Observation, Validity
+from kubehoist.election import LeaseRecord, Validity
 from kubehoist.errors import KubehoistError
 from kubehoist.guard.decide import (
     Baseline,
@@ -50,6 +50,7 @@ from kubehoist.guard.decide import (
     decide,
     holder_pods,
 )
+from kubehoist.guard.guardlease import GuardLease
 from kubehoist.guard.metrics import GuardMetrics
 from kubehoist.guard.nudge import MIN_GAP_S
 from kubehoist.guard.observe import pod_view
@@ -160,9 +161,18 @@ class Guard:
         self.pods: dict[str, PodView] = {}
         self.gone_at: dict[str, float] = {}
         self.ready_since: float | None = None
-        self.guard_renewed_at: float | None = None
-        self.guard_obs: Observation | None = None
-        self.guard_tried_at: float | None = None
+        self.guard_lease = GuardLease(
+            client,
+            namespace=config.namespace,
+            name=guard_lease_name(config.component.name),
+            identity=self.identity,
+            labels=object_labels(config.component.name),
+            duration_s=config.guard_lease_duration_s,
+            retry_s=config.guard_retry_s,
+            renew_deadline_s=config.policy.guard_renew_deadline_s,
+            wall=wall,
+            server=server,
+        )
         self.last_decision: Decision | None = None
         self.last_step_at: float | None = None
         self.last_error: dict[str, str] = {}
@@ -211,80 +221,18 @@ class Guard:
             state = Manifest.ABSENT
         return state, marker_path(self.files, name).exists()
 
-    # -- the guards' own Lease ----------------------------------------------------------
+    # -- the guards' own Lease (guard/guardlease.py) ----------------------------------
+    @property
+    def guard_renewed_at(self) -> float | None:
+        return self.guard_lease.renewed_at
+
     def coordinate(self, now: float) -> None:
         """Acquire or renew the guards' Lease (client-go's rules, our clock)."""
-        c = self.config
-        if self.guard_tried_at is not None and now - self.guard_tried_at < c.guard_retry_s:
-            return
-        self.guard_tried_at = now
-        name = guard_lease_name(c.component.name)
-        call = Call(verb="update", resource="leases", namespace=c.namespace, name=name)
-        stamp = self.wall()
         try:
-            with api_errors(call, server=self._server()):
-                try:
-                    lease = self.client.get(Lease, name, namespace=c.namespace)
-                except ApiError as exc:
-                    if exc.status.code != 404:
-                        raise
-                    self.client.create(self._new_guard_lease(name, stamp))
-                    self.guard_renewed_at = now
-                    self.guard_obs = None
-                    return
-                record = lease_record(lease.to_dict())
-                self.guard_obs = (
-                    Observation(lease=record, first_seen=now, changed_at=None)
-                    if self.guard_obs is None
-                    else self.guard_obs.observe(record, now=now)
-                )
-                validity = self.guard_obs.validity(
-                    now=now, default_duration_s=c.guard_lease_duration_s
-                )
-                ours = record.holder == self.identity
-                if not (ours or validity in (Validity.FREE, Validity.EXPIRED)):
-                    self.guard_renewed_at = None
-                    return
-                spec = lease.spec or LeaseSpec()
-                if not ours:
-                    spec.acquireTime = stamp
-                    spec.leaseTransitions = (spec.leaseTransitions or 0) + 1
-                spec.holderIdentity = self.identity
-                spec.leaseDurationSeconds = c.guard_lease_duration_s
-                spec.renewTime = stamp
-                lease.spec = spec
-                try:
-                    self.client.replace(lease)
-                except ApiError as exc:
-                    if exc.status.code == 409:
-                        self.guard_renewed_at = None
-                        return
-                    raise
-                self.guard_renewed_at = now
-                self.last_error.pop("guard-lease-error", None)
+            self.guard_lease.coordinate(now)
+            self.last_error.pop("guard-lease-error", None)
         except KubehoistError as exc:
-            self.guard_renewed_at = (
-                self.guard_renewed_at
-                if self.guard_renewed_at is not None
-                and now - self.guard_renewed_at < c.policy.guard_renew_deadline_s
-                else None
-            )
             self._error("guard-lease-error", exc.message)
-
-    def _new_guard_lease(self, name: str, stamp: dt.datetime) -> Lease:
-        c = self.config
-        return Lease(
-            metadata=ObjectMeta(
-                name=name, namespace=c.namespace, labels=object_labels(c.component.name)
-            ),
-            spec=LeaseSpec(
-                holderIdentity=self.identity,
-                leaseDurationSeconds=c.guard_lease_duration_s,
-                acquireTime=stamp,
-                renewTime=stamp,
-                leaseTransitions=0,
-            ),
-        )
 
     # -- observation --------------------------------------------------------------------
     def observe(self) -> Snapshot:
@@ -531,16 +479,8 @@ class Guard:
     def resign(self) -> None:
         """Release the guards' Lease if this guard holds it (on shutdown), so another
         guard takes over at its next try instead of after the lease duration."""
-        if self.guard_renewed_at is None:
-            return
-        self.guard_renewed_at = None
-        name = guard_lease_name(self.config.component.name)
         try:
-            call = Call(verb="update", resource="leases", namespace=self.config.namespace)
-            with api_errors(call, server=self._server()):
-                handover.release(
-                    self.client, namespace=self.config.namespace, name=name, holder=self.identity
-                )
+            self.guard_lease.resign()
         except KubehoistError as exc:
             self.log({"event": "resign-error", "error": exc.message, **self._tags()})
 
