@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -38,9 +37,9 @@ from kubehoist.guard.decide import Baseline, death_evidence, parked_static_evide
 from kubehoist.guard.observe import pod_view
 from kubehoist.kube.objects import lease_record
 from kubehoist.lab import podproc
-from kubehoist.lab.binaries import locate
 from kubehoist.pivot.handover import static_pod_stopped
 from tests.e2e.conftest import LabHandle, kubehoist
+from tests.e2e.kwatch import KubectlWatch
 
 pytestmark = pytest.mark.lab
 
@@ -60,45 +59,25 @@ class Seen:
 
 
 class PodWatch:
-    """Every event of the controller manager's pods (static and Deployment), as
-    `kubectl get --watch` streams them, read by a thread."""
+    """Every event of the controller manager's pods (static and Deployment)."""
 
     def __init__(self, lab: LabHandle) -> None:
         self.events: list[Seen] = []
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [
-                str(locate().path("kubectl")), "--kubeconfig", str(lab.kubeconfig),
-                "get", "pods", "-n", "kube-system", "-l", f"component={KCM}",
-                "--watch", "--output-watch-events", "-o", "json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )  # fmt: skip
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._watch = KubectlWatch(
+            str(lab.kubeconfig), "-l", f"component={KCM}", on_event=self._add
+        )
 
-    def _run(self) -> None:
-        assert self._proc.stdout is not None
-        decoder, buffer = json.JSONDecoder(), ""
-        for line in self._proc.stdout:
-            buffer += line
-            try:
-                doc, end = decoder.raw_decode(buffer.lstrip())
-            except ValueError:
-                continue
-            buffer = buffer.lstrip()[end:]
-            with self._lock:
-                self.events.append(Seen(time.monotonic(), doc["type"], doc["object"]))
+    def _add(self, t: float, kind: str, obj: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append(Seen(t, kind, obj))
 
     def of(self, name: str) -> list[Seen]:
         with self._lock:
             return [e for e in self.events if e.name == name]
 
     def close(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(timeout=10)
+        self._watch.close()
 
 
 class ProcessWatch:

@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from kubehoist.lab.images import BUSYBOX_IMAGE
 from kubehoist.lab.logkeeper import node_crictl
 from kubehoist.lab.spec import FQDN_DOMAIN, LabNode, LabSpec
 from tests.e2e.conftest import LabHandle, host_port, kubehoist, lab_root, start_lab
+from tests.e2e.kwatch import KubectlWatch
 from tests.e2e.test_status import IMAGE as ARTICLE_IMAGE
 from tests.e2e.test_status import article_deployment, build_article_image
 
@@ -503,47 +503,26 @@ class MirrorEvent:
 
 
 class MirrorWatch:
-    """Every event of one mirror pod, as `kubectl get --watch` streams them (a process
-    of its own, read by a thread, so that closing it never pulls a socket from under a
-    reader)."""
+    """Every event of one mirror pod, as `kubectl get --watch` streams them."""
 
     def __init__(self, lab: LabHandle, name: str, container: str) -> None:
         self.name, self.container = name, container
         self.events: list[MirrorEvent] = []
-        self.error: str | None = None  # why the watch ended early, if it did
-        self._stop = False
-        self._proc = subprocess.Popen(
-            [
-                str(locate().path("kubectl")), "--kubeconfig", str(lab.kubeconfig),
-                "get", "pods", "-n", "kube-system", "--field-selector", f"metadata.name={name}",
-                "--watch", "--output-watch-events", "-o", "json",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        self._watch = KubectlWatch(
+            str(lab.kubeconfig), "--field-selector", f"metadata.name={name}",
+            on_event=self._add, name=f"watch-{name}",
         )  # fmt: skip
-        self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        assert self._proc.stdout is not None
-        decoder = json.JSONDecoder()
-        buffer = ""
-        for line in self._proc.stdout:  # one JSON document per event, over several lines
-            buffer += line
-            try:
-                doc, end = decoder.raw_decode(buffer.lstrip())
-            except ValueError:
-                continue
-            buffer = buffer.lstrip()[end:]
-            pod = Pod.from_dict(doc["object"])
-            assert isinstance(pod, Pod)
-            self.events.append(self._event(doc["type"], pod))
-        if not self._stop:
-            assert self._proc.stderr is not None
-            self.error = f"kubectl exited {self._proc.wait()}: {self._proc.stderr.read()}"
+    @property
+    def error(self) -> str | None:
+        return self._watch.error
 
-    def _event(self, kind: str, pod: Pod) -> MirrorEvent:
+    def _add(self, t: float, kind: str, obj: dict[str, Any]) -> None:
+        pod = Pod.from_dict(obj)
+        assert isinstance(pod, Pod)
+        self.events.append(self._event(kind, pod, t))
+
+    def _event(self, kind: str, pod: Pod, t: float) -> MirrorEvent:
         meta = pod.metadata
         assert meta is not None
         cs = container_status(pod, self.container)
@@ -558,7 +537,7 @@ class MirrorWatch:
                 state = "waiting"
                 reason, message = cs.state.waiting.reason or "", cs.state.waiting.message or ""
         return MirrorEvent(
-            t=time.monotonic(),
+            t=t,
             type=kind,
             api_uid=meta.uid or "",
             static_uid=(meta.annotations or {}).get("kubernetes.io/config.mirror", ""),
@@ -574,10 +553,7 @@ class MirrorWatch:
         return [e for e in list(self.events) if start <= e.t <= end]
 
     def close(self) -> None:
-        self._stop = True
-        self._proc.terminate()
-        self._proc.wait(10)
-        self._thread.join(10)
+        self._watch.close()
 
 
 BACKOFF_MESSAGE = re.compile(r"back-off ((?:\d+m)?\d+s) restarting failed container")
