@@ -31,6 +31,7 @@ This is a benchmark that prints figures, not a test: it asserts nothing about th
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import shutil
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 from lightkube import Client
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
@@ -97,23 +99,30 @@ def _pod(i: int) -> Pod:
 
 
 def _create(client: Client, obj: Any) -> None:
-    for attempt in range(5):
+    """Create `obj`; an existing one is fine (a retried create that had succeeded), and
+    an overloaded API server (429/5xx, a timeout) is tried again, up to 10 times."""
+    for attempt in range(10):
         try:
             client.create(obj)
             return
         except ApiError as exc:
             if exc.status.code == 409:
                 return
-            if exc.status.code in (429, 500, 503, 504) and attempt < 4:
-                time.sleep(0.5 * (attempt + 1))
-                continue
-            raise
+            if exc.status.code not in (429, 500, 503, 504) or attempt == 9:
+                raise
+        except httpx.TransportError:
+            if attempt == 9:
+                raise
+        time.sleep(0.5 * (attempt + 1))
 
 
 def fill(kubeconfig: Path, have: int, want: int) -> float:
     """Create pods `have`..`want`-1 (and their nodes); return the seconds it took."""
     start = time.monotonic()
-    clients = [Client(KubeConfig.from_file(str(kubeconfig)), trust_env=False) for _ in range(8)]
+    clients = [
+        Client(KubeConfig.from_file(str(kubeconfig)), trust_env=False, timeout=httpx.Timeout(60))
+        for _ in range(8)
+    ]
     nodes = range(have // PODS_PER_NODE, -(-want // PODS_PER_NODE))
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: _create(clients[i % 8], _node(i)), nodes))
@@ -359,14 +368,22 @@ def main() -> int:
         client = Client(KubeConfig.from_file(str(lab.kubeconfig)), trust_env=False)
         have = 0
         for pods in counts:
-            took = fill(lab.kubeconfig, have, pods)
+            try:
+                took = fill(lab.kubeconfig, have, pods)
+            except Exception as exc:
+                failed.append(f"filling kube-system to {pods} pods: {exc!r}")
+                break
             have = max(have, pods)
             common.log(f"{pods} pods in kube-system (+{took:.0f}s); settling")
-            settle = wait_quiet(client)
-            step: dict[str, Any] = {"pods": pods, "fill_s": took, "settle_s": settle}
-            common.log(f"idle window ({args.window:.0f}s)")
-            step["idle"] = measure_window(client, args.window, [])
-            step["idle"]["status"] = status_runs(lab.kubeconfig)
+            try:
+                settle = wait_quiet(client)
+                step: dict[str, Any] = {"pods": pods, "fill_s": took, "settle_s": settle}
+                common.log(f"idle window ({args.window:.0f}s)")
+                step["idle"] = measure_window(client, args.window, [])
+                step["idle"]["status"] = status_runs(lab.kubeconfig)
+            except Exception as exc:  # noqa: BLE001 - reported; the steps so far are kept
+                failed.append(f"{pods} pods, idle: {exc!r}")
+                break
             for name, src in variants:
                 guards = Guards(lab.kubeconfig, src, args.guards)
                 try:
@@ -381,6 +398,8 @@ def main() -> int:
                 finally:
                     guards.stop()
             result["steps"].append(step)
+            if args.json:  # what was measured so far survives a later failure
+                args.json.write_text(json.dumps(result, indent=2) + "\n")
         if not args.keep:
             empty(lab.kubeconfig)
     common.print_run_info(result)
