@@ -351,6 +351,7 @@ def main() -> int:
     p.add_argument("--pods", default="0,1500,15000")
     p.add_argument("--guards", type=int, default=3)
     p.add_argument("--window", type=float, default=30.0)
+    p.add_argument("--src", type=Path, default=REPO_SRC, help="the guard to measure")
     p.add_argument("--baseline-src", type=Path)
     p.add_argument("--root", type=Path, default=Path("/tmp/kh-scale"))
     p.add_argument("--host-port", type=int, default=16701)
@@ -359,7 +360,7 @@ def main() -> int:
     args = p.parse_args()
     lab = common.Lab(args.root, args.host_port)
     counts = sorted(int(x) for x in args.pods.split(","))
-    variants = [("guards", REPO_SRC)]
+    variants = [("guards", args.src.resolve())]
     if args.baseline_src:
         variants.append(("baseline", args.baseline_src.resolve()))
     result: dict[str, Any] = {**common.run_info(), "steps": []}
@@ -381,7 +382,7 @@ def main() -> int:
                 common.log(f"idle window ({args.window:.0f}s)")
                 step["idle"] = measure_window(client, args.window, [])
                 step["idle"]["status"] = status_runs(lab.kubeconfig)
-            except Exception as exc:  # noqa: BLE001 - reported; the steps so far are kept
+            except Exception as exc:
                 failed.append(f"{pods} pods, idle: {exc!r}")
                 break
             for name, src in variants:
