@@ -93,3 +93,20 @@ def test_an_unsupported_kubernetes_version_is_one_line_naming_the_supported(
         "Kubernetes v1.34.0: not a version the lab builds (supported: v1.35.4, v1.36.3)"
     )
     assert not (tmp_path / "bin").exists()  # nothing built, nothing created
+
+
+def test_lab_build_of_an_unsupported_version_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from kubehoist.cli import cli
+
+    monkeypatch.delenv("KUBEHOIST_BIN_DIR", raising=False)
+    monkeypatch.setenv("KUBEHOIST_CACHE", str(tmp_path))
+    result = CliRunner().invoke(cli, ["lab", "build", "--kubernetes-version", "v1.37.0"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: Kubernetes v1.37.0: not a version the lab builds (supported: v1.35.4, v1.36.3)\n"
+    )
+    assert not (tmp_path / "bin").exists()
