@@ -60,7 +60,7 @@ def test_each_supported_kubernetes_version_has_its_consumer_module(version: str)
     module = binaries.kube_module_dir(version)
     assert module.name == f"kubernetes-{version}"
     gomod = (module / "go.mod").read_text()
-    assert re.search(rf"^require k8s\.io/kubernetes {re.escape(version)}\b", gomod, re.M)
+    assert re.search(rf"^(require )?\s*k8s\.io/kubernetes {re.escape(version)}\b", gomod, re.M)
     staging = f"v0.{version.split('.', 1)[1]}"  # v1.35.4 -> v0.35.4
     replaced = re.findall(r"^\t(k8s\.io/\S+) => \1 (v\S+)$", gomod, re.M)
     assert replaced, "no staging module replaced"
