@@ -65,7 +65,8 @@ def pivoted(lab: LabHandle) -> Iterator[None]:
     wait_for("the static controller manager to lead", lambda: static_leads(lab))
     kubehoist(*pivot_args(lab))
     yield
-    kubehoist(*rollback_args(lab), check=False)
+    out = kubehoist(*rollback_args(lab), check=False)
+    print(f"rollback exited {out.returncode}:\n{out.stderr}")
     wait_for("the static controller manager to lead", lambda: static_leads(lab), 120)
 
 
