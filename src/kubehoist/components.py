@@ -103,7 +103,12 @@ class Component:
     lease_name_flag: str = "leader-elect-resource-name"
     lease_namespace_flag: str = "leader-elect-resource-namespace"
     releases_lease_on_exit: bool
-    """Whether SIGTERM releases the Lease (kube-scheduler yes, KCM not before v1.36)."""
+    """Whether SIGTERM releases the Lease in every version (kube-scheduler: client-go's
+    ReleaseOnCancel is always on); otherwise only with `release_gate` on, where it exists."""
+    release_gate: str | None = None
+    """The feature gate that makes SIGTERM release the Lease (kubehoist.render.releasegate)."""
+    release_gate_since: tuple[int, int] | None = None
+    """The first (major, minor) that has `release_gate`."""
     master_flag: str = "master"
     """Overrides the kubeconfig's server when set."""
     owned_flags: frozenset[str] = field(
@@ -182,6 +187,11 @@ KUBE_CONTROLLER_MANAGER: Final = Component(
     bool_flags=flagtable.KCM_BOOLS,
     value_flags=flagtable.KCM_VALUES,
     releases_lease_on_exit=False,
+    # k8s.io/controller-manager pkg/features: alpha from 1.36, default false. On, the
+    # process cancels its context on SIGTERM and client-go releases the Lease
+    # (LeaderElectionConfig.ReleaseOnCancel) before exiting.
+    release_gate="ControllerManagerReleaseLeaderElectionLockOnExit",
+    release_gate_since=(1, 36),
 )
 
 KUBE_SCHEDULER: Final = Component(

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
+from kubehoist import certexpiry
+from kubehoist.certexpiry import CredentialsExpiry
 from kubehoist.components import Component
 from kubehoist.election import (
     Assessment,
@@ -38,7 +40,13 @@ from kubehoist.errors import KubehoistError
 from kubehoist.kube import objects
 from kubehoist.kube.api import Api
 from kubehoist.kube.objects import GuardEvent, GuardPod
-from kubehoist.kube.reads import read_guard_events, read_guard_leases, read_lease, read_pods
+from kubehoist.kube.reads import (
+    read_credentials_secrets,
+    read_guard_events,
+    read_guard_leases,
+    read_lease,
+    read_pods,
+)
 from kubehoist.kube.requests import LEASES, field_selector
 from kubehoist.kube.watch import Delete, Source, Synced, Upsert, informer
 
@@ -115,6 +123,10 @@ class ComponentStatus:
     candidates: tuple[Candidate, ...]
     assessment: Assessment
     guard: GuardStatus
+    credentials: CredentialsExpiry | None = None
+    """The client certificates of the Deployment's credentials Secret (None: no
+    kubehoist Deployment, or they could not be read: `credentials_error`)."""
+    credentials_error: str | None = None
 
     @property
     def lease(self) -> LeaseRecord | None:
@@ -151,6 +163,10 @@ async def collect(
     start = clock()
     # The guards' reads never fail status: `_tolerant` turns an error into a note.
     events = _tolerant(read_guard_events(api, namespace=pod_namespace, components=names))
+    # Like the guards' reads, the credentials never fail status (RBAC on Secrets, say).
+    secrets_read = _tolerant(
+        read_credentials_secrets(api, namespace=pod_namespace, components=names)
+    )
     pods = read_pods(api, namespace=pod_namespace, components=names, with_guards=True)
     guard_obs: dict[str, Observation]
     if observe_s > 0:
@@ -159,11 +175,13 @@ async def collect(
             guard_leases,
             (cands, guard_pods),
             (found_events, events_error),
+            (secrets, secrets_error),
         ) = await asyncio.gather(
             _observe(api, leases, observe_s=observe_s, clock=clock),
             _observe_guards(api, pod_namespace, names, observe_s=observe_s, clock=clock),
             pods,
             events,
+            secrets_read,
         )
         guard_obs, lease_error = guard_leases
     else:
@@ -172,11 +190,13 @@ async def collect(
             (found_guards, lease_error),
             (cands, guard_pods),
             (found_events, events_error),
+            (secrets, secrets_error),
         ) = await asyncio.gather(
             asyncio.gather(*(read_lease(api, namespace=ns, name=n) for _, ns, n in leases)),
             _tolerant(read_guard_leases(api, namespace=pod_namespace, components=names)),
             pods,
             events,
+            secrets_read,
         )
         observations = {
             name: first_observation(lease, now=start) if lease is not None else None
@@ -213,11 +233,31 @@ async def collect(
                     events_found=len(recent),
                     events_error=events_error,
                 ),
+                credentials=_credentials(component, pod_namespace, secrets),
+                credentials_error=secrets_error,
             )
         )
     return StatusReport(
         components=tuple(statuses), taken_at=datetime.now(UTC), requests=api.log.count
     )
+
+
+def _credentials(
+    component: str,
+    namespace: str,
+    secrets: dict[str, tuple[str, dict[str, Any] | None]] | None,
+) -> CredentialsExpiry | None:
+    if secrets is None or component not in secrets:
+        return None
+    name, secret = secrets[component]
+    if secret is None:
+        return CredentialsExpiry(
+            secret=f"{namespace}/{name}",
+            problems=(
+                f"Secret {namespace}/{name}, which Deployment {component} mounts, is missing",
+            ),
+        )
+    return certexpiry.from_secret(secret)
 
 
 async def _tolerant(read: Awaitable[T]) -> tuple[T | None, str | None]:
@@ -430,6 +470,12 @@ def to_dict(report: StatusReport, *, now: float) -> dict[str, Any]:
                     for c in s.candidates
                 ],
                 "guard": guard_dict(s.guard, now=now),
+                "credentials": (
+                    certexpiry.to_dict(s.credentials, now=report.taken_at)
+                    if s.credentials is not None
+                    else None
+                ),
+                "credentialsError": s.credentials_error,
             }
         )
     return {

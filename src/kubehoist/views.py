@@ -238,7 +238,51 @@ def status_tables(report: StatusReport, *, now: float, wide: bool) -> str:
             crows.append(crow)
     if len(crows) > 1:
         out += "\n" + columns(crows)
-    return out + guard_tables(report, now=now, wide=wide)
+    return out + guard_tables(report, now=now, wide=wide) + credentials_table(report)
+
+
+def credentials_table(report: StatusReport) -> str:
+    """The client certificates of each Deployment's credentials Secret: days left.
+    Nothing when no component runs from a kubehoist Deployment."""
+    wall = report.taken_at
+    rows = [["COMPONENT", "SECRET", "KEY", "USER", "SUBJECT", "NOT AFTER", "DAYS LEFT"]]
+    notes = []
+    for s in report.components:
+        found = s.credentials
+        if s.credentials_error is not None:
+            notes.append(f"credentials not shown: {one_line(s.credentials_error)}\n")
+        if found is None:
+            continue
+        for c in found.certs:
+            rows.append(
+                [
+                    s.component,
+                    found.secret,
+                    c.secret_key,
+                    one_line(c.user),
+                    one_line(c.subject),
+                    f"{c.not_after:%Y-%m-%d %H:%M}",
+                    str(c.days_left(wall)),
+                ]
+            )
+    out = "\n" + columns(rows) if len(rows) > 1 else ""
+    return out + ("\n" + "".join(dict.fromkeys(notes)) if notes else "")
+
+
+def credentials_messages(report: StatusReport) -> list[tuple[str, str]]:
+    """(level, line) for each certificate close to expiry ("warning") or expired
+    ("error"), and each credentials problem ("warning")."""
+    out: list[tuple[str, str]] = []
+    for s in report.components:
+        found = s.credentials
+        if found is None:
+            continue
+        for c in found.certs:
+            text = c.message(report.taken_at, component=s.component, secret=found.secret)
+            if text is not None:
+                out.append((c.level(report.taken_at), one_line(text)))
+        out.extend(("warning", one_line(p)) for p in found.problems)
+    return out
 
 
 def event_line(event: Event, *, origin: float) -> str:

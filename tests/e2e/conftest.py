@@ -51,7 +51,8 @@ class LabHandle:
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(locate().path("kubectl")), "--kubeconfig", str(self.kubeconfig), *args]
+        kubectl = locate(self.spec.kubernetes_version).path("kubectl")
+        cmd = [str(kubectl), "--kubeconfig", str(self.kubeconfig), *args]
         proc = subprocess.run(
             cmd, capture_output=True, text=True, input=input, timeout=timeout, check=False
         )
@@ -99,12 +100,20 @@ def _require_root() -> None:
         pytest.fail("the lab tests need root (network namespaces); run them as root")
 
 
-def start_lab(root: Path, port: int, *, workers: int, control_planes: int = 1) -> LabHandle:
+def start_lab(
+    root: Path,
+    port: int,
+    *,
+    workers: int,
+    control_planes: int = 1,
+    kubernetes_version: str | None = None,
+) -> LabHandle:
     _require_root()
     kubehoist("lab", "down", "--purge", "--root", str(root), check=False)
+    version = ("--kubernetes-version", kubernetes_version) if kubernetes_version else ()
     kubehoist(
         "lab", "up", "--root", str(root), "--host-port", str(port),
-        "--workers", str(workers), "--control-planes", str(control_planes),
+        "--workers", str(workers), "--control-planes", str(control_planes), *version,
     )  # fmt: skip
     spec = LabSpec.load(root.resolve())
     client = Client(KubeConfig.from_file(str(spec.admin_kubeconfig)), trust_env=False)

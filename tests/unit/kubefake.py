@@ -234,6 +234,8 @@ class FakeCluster:
     leases: list[dict[str, Any]] = field(default_factory=list)
     pods: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    secrets: list[dict[str, Any]] = field(default_factory=list)
     requests: list[httpx2.Request] = field(default_factory=list)
     forbid: set[str] = field(default_factory=set)
     """Resources ("pods", "leases", "events"), or "<resource>:list" for their LISTs
@@ -285,6 +287,22 @@ class FakeCluster:
                 if e["metadata"]["namespace"] == ns and _fields_match(fields, e)
             ]
             return _list(items, "EventList")
+        if path.endswith("/deployments"):
+            ns = path.split("/namespaces/")[1].split("/")[0]
+            sel = params.get("labelSelector", "")
+            items = [
+                d
+                for d in self.deployments
+                if d["metadata"]["namespace"] == ns and _matches(sel, d["metadata"]["labels"])
+            ]
+            return _list(items, "DeploymentList")
+        if "/secrets/" in path:
+            ns = path.split("/namespaces/")[1].split("/")[0]
+            name = path.rsplit("/", 1)[1]
+            for item in self.secrets:
+                if item["metadata"]["namespace"] == ns and item["metadata"]["name"] == name:
+                    return httpx2.Response(200, json=item)
+            return _status(404, "NotFound", f'secrets "{name}" not found')
         if path.endswith("/pods"):
             ns = path.split("/namespaces/")[1].split("/")[0]
             sel = params.get("labelSelector", "")

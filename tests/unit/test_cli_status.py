@@ -96,14 +96,14 @@ def test_json_and_yaml(fake: FakeCluster, tmp_path: Path) -> None:
     assert comp["lease"]["validity"] == "unknown"
     assert comp["lease"]["leaseTransitions"] == 1
     assert [c["role"] for c in comp["candidates"]] == ["standby", "leader"]
-    assert doc["apiRequests"] == 5
+    assert doc["apiRequests"] == 6
     as_yaml = yaml.safe_load(run(tmp_path, "status", "kcm", "-o", "yaml").stdout)
     assert {**as_yaml, "takenAt": None} == {**doc, "takenAt": None}
 
 
 def test_verbose_counts_requests(fake: FakeCluster, tmp_path: Path) -> None:
     result = run(tmp_path, "status", "-v")
-    assert "api requests: 6" in result.stderr
+    assert "api requests: 7" in result.stderr
     assert "GET /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-scheduler 200" in (
         result.stderr
     )

@@ -53,3 +53,60 @@ def test_prometheus_releases_of_module_versions(module: str, release: str) -> No
 def test_a_module_version_that_is_no_release_is_refused() -> None:
     with pytest.raises(KubehoistError):
         binaries.prometheus_release("v2.55.0")
+
+
+@pytest.mark.parametrize("version", ["v1.35.4", "v1.36.3"])
+def test_each_supported_kubernetes_version_has_its_consumer_module(version: str) -> None:
+    module = binaries.kube_module_dir(version)
+    assert module.name == f"kubernetes-{version}"
+    gomod = (module / "go.mod").read_text()
+    assert re.search(rf"^(require )?\s*k8s\.io/kubernetes {re.escape(version)}\b", gomod, re.M)
+    staging = f"v0.{version.split('.', 1)[1]}"  # v1.35.4 -> v0.35.4
+    replaced = re.findall(r"^\t(k8s\.io/\S+) => \1 (v\S+)$", gomod, re.M)
+    assert replaced, "no staging module replaced"
+    assert {v for _, v in replaced} == {staging}
+    # every module the build needs is checksummed (the build runs with -mod=readonly)
+    gosum = (module / "go.sum").read_text()
+    assert f"k8s.io/kubernetes {version} h1:" in gosum
+    assert f"k8s.io/client-go {staging} h1:" in gosum
+
+
+def test_the_cache_is_keyed_by_kubernetes_version(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KUBEHOIST_BIN_DIR", raising=False)
+    monkeypatch.setenv("KUBEHOIST_CACHE", str(tmp_path))
+    old, new = binaries.locate("v1.35.4"), binaries.locate("v1.36.3")
+    assert old.path("kubelet") == tmp_path / "bin/kubernetes-v1.35.4/kubelet"
+    assert new.path("kubelet") == tmp_path / "bin/kubernetes-v1.36.3/kubelet"
+    assert old.path("etcd") == new.path("etcd")  # one etcd for both
+
+
+def test_an_unsupported_kubernetes_version_is_one_line_naming_the_supported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KUBEHOIST_BIN_DIR", raising=False)
+    monkeypatch.setenv("KUBEHOIST_CACHE", str(tmp_path))
+    with pytest.raises(KubehoistError) as err:
+        binaries.ensure("v1.34.0", progress=False)
+    assert str(err.value) == (
+        "Kubernetes v1.34.0: not a version the lab builds (supported: v1.35.4, v1.36.3)"
+    )
+    assert not (tmp_path / "bin").exists()  # nothing built, nothing created
+
+
+def test_lab_build_of_an_unsupported_version_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from kubehoist.cli import cli
+
+    monkeypatch.delenv("KUBEHOIST_BIN_DIR", raising=False)
+    monkeypatch.setenv("KUBEHOIST_CACHE", str(tmp_path))
+    result = CliRunner().invoke(cli, ["lab", "build", "--kubernetes-version", "v1.37.0"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: Kubernetes v1.37.0: not a version the lab builds (supported: v1.35.4, v1.36.3)\n"
+    )
+    assert not (tmp_path / "bin").exists()

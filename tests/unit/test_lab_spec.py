@@ -96,3 +96,11 @@ def test_command_from_manifest_bad_file(tmp_path: Path) -> None:
     m.write_text("kind: Pod\nspec: {}\n")
     with pytest.raises(KubehoistError, match=r"bad\.yaml"):
         command_from_manifest(m, tmp_path)
+
+
+def test_plan_takes_a_supported_kubernetes_version_only(tmp_path: Path) -> None:
+    spec = plan(tmp_path / "lab", kubernetes_version="v1.35.4")
+    assert spec.kubernetes_version == "v1.35.4"
+    assert LabSpec.from_json(spec.to_json()).kubernetes_version == "v1.35.4"
+    with pytest.raises(ValueError, match=r"v1\.35\.4, v1\.36\.3"):
+        plan(tmp_path / "lab", kubernetes_version="v1.35.3")

@@ -72,12 +72,12 @@ def cluster() -> FakeCluster:
     )
 
 
-def test_six_requests_for_both_components_whatever_the_guards(tmp_path: Path) -> None:
+def test_seven_requests_for_both_components_whatever_the_guards(tmp_path: Path) -> None:
     fake = cluster()
     fake.pods += [pod(f"filler-{i}", component="etcd") for i in range(50)]
     fake.events += [event(at=f"2026-01-01T00:{i:02d}:00Z") for i in range(20)]
     report = status(fake, tmp_path, components=(KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER))
-    assert report.requests == 6
+    assert report.requests == 7  # + the LIST of kubehoist's Deployments (credentials)
     seen = sorted(
         (r.url.path, tuple(sorted(dict(parse_qsl(r.url.query.decode())).items())))
         for r in fake.requests
@@ -96,6 +96,11 @@ def test_six_requests_for_both_components_whatever_the_guards(tmp_path: Path) ->
         )),
         ("/api/v1/namespaces/kube-system/pods", (
             ("labelSelector", "component in (kube-controller-manager,kube-scheduler)"),
+            ("limit", "500"),
+        )),
+        ("/apis/apps/v1/namespaces/kube-system/deployments", (
+            ("labelSelector", "app.kubernetes.io/managed-by=kubehoist,"
+             "app.kubernetes.io/name in (kube-controller-manager,kube-scheduler)"),
             ("limit", "500"),
         )),
         (leases, (

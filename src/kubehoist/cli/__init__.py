@@ -58,7 +58,18 @@ def _version(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from kubehoist.cli import demo, guard, image, lab, pivot, render, status, timeline, watch
+    from kubehoist.cli import (
+        credentials,
+        demo,
+        guard,
+        image,
+        lab,
+        pivot,
+        render,
+        status,
+        timeline,
+        watch,
+    )
 
     for command in (
         render.command,
@@ -67,6 +78,7 @@ def _register() -> None:
         timeline.command,
         pivot.pivot,
         pivot.rollback,
+        credentials.credentials,
         guard.guard,
         lab.lab,
         image.image,

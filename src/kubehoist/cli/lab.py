@@ -60,19 +60,31 @@ def lab() -> None:
     """A local lab: real Kubernetes binaries, kubeadm-made, on one machine."""
 
 
+def _version_option(f: Any) -> Any:
+    return click.option(
+        "--kubernetes-version",
+        default=specmod.KUBERNETES_VERSION,
+        show_default=True,
+        metavar="VERSION",
+        help="Kubernetes version of the lab's binaries and images "
+        f"({', '.join(specmod.KUBERNETES_VERSIONS)}).",
+    )(f)
+
+
 @lab.command("build")
-def build() -> None:
-    """Build (or find in the cache) the lab's binaries and image archives, and the
-    tests' promtool."""
+@_version_option
+def build(kubernetes_version: str) -> None:
+    """Build (or find in the cache) the lab's binaries and image archives of one
+    Kubernetes version, and the tests' promtool."""
     from kubehoist.lab import images
 
     start = time.monotonic()
-    bins = binmod.ensure()
+    bins = binmod.ensure(kubernetes_version)
     binmod.ensure_tools()
     for name in (*binmod.ALL_BINARIES, *binmod.TOOL_BINARIES):
         path = bins.path(name)
         click.echo(f"{name:<24} {path.stat().st_size / 2**20:7.1f} MiB  {path}")
-    for archive in images.lab_images(bins, specmod.KUBERNETES_VERSION):
+    for archive in images.lab_images(bins, kubernetes_version):
         click.echo(f"{'image':<24} {archive.stat().st_size / 2**20:7.1f} MiB  {archive}")
     click.echo(f"ready in {time.monotonic() - start:.1f}s", err=True)
 
@@ -89,12 +101,30 @@ def build() -> None:
     help="Port on 127.0.0.1 where the host reaches the API server.",
 )
 @click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait.")
-def up(root: Path, control_planes: int, workers: int, host_port: int, timeout: float) -> None:
+@_version_option
+def up(
+    root: Path,
+    control_planes: int,
+    workers: int,
+    host_port: int,
+    timeout: float,
+    kubernetes_version: str,
+) -> None:
     """Bring a lab up (or start a stopped one again, keeping its state)."""
     _need_root()
+    binmod.check_supported(kubernetes_version)
     root = root.resolve()
     if (root / "lab.json").exists():
         spec = _load(root)
+        given = click.get_current_context().get_parameter_source("kubernetes_version")
+        if (
+            given != click.core.ParameterSource.DEFAULT
+            and spec.kubernetes_version != kubernetes_version
+        ):
+            raise KubehoistError(
+                f"lab at {root} runs Kubernetes {spec.kubernetes_version}, not "
+                f"{kubernetes_version}; `{prog()} lab down --purge` it first"
+            )
         if supervisor.is_running(spec):
             click.echo(f"lab at {root} is already running", err=True)
             _print_usage(spec)
@@ -112,12 +142,16 @@ def up(root: Path, control_planes: int, workers: int, host_port: int, timeout: f
     else:
         try:
             spec = specmod.plan(
-                root, control_planes=control_planes, workers=workers, host_port=host_port
+                root,
+                control_planes=control_planes,
+                workers=workers,
+                host_port=host_port,
+                kubernetes_version=kubernetes_version,
             )
         except ValueError as exc:
             raise KubehoistError(str(exc)) from exc
         spec.save()
-    bins = binmod.ensure()
+    bins = binmod.ensure(spec.kubernetes_version, spec.etcd_version)
     generated = spec.root / ".kubeadm-generated"
     if not generated.exists():
         click.echo("kubeadm: certificates, kubeconfigs and static pod manifests", err=True)
@@ -170,7 +204,8 @@ def _wait_up(spec: LabSpec, proc: subprocess.Popen[bytes], timeout: float) -> No
 def _print_usage(spec: LabSpec) -> None:
     kc = spec.admin_kubeconfig
     click.echo(
-        f"lab ready: {len(spec.control_planes)} control plane(s), {len(spec.workers)} worker(s)\n"
+        f"lab ready: {len(spec.control_planes)} control plane(s), {len(spec.workers)} worker(s), "
+        f"Kubernetes {spec.kubernetes_version}\n"
         f"  export KUBECONFIG={kc}\n"
         f"  kubectl --kubeconfig {kc} get nodes\n"
         f"  kubehoist --kubeconfig {kc} status"
@@ -249,7 +284,9 @@ def lab_status(spec: LabSpec) -> dict[str, Any]:
     nodes: dict[str, str] = {}
     readyz = False
     if running:
-        readyz = supervisor.Supervisor(spec, binmod.locate())._readyz()
+        readyz = supervisor.Supervisor(
+            spec, binmod.locate(spec.kubernetes_version, spec.etcd_version)
+        )._readyz()
         if readyz:
             nodes = _node_readiness(spec)
     return {

@@ -64,3 +64,20 @@ def resolve_components(names: tuple[str, ...]) -> list[Component]:
         if component not in out:
             out.append(component)
     return out
+
+
+def release_options(func: F) -> F:
+    """--release-lease-on-exit, --kubernetes-version (render and pivot)."""
+    func = click.option(
+        "--kubernetes-version",
+        metavar="VERSION",
+        help="The component's version when the image's tag does not say it (e.g. v1.36.3).",
+    )(func)
+    func = click.option(
+        "--release-lease-on-exit",
+        is_flag=True,
+        help="Make the Deployment's leader release its Lease on SIGTERM: turns on "
+        "kube-controller-manager's alpha gate ControllerManagerReleaseLeaderElectionLockOnExit "
+        "(v1.36 and later; refused where the version has no such gate).",
+    )(func)
+    return func

@@ -11,7 +11,12 @@ from lightkube.core.exceptions import ApiError
 from lightkube.resources.coordination_v1 import Lease
 
 from kubehoist import hostfiles, kube
-from kubehoist.cli.options import kubeconfig_options, prog, resolve_components
+from kubehoist.cli.options import (
+    kubeconfig_options,
+    prog,
+    release_options,
+    resolve_components,
+)
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.guard.loop import guard_lease_name
@@ -104,6 +109,7 @@ def _files(
 )
 @click.option("--set-flag", multiple=True, metavar="--NAME=VALUE")
 @click.option("--drop-flag", multiple=True, metavar="--NAME")
+@release_options
 @click.option(
     "--no-rollback", is_flag=True, help="On a failure after retire, stop instead of rolling back."
 )
@@ -129,6 +135,8 @@ def pivot(
     retry_period: str | None,
     set_flag: tuple[str, ...],
     drop_flag: tuple[str, ...],
+    release_lease_on_exit: bool,
+    kubernetes_version: str | None,
     no_rollback: bool,
 ) -> None:
     """Move COMPONENT (default kube-controller-manager) from its static pods to a Deployment."""
@@ -162,6 +170,8 @@ def pivot(
             retry_period=retry_period,
             set_flags=set_flag,
             drop_flags=drop_flag,
+            release_lease_on_exit=release_lease_on_exit,
+            kubernetes_version=kubernetes_version,
         )
         rendered = render(pod, options, hostfiles.gather_inputs(pod, options, host_root=host_root))
     elif existing is None or "deploy" not in existing.done:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from kubehoist import hostfiles, kube
-from kubehoist.cli.options import resolve_components
+from kubehoist.cli.options import release_options, resolve_components
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.kube import controlplane
 from kubehoist.manifest import StaticPod, load_static_pod
@@ -163,6 +163,7 @@ def _from_cluster(
 @click.option("--set-flag", multiple=True, metavar="--NAME=VALUE", help="Set a component flag.")
 @click.option("--drop-flag", multiple=True, metavar="--NAME", help="Remove a component flag.")
 @click.option("--host-network", is_flag=True, help="Run the pods on the node's network.")
+@release_options
 @click.option(
     "--force", is_flag=True, help="Render a static pod that runs without leader election."
 )
@@ -198,6 +199,8 @@ def command(
     set_flag: tuple[str, ...],
     drop_flag: tuple[str, ...],
     host_network: bool,
+    release_lease_on_exit: bool,
+    kubernetes_version: str | None,
     force: bool,
     output: str,
     output_dir: Path | None,
@@ -243,6 +246,8 @@ def command(
         drop_flags=drop_flag,
         host_network=host_network,
         force=force,
+        release_lease_on_exit=release_lease_on_exit,
+        kubernetes_version=kubernetes_version,
     )
     warnings: tuple[str, ...] = ()
     if from_cluster:

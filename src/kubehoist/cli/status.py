@@ -18,7 +18,7 @@ from kubehoist import kube
 from kubehoist.cli.options import cluster_options, resolve_components
 from kubehoist.kube.transport import stderr_echo
 from kubehoist.status import StatusReport, collect, to_dict
-from kubehoist.views import status_tables
+from kubehoist.views import credentials_messages, status_tables
 
 
 @click.command("status")
@@ -68,6 +68,8 @@ def command(
         click.echo(yaml.safe_dump(to_dict(report, now=now), sort_keys=False), nl=False)
     else:
         click.echo(status_tables(report, now=now, wide=output == "wide"), nl=False)
+    for level, line in credentials_messages(report):
+        click.echo(f"{level}: {line}", err=True)
     if verbose:
         click.echo(f"api requests: {where.log.count}", err=True)
     sys.exit(report.exit_code)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
+from kubehoist import certexpiry
 from kubehoist.election import Candidate, LeaseRecord
 from kubehoist.kube import objects
 from kubehoist.kube.api import Api
 from kubehoist.kube.objects import GuardEvent, GuardPod
-from kubehoist.kube.requests import EVENTS, LEASES, PODS, get, list_
+from kubehoist.kube.requests import DEPLOYMENTS, EVENTS, LEASES, PODS, SECRETS, get, list_
 
 
 async def read_lease(api: Api, *, namespace: str, name: str) -> LeaseRecord | None:
@@ -80,3 +82,19 @@ async def read_election(
         read_candidates(api, namespace=namespace, components=components),
     )
     return dict(zip(components, found, strict=True)), cands
+
+
+async def read_credentials_secrets(
+    api: Api, *, namespace: str, components: Sequence[str]
+) -> dict[str, tuple[str, dict[str, Any] | None]]:
+    """component -> (name, the Secret) its kubehoist Deployment mounts as credentials
+    (None: named but missing), for the components that have such a Deployment: one
+    label-selected LIST of Deployments, then one GET per Secret."""
+    result = await api.list(
+        list_(DEPLOYMENTS, namespace=namespace, labels=certexpiry.deployment_selector(components))
+    )
+    names = certexpiry.credentials_secret_names(result.items, components=components)
+    found = await asyncio.gather(
+        *(api.get_optional(get(SECRETS, namespace=namespace, name=n)) for n in names.values())
+    )
+    return {c: (n, obj) for (c, n), obj in zip(names.items(), found, strict=True)}

@@ -34,6 +34,7 @@ LEASES = Resource(group="coordination.k8s.io", version="v1", plural="leases")
 NODES = Resource(group="", version="v1", plural="nodes", namespaced=False)
 DEPLOYMENTS = Resource(group="apps", version="v1", plural="deployments")
 EVENTS = Resource(group="", version="v1", plural="events")
+SECRETS = Resource(group="", version="v1", plural="secrets")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,10 +2,12 @@
 and building them.
 
 They are built from the Go module proxy with the consumer modules in `gomod/`
-(k8s.io/kubernetes needs each staging module replaced by its v0.X.Y release) into a
+(k8s.io/kubernetes needs each staging module replaced by its v0.X.Y release; one
+consumer module per supported Kubernetes version, `gomod/kubernetes-vX.Y.Z`) into a
 cache outside the repository, keyed by version, so that a cold build happens once per
-machine. `KUBEHOIST_BIN_DIR` points at ready binaries instead (for example the official
-release binaries): then nothing is built, only the versions are checked.
+machine and version, and only for a version that is asked for. `KUBEHOIST_BIN_DIR`
+points at ready binaries instead (for example the official release binaries): then
+nothing is built, only the versions are checked.
 
 The build runs under an exclusive file lock, into a temporary directory renamed into
 place at the end, so two racing builds neither corrupt nor repeat each other's work.
@@ -31,6 +33,7 @@ from kubehoist.lab.spec import (
     CRICTL_VERSION,
     ETCD_VERSION,
     KUBERNETES_VERSION,
+    KUBERNETES_VERSIONS,
 )
 
 KUBE_BINARIES = (
@@ -51,6 +54,21 @@ PROMTOOL_VERSION = "v0.300.0"
 the oldest v3 release; it checks and unit-tests deploy/prometheus/ (gomod/promtool)."""
 GOMOD_DIR = Path(__file__).parent / "gomod"
 _STAMP = ".complete"
+
+
+def check_supported(kubernetes_version: str) -> None:
+    """KubehoistError unless the lab has a consumer module for this Kubernetes version."""
+    if kubernetes_version not in KUBERNETES_VERSIONS:
+        raise KubehoistError(
+            f"Kubernetes {kubernetes_version}: not a version the lab builds "
+            f"(supported: {', '.join(KUBERNETES_VERSIONS)})"
+        )
+
+
+def kube_module_dir(kubernetes_version: str) -> Path:
+    """The consumer module that builds this Kubernetes version."""
+    check_supported(kubernetes_version)
+    return GOMOD_DIR / f"kubernetes-{kubernetes_version}"
 
 
 def cache_root() -> Path:
@@ -114,6 +132,7 @@ def ensure(
     progress: bool = True,
 ) -> Binaries:
     """Return ready binaries of these versions, building what the cache lacks."""
+    check_supported(kubernetes_version)
     bins = locate(kubernetes_version, etcd_version)
     if os.environ.get("KUBEHOIST_BIN_DIR"):
         if missing := bins.missing():
@@ -124,7 +143,7 @@ def ensure(
     else:
         _build_into(
             bins.kube_dir,
-            module_dir=GOMOD_DIR / "kubernetes",
+            module_dir=kube_module_dir(kubernetes_version),
             packages=[f"k8s.io/kubernetes/cmd/{b}" for b in KUBE_BINARIES],
             ldflags=_kube_ldflags(kubernetes_version),
             what=f"Kubernetes {kubernetes_version}",

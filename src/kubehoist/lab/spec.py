@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 KUBERNETES_VERSION = "v1.36.3"
+"""The lab's default Kubernetes version."""
+KUBERNETES_VERSIONS = ("v1.35.4", "v1.36.3")
+"""Every version the lab builds (a consumer module each in `gomod/`), oldest first:
+the newest patch of each minor version the Go module proxy serves."""
 ETCD_VERSION = "v3.6.16"
 CONTAINERD_VERSION = "v2.3.7"
 CRICTL_VERSION = "v1.36.0"  # sigs.k8s.io/cri-tools (the proxy serves no v1.36.x above .0)
@@ -148,12 +152,18 @@ def plan(
     control_planes: int = 1,
     workers: int = 2,
     host_port: int = DEFAULT_HOST_PORT,
+    kubernetes_version: str = KUBERNETES_VERSION,
 ) -> LabSpec:
     """Decide names and addresses for a new lab."""
     if not 1 <= control_planes <= 9:
         raise ValueError("--control-planes must be between 1 and 9")
     if not 0 <= workers <= 50:
         raise ValueError("--workers must be between 0 and 50")
+    if kubernetes_version not in KUBERNETES_VERSIONS:
+        raise ValueError(
+            f"--kubernetes-version {kubernetes_version}: not a version the lab builds "
+            f"(supported: {', '.join(KUBERNETES_VERSIONS)})"
+        )
     lab_id = lab_id_for(root)
     nodes: list[LabNode] = []
     names = [f"cp-{i}" for i in range(1, control_planes + 1)]
@@ -177,7 +187,7 @@ def plan(
     return LabSpec(
         root=root.resolve(),
         lab_id=lab_id,
-        kubernetes_version=KUBERNETES_VERSION,
+        kubernetes_version=kubernetes_version,
         etcd_version=ETCD_VERSION,
         host_port=host_port,
         nodes=tuple(nodes),

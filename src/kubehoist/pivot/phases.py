@@ -109,7 +109,8 @@ def _objects(rendered: Rendered | None, kinds: Sequence[str]) -> list[Mapping[st
     return [o for o in rendered.objects if o.get("kind") in kinds]
 
 
-def _apply(client: Client, objs: Sequence[Mapping[str, Any]]) -> list[str]:
+def apply_objects(client: Client, objs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Server-side apply each object as kubehoist's field manager (pivot, refresh)."""
     done = []
     for obj in objs:
         res = codecs.from_dict(dict(obj))
@@ -244,7 +245,7 @@ def credentials(ctx: Context) -> str:
     objs = _objects(ctx.rendered, ["Secret"])
     if not objs:
         return "an existing Secret is used: nothing to apply"
-    return "applied " + ", ".join(_apply(ctx.client, objs))
+    return "applied " + ", ".join(apply_objects(ctx.client, objs))
 
 
 def plan_credentials(ctx: Context) -> list[str]:
@@ -253,7 +254,7 @@ def plan_credentials(ctx: Context) -> list[str]:
 
 def deploy(ctx: Context) -> str:
     return "applied " + ", ".join(
-        _apply(ctx.client, _objects(ctx.rendered, ["Deployment", "PodDisruptionBudget"]))
+        apply_objects(ctx.client, _objects(ctx.rendered, ["Deployment", "PodDisruptionBudget"]))
     )
 
 

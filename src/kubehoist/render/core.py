@@ -179,11 +179,6 @@ def render(pod: StaticPod, options: RenderOptions, inputs: Inputs | None = None)
             )
     objects.append(deployment)
     objects.append(pdb)
-    if options.replicas > 1 and not component.releases_lease_on_exit:
-        warnings.append(
-            f"{name} up to v1.35 keeps its Lease on SIGTERM: a rollout or eviction of the "
-            "leader leaves the Lease held until it expires (lease duration)"
-        )
     return Rendered(
         objects=tuple(objects),
         image_context=image_context,

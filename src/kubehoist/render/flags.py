@@ -20,6 +20,7 @@ from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.manifest import Arg, Flag, StaticPod, flag_values
 from kubehoist.render.durations import format_duration, parse_duration
 from kubehoist.render.options import RenderOptions
+from kubehoist.render.releasegate import FEATURE_GATES, plan_release
 
 JITTER_FACTOR = 1.2
 """client-go leaderelection.JitterFactor: retries may come up to 20% late."""
@@ -189,6 +190,14 @@ def plan_flags(pod: StaticPod, options: RenderOptions) -> FlagPlan:
     items = [i for i in items if not (isinstance(i, Flag) and i.name in drops)]
     for edit in edits:
         _set(items, edit.flag)
+    items, said = plan_release(
+        component,
+        items,
+        options,
+        image=options.image or pod.image,
+        user_gates=[e.flag.value for e in edits if e.flag.name == FEATURE_GATES and e.flag.value],
+    )
+    warnings.extend(said)
     _set(items, Flag(name="bind-address", value="0.0.0.0", form="equals"))
     _set(items, Flag(name="secure-port", value=str(port), form="equals"))
     _set(items, Flag(name=component.leader_elect_flag, value="true", form="equals"))

@@ -44,6 +44,10 @@ class RenderOptions:
     host_network: bool = False
     force: bool = False
     expiry_warning: timedelta = EXPIRY_WARNING
+    release_lease_on_exit: bool = False
+    """Turn on the component's release gate where its version has one (render.releasegate)."""
+    kubernetes_version: str | None = None
+    """The component's version when the image's tag does not say it."""
 
 
 @dataclass(frozen=True, kw_only=True)
