@@ -67,14 +67,15 @@ def _component(name: str) -> Component:
 
 
 def _files(
-    client: Any, comp: Component, manifests_dir: Path | None, image: str
+    client: Any, comp: Component, manifests_dir: Path | None, image: str, timeout: float
 ) -> tuple[NodeFiles, Any, Any]:
     # After a park, the node's runtime is watched for the pod's stop (parking.STOPPED).
     if manifests_dir is not None:
         return LocalNodeFiles(manifests_dir, stop_wait_s=STOP_WAIT_S), None, None
     pod_files = helperpod.PodNodeFiles(
-        client=client, image=image, component=comp.name, stop_wait_s=STOP_WAIT_S
-    )
+        client=client, image=image, component=comp.name, stop_wait_s=STOP_WAIT_S,
+        timeout=max(timeout, STOP_WAIT_S + 30),
+    )  # fmt: skip
     return pod_files, pod_files.park_all, pod_files.unpark_all
 
 
@@ -170,7 +171,7 @@ def pivot(
         rendered = render(pod, options, hostfiles.gather_inputs(pod, options, host_root=host_root))
     elif existing is None or "deploy" not in existing.done:
         raise KubehoistError(f"{path}: no such manifest (pass --host-root or -f)")
-    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image)
+    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image, timeout)
     st = existing or PivotState(component=comp.name)
     ctx = phases.Context(
         client=client, component=comp, pod=pod, rendered=rendered, files=files,
@@ -302,7 +303,7 @@ def rollback(
             f"no pivot of {comp.name} is recorded (ConfigMap kube-system/"
             f"{statemod.configmap_name(comp.name)} not found): nothing to roll back"
         )
-    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image)
+    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image, timeout)
     ctx = phases.Context(
         client=client, component=comp, pod=None, rendered=None, files=files,
         filename=f"{comp.name}.yaml", progress=progress, state=st, timeout=timeout,

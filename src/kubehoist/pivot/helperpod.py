@@ -352,6 +352,7 @@ class PodNodeFiles:
     image: str
     component: str
     stop_wait_s: float = 0.0  # after a park: how long to watch the runtime (parking.STOPPED)
+    timeout: float = 120.0  # how long the helpers may take (the verb's --timeout)
 
     def _run(
         self,
@@ -368,6 +369,7 @@ class PodNodeFiles:
             component=self.component,
             host_root=host_root,
             follow_logs=True,
+            timeout=self.timeout,
         )
         return {
             n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()
