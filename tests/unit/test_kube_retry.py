@@ -468,3 +468,61 @@ def test_a_record_write_whose_answer_was_lost_is_read_back(tmp_path: Path, appli
     assert got is not None
     assert (got.done, got.resource_version) == (("preflight",), "11")
     assert server.puts == (1 if applies else 2)
+
+
+# --- guard install's wait ------------------------------------------------------------------
+
+
+@dataclass
+class GuardCluster:
+    """Guard pods and the guards' Lease, behind an API server away for the first
+    `away` reads."""
+
+    away: int
+    reads: int = 0
+
+    def _read(self) -> None:
+        self.reads += 1
+        if self.reads <= self.away:
+            raise UnreachableError("cannot reach the API server at s: connection refused")
+
+    def list(self, *_: Any, **__: Any) -> list[Pod]:
+        self._read()
+        return [
+            Pod.from_dict(
+                {
+                    "metadata": {"name": "kubehoist-guard-kube-controller-manager-cp-1"},
+                    "spec": {"nodeName": "cp-1", "containers": []},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                }
+            )
+        ]
+
+    def get(self, *_: Any, **__: Any) -> Lease:
+        self._read()
+        return Lease.from_dict({"metadata": {"name": "g"}, "spec": {"holderIdentity": "cp-1_x"}})
+
+
+def test_guard_install_waits_through_an_outage() -> None:
+    from kubehoist.components import by_name
+    from kubehoist.guard.install import wait_installed
+
+    comp = by_name("kube-controller-manager")
+    assert comp is not None
+    cluster = GuardCluster(away=3)
+    said = wait_installed(cluster, comp, ["cp-1"], server="s", timeout_s=10)  # type: ignore[arg-type]
+    assert "held by cp-1_x" in said
+    assert cluster.reads == 5  # three lost, then the pods and the Lease
+
+
+def test_guard_install_wait_ends_in_one_line_when_the_outage_outlasts_it() -> None:
+    from kubehoist.components import by_name
+    from kubehoist.guard.install import wait_installed
+
+    comp = by_name("kube-controller-manager")
+    assert comp is not None
+    with pytest.raises(KubehoistError) as info:
+        wait_installed(GuardCluster(away=10**6), comp, ["cp-1"], server="s", timeout_s=0.6)  # type: ignore[arg-type]
+    assert info.value.message.startswith(
+        "timed out after 1s: cannot reach the API server at s: connection refused"
+    )
