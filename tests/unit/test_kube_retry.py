@@ -526,3 +526,17 @@ def test_guard_install_wait_ends_in_one_line_when_the_outage_outlasts_it() -> No
     assert info.value.message.startswith(
         "timed out after 1s: cannot reach the API server at s: connection refused"
     )
+
+
+def test_cleanup_selects_every_helper_pod_and_never_the_components() -> None:
+    from kubehoist.constants import selector_labels
+    from kubehoist.pivot import helperpod
+
+    pod = helperpod.helper_pod(
+        node="cp-1", script="true", image="busybox", component="kube-controller-manager",
+        run="abc123", namespace="kube-system",
+    )  # fmt: skip
+    assert pod.metadata is not None and pod.metadata.labels is not None
+    wanted = helperpod.selector("kube-controller-manager")
+    assert wanted.items() <= pod.metadata.labels.items()
+    assert not selector_labels("kube-controller-manager").items() <= wanted.items()

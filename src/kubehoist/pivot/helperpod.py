@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lightkube import Client
 from lightkube.core.exceptions import ApiError
@@ -41,6 +42,14 @@ from kubehoist.pivot.parking import ParkResult
 DEFAULT_IMAGE = "busybox:1.36"
 ROLE_LABEL = "kubehoist.io/role"
 RUN_LABEL = "kubehoist.io/helper-run"
+
+
+def selector(component: str) -> dict[str, Any]:
+    """Labels that select every helper pod of `component` (of any run)."""
+    labels: dict[str, Any] = dict(object_labels(component))
+    labels["app.kubernetes.io/name"] = f"{component}-helper"
+    labels[ROLE_LABEL] = "node-helper"
+    return labels
 
 
 def helper_pod(

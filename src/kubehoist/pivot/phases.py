@@ -34,7 +34,7 @@ from kubehoist.kube import retry
 from kubehoist.kube.client import absent_ok, get_or_none
 from kubehoist.kube.errors import transient
 from kubehoist.manifest import StaticPod
-from kubehoist.pivot import handover
+from kubehoist.pivot import handover, helperpod
 from kubehoist.pivot import state as statemod
 from kubehoist.pivot.parking import NodeFiles
 from kubehoist.pivot.state import PivotState
@@ -624,6 +624,12 @@ def cleanup(ctx: Context) -> str:
                 ctx.client.delete(res, _name(obj), namespace=NAMESPACE)
             if kind != "Pod":
                 removed.append(f"{kind} {_name(obj)}")
+    # Helper pods whose run was cut short (an API server away while their deletion was
+    # retried): finished, doing nothing, but kubehoist's all the same.
+    for obj in ctx.client.list(Pod, namespace=NAMESPACE, labels=helperpod.selector(comp)):
+        with absent_ok():
+            ctx.client.delete(Pod, _name(obj), namespace=NAMESPACE, grace_period=0)
+        removed.append(f"helper Pod {_name(obj)}")
     handover.wait_until(
         f"the pods of {comp}'s Deployment to be gone",
         lambda: not _all_pods(ctx.client, comp),
