@@ -646,7 +646,8 @@ def cleanup(ctx: Context) -> str:
 def plan_cleanup(ctx: Context) -> list[str]:
     return [
         f"delete kubehoist's Deployment, PodDisruptionBudget and Secret of {ctx.component.name} "
-        f"(label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}) and the pivot record"
+        f"(label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}), helper pods an interrupted run left, "
+        "and the pivot record"
     ]
 
 
