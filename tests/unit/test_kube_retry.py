@@ -540,3 +540,24 @@ def test_cleanup_selects_every_helper_pod_and_never_the_components() -> None:
     wanted = helperpod.selector("kube-controller-manager")
     assert wanted.items() <= pod.metadata.labels.items()
     assert not selector_labels("kube-controller-manager").items() <= wanted.items()
+
+
+class _BrokenBody(httpx2.SyncByteStream):
+    """A body cut off after its first bytes (the connection reset mid-answer)."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b'{"kind": "Lease", '
+        raise httpx2.ReadError("Connection reset by peer")
+
+
+def test_a_read_cut_off_in_the_middle_of_its_body_is_sent_again(tmp_path: Path) -> None:
+    clock = Clock()
+    answers = iter([httpx2.Response(200, stream=_BrokenBody())])
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return next(answers, None) or httpx2.Response(200, json=lease())
+
+    client, log = _session(tmp_path, handler, clock, budget=10.0)
+    got = client.get(Lease, "kube-controller-manager", namespace="kube-system")
+    assert got.metadata is not None and got.metadata.name == "kube-controller-manager"
+    assert log.count == 2 and len(clock.slept) == 1

@@ -169,6 +169,10 @@ class RetryingTransport(httpx2.BaseTransport):
         while True:
             try:
                 response = self._inner.handle_request(request)
+                if _whole(request):
+                    # Read the body here, where a reset in the middle of it can still be
+                    # retried (the client would read it after this transport returned).
+                    response.read()
             except httpx2.TransportError as exc:
                 if not retry_error(exc, method=request.method, content_type=content_type):
                     raise
@@ -202,6 +206,17 @@ class RetryingTransport(httpx2.BaseTransport):
 
     def close(self) -> None:
         self._inner.close()
+
+
+def _whole(request: httpx2.Request) -> bool:
+    """Whether the answer is read whole: a GET that is not a stream (a watch, a log
+    followed), which lightkube reads entirely anyway."""
+    params = request.url.params
+    return (
+        request.method == "GET"
+        and params.get("watch") not in ("true", "1")
+        and params.get("follow") not in ("true", "True", "1")
+    )
 
 
 def tls_transport(config: SingleConfig) -> httpx2.HTTPTransport:
