@@ -561,3 +561,55 @@ def test_a_read_cut_off_in_the_middle_of_its_body_is_sent_again(tmp_path: Path) 
     got = client.get(Lease, "kube-controller-manager", namespace="kube-system")
     assert got.metadata is not None and got.metadata.name == "kube-controller-manager"
     assert log.count == 2 and len(clock.slept) == 1
+
+
+# --- an API server that has just come back ---------------------------------------------------
+
+
+def test_a_refusal_right_after_the_server_came_back_is_taken_for_settling(tmp_path: Path) -> None:
+    clock = Clock()
+    answers: Iterator[httpx2.Response | None] = iter(
+        [
+            None,  # refused: the server is away
+            _status(403, "Forbidden", 'leases is forbidden: User "kubernetes-admin" cannot get'),
+            _status(404, "NotFound", 'leases "kube-controller-manager" not found'),
+        ]
+    )
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        got = next(answers, "done")
+        if got is None:
+            raise httpx2.ConnectError("[SSL: UNEXPECTED_EOF_WHILE_READING]", request=request)
+        return _lease_answer(request) if got == "done" else got  # type: ignore[return-value]
+
+    client, log = _session(tmp_path, handler, clock, budget=60.0)
+    got = client.get(Lease, "kube-controller-manager", namespace="kube-system")
+    assert got.metadata is not None
+    assert [r.status for r in log.records] == [None, 403, 404, 200]
+
+
+def test_a_refusal_from_a_server_that_was_not_away_is_its_answer(tmp_path: Path) -> None:
+    clock = Clock()
+    client, log = _session(tmp_path, lambda r: _status(403, "Forbidden", "no"), clock, budget=60.0)
+    with pytest.raises(kube.ForbiddenError):
+        client.get(Lease, "kube-controller-manager", namespace="kube-system")
+    assert log.count == 1 and clock.slept == []
+
+
+def test_settling_lasts_a_few_seconds_only(tmp_path: Path) -> None:
+    clock = Clock()
+    answers = iter([None])
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if next(answers, "x") is None:
+            raise httpx2.ConnectError("refused", request=request)
+        return _status(404, "NotFound", 'leases "x" not found')
+
+    client, log = _session(tmp_path, handler, clock, budget=60.0)
+    with pytest.raises(NotFoundError):
+        client.get(Lease, "x", namespace="kube-system")
+    assert retry.SETTLE_S <= sum(clock.slept) < retry.SETTLE_S + 4.0 * 1.3
+    clock.now += retry.SETTLE_S
+    before = log.count
+    assert get_or_none(client, Lease, "x", namespace="kube-system") is None
+    assert log.count == before + 1  # long after the outage a 404 is believed at once

@@ -25,7 +25,7 @@ import httpx2
 from lightkube.core.exceptions import ApiError
 
 from kubehoist.errors import KubehoistError
-from kubehoist.kube.retry import RETRY_STATUS
+from kubehoist.kube.retry import NOT_SENT, RETRY_STATUS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +74,13 @@ class GoneError(ApiServerError):
 
 
 class UnreachableError(KubehoistError):
-    """No answer at all: connection refused, TLS failure, timeout."""
+    """No answer at all: connection refused, TLS failure, timeout. `maybe_sent`: the
+    request may have reached the server (the connection broke after it left), so a
+    write may have been done; False when the connection was never made."""
+
+    def __init__(self, message: str, *, maybe_sent: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 _USER_RE = re.compile(r'User "([^"]*)"')
@@ -156,7 +162,10 @@ def unreachable(exc: BaseException, *, server: str, call: Call | None = None) ->
     """No usable answer from the server: say why in a few words (and, given `call`,
     what was being asked)."""
     during = f" ({describe(call)})" if call is not None else ""
-    return UnreachableError(f"cannot reach the API server at {server}: {_why(exc)}{during}")
+    return UnreachableError(
+        f"cannot reach the API server at {server}: {_why(exc)}{during}",
+        maybe_sent=not isinstance(exc, NOT_SENT),
+    )
 
 
 def status_code(exc: BaseException) -> int | None:
@@ -170,6 +179,16 @@ def status_code(exc: BaseException) -> int | None:
             code = exc.response.status_code
         return int(code) if code is not None else None
     return None
+
+
+def maybe_done(exc: BaseException) -> bool:
+    """Whether a write that failed with `exc` may all the same have been done: its
+    answer was lost on the way (the connection broke after the request left), or the
+    server failed while handling it (5xx)."""
+    if isinstance(exc, UnreachableError):
+        return exc.maybe_sent
+    code = status_code(exc)
+    return code is not None and code >= 500
 
 
 def transient(exc: BaseException) -> bool:

@@ -16,8 +16,12 @@ explicit here so that it can be tested on its own:
   and leaves writes alone; server-side apply and deletes are added here because the
   API defines them as idempotent. A create (POST) or an update carrying a
   resourceVersion (PUT) is not: the caller decides (pivot/state.py reads back).
-- Anything else (400, 401, 403, 404, 409, 422 ...) is the server's answer: never
-  repeated.
+- 401, 403 and 404 within `SETTLE_S` of a failure that said the server was away:
+  an API server that has just come back answers so for about a second, before its
+  caches are filled (measured on the lab's kube-apiserver, see `SETTLING_STATUS`); the
+  request was refused, not done, so any verb is sent again.
+- Anything else (400, 409, 422 ..., and 401/403/404 from a server that was not just
+  away) is the server's answer: never repeated.
 
 Between attempts: exponential back-off with jitter (`Backoff`), capped, for as long as
 the retry budget allows: the client's (`--timeout`), or less inside a wait that has its
@@ -43,7 +47,20 @@ overloaded or behind a proxy that lost it."""
 NOT_HANDLED_STATUS: Final = frozenset({429})
 """Answers after which the server certainly did not act on the request."""
 
-_NOT_SENT: Final = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+SETTLING_STATUS: Final = frozenset({401, 403, 404})
+"""What a kube-apiserver answers right after it came back, for objects that exist and
+a user it will authorize a moment later. Measured in the lab (v1.36.3, a GET of the
+controller manager's Lease every 50 ms as the admin while the supervised
+kube-apiserver restarts; the command is in docs/pivot.md): after SIGKILL, 403
+Forbidden for 1.3 s once it answered again; after SIGTERM, 404 NotFound for 0.9 s."""
+
+SETTLE_S: Final = 10.0
+"""How long after a failure that said the server was away a 401/403/404 is taken for
+a server still settling (several times what was measured, still short enough that a
+real refusal is reported within seconds)."""
+
+NOT_SENT: Final = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+"""Failures before the request left: the connection was never made."""
 _MAYBE_SENT: Final = (
     httpx2.ReadError,
     httpx2.WriteError,
@@ -92,7 +109,7 @@ def repeatable(method: str, content_type: str = "") -> bool:
 
 def retry_error(exc: BaseException, *, method: str, content_type: str = "") -> bool:
     """Whether a request that failed with `exc` (no answer) may be sent again."""
-    if isinstance(exc, _NOT_SENT):
+    if isinstance(exc, NOT_SENT):
         return True
     return isinstance(exc, _MAYBE_SENT) and repeatable(method, content_type)
 
@@ -102,6 +119,19 @@ def retry_status(status: int, *, method: str, content_type: str = "") -> bool:
     if status in NOT_HANDLED_STATUS:
         return True
     return status in RETRY_STATUS and repeatable(method, content_type)
+
+
+def retry_settling(status: int, *, since_away_s: float | None) -> bool:
+    """Whether an answer `status`, `since_away_s` after the server was last seen away
+    (None: never), is taken for a server still settling (`SETTLING_STATUS`)."""
+    return status in SETTLING_STATUS and since_away_s is not None and since_away_s < SETTLE_S
+
+
+def away(exc_or_status: BaseException | int) -> bool:
+    """Whether a failure says the server is away (no answer at all, or 429/5xx)."""
+    if isinstance(exc_or_status, int):
+        return exc_or_status in RETRY_STATUS
+    return isinstance(exc_or_status, httpx2.TransportError)
 
 
 # --- the deadline ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.config.models import User
 
-from kubehoist.kube.retry import RetryPolicy, retry_error, retry_status
+from kubehoist.kube.retry import RetryPolicy, away, retry_error, retry_settling, retry_status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,6 +161,12 @@ class RetryingTransport(httpx2.BaseTransport):
         self._sleep = sleep
         self._clock = clock
         self._rand = rand
+        self._away_at: float | None = None
+        """When a request of this client last found the server away (see
+        `kube.retry.SETTLING_STATUS`)."""
+
+    def _since_away(self) -> float | None:
+        return None if self._away_at is None else self._clock() - self._away_at
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         started = self._clock()
@@ -174,15 +180,20 @@ class RetryingTransport(httpx2.BaseTransport):
                     # retried (the client would read it after this transport returned).
                     response.read()
             except httpx2.TransportError as exc:
+                if away(exc):
+                    self._away_at = self._clock()
                 if not retry_error(exc, method=request.method, content_type=content_type):
                     raise
                 delay = self._delay(attempt, started, None)
                 if delay is None:
                     raise
             else:
+                status = response.status_code
+                if away(status):
+                    self._away_at = self._clock()
                 if not retry_status(
-                    response.status_code, method=request.method, content_type=content_type
-                ):
+                    status, method=request.method, content_type=content_type
+                ) and not retry_settling(status, since_away_s=self._since_away()):
                     return response
                 delay = self._delay(attempt, started, response)
                 if delay is None:

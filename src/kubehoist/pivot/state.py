@@ -22,7 +22,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from kubehoist.constants import object_labels
 from kubehoist.errors import KubehoistError
 from kubehoist.kube.client import absent_ok, get_or_none
-from kubehoist.kube.errors import status_code, transient
+from kubehoist.kube.errors import maybe_done, status_code
 
 SAVE_ATTEMPTS = 5
 """Writes of the record whose answer was lost, read back and sent again (see `save`)."""
@@ -84,17 +84,19 @@ def load(client: Client, component: str) -> PivotState | None:
 def save(client: Client, state: PivotState) -> PivotState:
     """Write the record: a create, or an update from the resourceVersion it was read at.
 
-    A write whose answer was lost (the API server went away after the request left:
-    `kube.errors.transient`) may or may not have been done, so it is not sent again
-    blindly: the record is read back; if it already says what this write says, the write
-    was done; if it is still at the resourceVersion this run holds, it was not, and is
-    sent again; anything else is another writer."""
+    A write whose answer was lost (the API server went away after the request left,
+    or failed while handling it: `kube.errors.maybe_done`) may or may not have been
+    done, so it is not sent again blindly: the record is read back; if it already says
+    what this write says, the write was done; if it is still at the resourceVersion
+    this run holds, it was not, and is sent again; anything else is another writer. A
+    write that never left (the connection was refused until the client's retries ran
+    out) is not tried again here: the run fails within its --timeout."""
     for attempt in range(SAVE_ATTEMPTS):
         try:
             return _write(client, state)
         except (ApiError, KubehoistError) as exc:
-            if not (isinstance(exc, KubehoistError) and transient(exc)):
-                raise
+            if not (isinstance(exc, KubehoistError) and maybe_done(exc)):
+                raise  # refused, or never sent (the client retried that already)
             if attempt == SAVE_ATTEMPTS - 1:
                 raise
             current = get_or_none(
