@@ -613,3 +613,20 @@ def test_settling_lasts_a_few_seconds_only(tmp_path: Path) -> None:
     before = log.count
     assert get_or_none(client, Lease, "x", namespace="kube-system") is None
     assert log.count == before + 1  # long after the outage a 404 is believed at once
+
+
+def test_a_record_write_that_never_left_fails_within_the_budget(tmp_path: Path) -> None:
+    clock = Clock()
+    seen: list[str] = []
+
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.method)
+        raise httpx2.ConnectError("[Errno 111] Connection refused", request=request)
+
+    client, _ = _session(tmp_path, refuse, clock, budget=20.0)
+    old = statemod.PivotState(component="kube-controller-manager", resource_version="10")
+    with pytest.raises(UnreachableError) as info:
+        statemod.save(client, old.with_done("preflight"))
+    assert not info.value.maybe_sent
+    assert set(seen) == {"PUT"}  # no read-back: the write never left
+    assert sum(clock.slept) == pytest.approx(20.0)
