@@ -51,8 +51,9 @@ SETTLING_STATUS: Final = frozenset({401, 403, 404})
 """What a kube-apiserver answers right after it came back, for objects that exist and
 a user it will authorize a moment later. Measured in the lab (v1.36.3, a GET of the
 controller manager's Lease every 50 ms as the admin while the supervised
-kube-apiserver restarts; the command is in docs/pivot.md): after SIGKILL, 403
-Forbidden for 1.3 s once it answered again; after SIGTERM, 404 NotFound for 0.9 s."""
+kube-apiserver restarts: bench/apiserver_restart.py, figures in docs/pivot.md): after
+SIGKILL, 403 Forbidden for 1.3 s once it answered again; after SIGTERM, 404 NotFound
+for 0.9 s."""
 
 SETTLE_S: Final = 10.0
 """How long after a failure that said the server was away a 401/403/404 is taken for
