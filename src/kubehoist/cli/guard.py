@@ -299,7 +299,7 @@ def install(
         click.echo(f"wrote {target}")
         return
     where = kube.target(kubeconfig=kubeconfig, context=context)
-    client = kube.connect(where)
+    client = kube.session(where, retry_for_s=timeout)
     chosen, _ = _nodes(client, nodes, server=where.server)
     endpoint = server
     if endpoint is None:
@@ -365,7 +365,7 @@ def uninstall(
             click.echo(f"{target}: not installed")
         return
     where = kube.target(kubeconfig=kubeconfig, context=context)
-    client = kube.connect(where)
+    client = kube.session(where, retry_for_s=timeout)
     chosen, everywhere = _nodes(client, nodes, server=where.server)
     guardinstall.uninstall(
         client,

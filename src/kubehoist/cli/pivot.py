@@ -20,6 +20,7 @@ from kubehoist.cli.options import (
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.guard.loop import guard_lease_name
+from kubehoist.kube import retry
 from kubehoist.kube.client import get_or_none
 from kubehoist.manifest import load_static_pod
 from kubehoist.pivot import events, helperpod, phases
@@ -28,6 +29,9 @@ from kubehoist.pivot.parking import LocalNodeFiles, NodeFiles
 from kubehoist.pivot.state import PivotState
 from kubehoist.pivot.workflow import Progress, run_phases
 from kubehoist.render import RenderOptions, render
+
+GUARD_CHECK_S = 5.0
+"""How long the closing "is a guard installed?" read waits through an API outage."""
 
 STOP_WAIT_S = 20.0
 """How long a park watches the node's runtime for the parked pod to stop; a component
@@ -68,14 +72,15 @@ def _component(name: str) -> Component:
 
 
 def _files(
-    client: Any, comp: Component, manifests_dir: Path | None, image: str
+    client: Any, comp: Component, manifests_dir: Path | None, image: str, timeout: float
 ) -> tuple[NodeFiles, Any, Any]:
     # After a park, the node's runtime is watched for the pod's stop (parking.STOPPED).
     if manifests_dir is not None:
         return LocalNodeFiles(manifests_dir, stop_wait_s=STOP_WAIT_S), None, None
     pod_files = helperpod.PodNodeFiles(
-        client=client, image=image, component=comp.name, stop_wait_s=STOP_WAIT_S
-    )
+        client=client, image=image, component=comp.name, stop_wait_s=STOP_WAIT_S,
+        timeout=max(timeout, STOP_WAIT_S + 30),
+    )  # fmt: skip
     return pod_files, pod_files.park_all, pod_files.unpark_all
 
 
@@ -142,7 +147,7 @@ def pivot(
     """Move COMPONENT (default kube-controller-manager) from its static pods to a Deployment."""
     comp = _component(component)
     where = kube.target(kubeconfig=kubeconfig, context=context)
-    client = kube.connect(where)
+    client = kube.session(where, retry_for_s=timeout)
     progress = Progress()
     existing = statemod.load(client, comp.name)
     if existing is not None and existing.status == "rolling-back":
@@ -176,7 +181,7 @@ def pivot(
         rendered = render(pod, options, hostfiles.gather_inputs(pod, options, host_root=host_root))
     elif existing is None or "deploy" not in existing.done:
         raise KubehoistError(f"{path}: no such manifest (pass --host-root or -f)")
-    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image)
+    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image, timeout)
     st = existing or PivotState(component=comp.name)
     ctx = phases.Context(
         client=client, component=comp, pod=pod, rendered=rendered, files=files,
@@ -200,13 +205,13 @@ def pivot(
         run_phases(
             phases.PIVOT_PHASES, ctx, skip=skip, done=st.done, progress=progress, on_done=mark
         )
-    except (KubehoistError, KeyboardInterrupt) as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            progress.line(
-                f"interrupted: the pivot's progress is recorded; run `{prog()} pivot` to resume "
-                f"or `{prog()} rollback` to undo"
-            )
-            raise
+    except KeyboardInterrupt:
+        progress.line(
+            f"interrupted: the pivot's progress is recorded; run `{prog()} pivot` to resume "
+            f"or `{prog()} rollback` to undo"
+        )
+        raise
+    except KubehoistError as exc:
         if no_rollback:
             progress.line(
                 f"pivot failed: {exc.message}; --no-rollback: stopping here "
@@ -214,10 +219,18 @@ def pivot(
             )
             raise
         progress.line(f"pivot failed: {exc.message}; rolling back")
-        _rollback(ctx, skip=[])
+        _rollback_after_failure(ctx, exc.message)
         raise KubehoistError(
             f"pivot of {comp.name} failed and was rolled back: {exc.message}"
         ) from None
+    except Exception as exc:
+        # A defect, not an expected failure: it keeps its traceback, but a cluster whose
+        # static pods were retired is not left without a controller manager for it.
+        if no_rollback or not ctx.state.parked:
+            raise
+        progress.line(f"pivot failed unexpectedly ({type(exc).__name__}: {exc}); rolling back")
+        _rollback_after_failure(ctx, f"{type(exc).__name__}: {exc}")
+        raise
     progress.line(
         f"{comp.name} now runs from its Deployment; undo with `{prog()} rollback {comp.name}`"
     )
@@ -231,10 +244,23 @@ def pivot(
 def _guarded(client: Any, comp: Component) -> bool | None:
     """Whether a guard is installed for `comp` (its guards' Lease exists); None: unknown."""
     try:
-        lease = get_or_none(client, Lease, guard_lease_name(comp.name), namespace="kube-system")
-    except ApiError:
+        with retry.within(GUARD_CHECK_S):
+            lease = get_or_none(client, Lease, guard_lease_name(comp.name), namespace="kube-system")
+    except (ApiError, KubehoistError):
         return None
     return lease is not None
+
+
+def _rollback_after_failure(ctx: phases.Context, why: str) -> None:
+    """The automatic rollback of a failed pivot; if it fails too, one line says both and
+    how to finish (the record says `rolling-back`, so `rollback` resumes it)."""
+    try:
+        _rollback(ctx, skip=[])
+    except KubehoistError as exc:
+        raise KubehoistError(
+            f"pivot of {ctx.component.name} failed ({why}) and its rollback failed too "
+            f"({exc.message}): run `{prog()} rollback {ctx.component.name}` to finish it"
+        ) from None
 
 
 def _rollback(ctx: phases.Context, *, skip: list[str], dry_run: bool = False) -> None:
@@ -279,7 +305,7 @@ def rollback(
 ) -> None:
     """Undo a pivot of COMPONENT: static pods back byte for byte, the Deployment removed."""
     comp = _component(component)
-    client = kube.connect(kube.target(kubeconfig=kubeconfig, context=context))
+    client = kube.session(kube.target(kubeconfig=kubeconfig, context=context), retry_for_s=timeout)
     progress = Progress()
     st = statemod.load(client, comp.name)
     if st is None:
@@ -287,7 +313,7 @@ def rollback(
             f"no pivot of {comp.name} is recorded (ConfigMap kube-system/"
             f"{statemod.configmap_name(comp.name)} not found): nothing to roll back"
         )
-    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image)
+    files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image, timeout)
     ctx = phases.Context(
         client=client, component=comp, pod=None, rendered=None, files=files,
         filename=f"{comp.name}.yaml", progress=progress, state=st, timeout=timeout,

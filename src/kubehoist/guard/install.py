@@ -60,7 +60,8 @@ from kubehoist.guard.credentials import (
     new_key_and_csr,
 )
 from kubehoist.guard.loop import guard_lease_name
-from kubehoist.kube.errors import Call, NotFoundError, api_errors
+from kubehoist.kube import retry
+from kubehoist.kube.errors import Call, NotFoundError, api_errors, transient
 from kubehoist.pivot import helperpod
 from kubehoist.pivot.parking import HOST_MOUNT, host_path
 
@@ -240,7 +241,7 @@ def issue_certificate(
         deadline = time.monotonic() + timeout_s
         call = Call(verb="get", resource="certificatesigningrequests", name=name)
         while True:
-            with api_errors(call, server=server):
+            with retry.within(deadline - time.monotonic()), api_errors(call, server=server):
                 got = client.get(CertificateSigningRequest, name)
             status = got.status
             for cond in (status.conditions if status else None) or []:
@@ -448,30 +449,44 @@ def wait_installed(
     name = guardmanifest.pod_name(component)
     lease_name = guard_lease_name(component.name)
     deadline = time.monotonic() + timeout_s
-    while True:
-        pods = _guard_pods(client, component, server=server)
-        missing = [n for n in nodes if n not in pods or not _ready(pods[n])]
-        try:
-            with api_errors(
-                Call(verb="get", resource="leases", namespace=NAMESPACE), server=server
-            ):
-                lease = client.get(Lease, lease_name, namespace=NAMESPACE)
-            holder = (lease.spec.holderIdentity if lease.spec else "") or ""
-        except NotFoundError:
-            holder = ""
-        if not missing and holder:
-            return f"the guards' Lease {NAMESPACE}/{lease_name} is held by {holder}"
-        if time.monotonic() > deadline:
-            what = (
-                f"guard pods not Ready on {', '.join(missing)}"
-                if missing
-                else f"no guard holds Lease {NAMESPACE}/{lease_name}"
-            )
-            raise KubehoistError(
-                f"timed out after {timeout_s:.0f}s: {what} (see `kubectl -n {NAMESPACE} logs "
-                f"{name}-<node>`)"
-            )
-        time.sleep(0.5)
+    with retry.within(timeout_s):
+        while True:
+            try:
+                missing, holder = _installed(client, component, nodes, server=server)
+                if not missing and holder:
+                    return f"the guards' Lease {NAMESPACE}/{lease_name} is held by {holder}"
+                what = (
+                    f"guard pods not Ready on {', '.join(missing)}"
+                    if missing
+                    else f"no guard holds Lease {NAMESPACE}/{lease_name}"
+                )
+            except KubehoistError as exc:
+                if not transient(exc):
+                    raise
+                what = exc.message  # the API server is away: keep waiting
+            if time.monotonic() > deadline:
+                raise KubehoistError(
+                    f"timed out after {timeout_s:.0f}s: {what} (see `kubectl -n {NAMESPACE} "
+                    f"logs {name}-<node>`)"
+                )
+            time.sleep(0.5)
+
+
+def _installed(
+    client: Client, component: Component, nodes: Sequence[str], *, server: str
+) -> tuple[list[str], str]:
+    """(nodes whose guard pod is not Ready, the holder of the guards' Lease or "")."""
+    pods = _guard_pods(client, component, server=server)
+    missing = [n for n in nodes if n not in pods or not _ready(pods[n])]
+    lease_name = guard_lease_name(component.name)
+    try:
+        call = Call(verb="get", resource="leases", namespace=NAMESPACE, name=lease_name)
+        with api_errors(call, server=server):
+            lease = client.get(Lease, lease_name, namespace=NAMESPACE)
+        holder = (lease.spec.holderIdentity if lease.spec else "") or ""
+    except NotFoundError:
+        holder = ""
+    return missing, holder
 
 
 def uninstall(
@@ -518,11 +533,17 @@ def uninstall(
     deadline = time.monotonic() + timeout_s
 
     def running() -> list[str]:
-        pods = _guard_pods(client, component, server=server)
+        try:
+            pods = _guard_pods(client, component, server=server)
+        except KubehoistError as exc:
+            if not transient(exc):
+                raise
+            return list(nodes)  # unknown while the API server is away: not gone yet
         return [n for n in nodes if n in pods]
 
-    while (left := running()) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    with retry.within(timeout_s):
+        while (left := running()) and time.monotonic() < deadline:
+            time.sleep(0.5)
     if left:
         say(f"guard pods still running on {', '.join(left)}; removing their RBAC anyway")
     for kind, name in (

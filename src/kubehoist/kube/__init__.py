@@ -5,7 +5,9 @@ transport  TLS and the request tally (`-v` prints every request)
 errors     the one error strategy: failures -> KubehoistError in kubectl's words
 requests   PURE request builders (paths, selectors, watch parameters)
 api        sends requests: GET, paged LIST, WATCH streams (async)
-client     Target, open_api (kubehoist's reader), connect/connect_async (lightkube)
+retry      when a request is sent again (API server outages), back-off, deadlines
+client     Target, open_api (kubehoist's reader), connect/connect_async (lightkube),
+           session (lightkube, retried and mapped: the verbs that change a cluster)
 objects    PURE decoding of Pods and Leases into `election` types
 reads      status's bounded reads
 controlplane  render --from-cluster's reads: mirror pods, kubeadm-config (lightkube)
@@ -13,7 +15,15 @@ watch      list-then-watch with bookmarks, resume, relist on 410, back-off
 """
 
 from kubehoist.kube.api import Api, ListResult
-from kubehoist.kube.client import Target, connect, connect_async, open_api, target
+from kubehoist.kube.client import (
+    Session,
+    Target,
+    connect,
+    connect_async,
+    open_api,
+    session,
+    target,
+)
 from kubehoist.kube.errors import (
     ApiServerError,
     Call,
@@ -35,12 +45,14 @@ __all__ = [
     "ListResult",
     "NotFoundError",
     "RequestLog",
+    "Session",
     "Target",
     "UnreachableError",
     "api_errors",
     "connect",
     "connect_async",
     "open_api",
+    "session",
     "target",
     "translate",
 ]

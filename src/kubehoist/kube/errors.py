@@ -25,6 +25,7 @@ import httpx2
 from lightkube.core.exceptions import ApiError
 
 from kubehoist.errors import KubehoistError
+from kubehoist.kube.retry import NOT_SENT, RETRY_STATUS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,12 +65,22 @@ class ForbiddenError(ApiServerError):
     """403: RBAC refused the verb on the resource."""
 
 
+class ConflictError(ApiServerError):
+    """409: the object exists already (create), or changed since it was read (update)."""
+
+
 class GoneError(ApiServerError):
     """410: a watch's resourceVersion is too old; relist."""
 
 
 class UnreachableError(KubehoistError):
-    """No answer at all: connection refused, TLS failure, timeout."""
+    """No answer at all: connection refused, TLS failure, timeout. `maybe_sent`: the
+    request may have reached the server (the connection broke after it left), so a
+    write may have been done; False when the connection was never made."""
+
+    def __init__(self, message: str, *, maybe_sent: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 _USER_RE = re.compile(r'User "([^"]*)"')
@@ -109,7 +120,7 @@ def status_from_body(code: int, body: bytes | str | Mapping[str, Any] | None) ->
     )
 
 
-def server_error(status: ServerStatus, *, call: Call) -> ApiServerError:
+def server_error(status: ServerStatus, *, call: Call, name_call: bool = False) -> ApiServerError:
     """The message for an error answer, worded like kubectl's."""
     where = f" in namespace {call.namespace}" if call.namespace else ""
     if status.code == 404:
@@ -134,12 +145,87 @@ def server_error(status: ServerStatus, *, call: Call) -> ApiServerError:
     if status.code == 410:
         return GoneError(f"Error from server (Expired): {status.message}", status=status)
     detail = status.message or f"{call.verb} {call.resource} failed with HTTP {status.code}"
+    if status.code == 409:
+        return ConflictError(f"Error from server (Conflict): {detail}", status=status)
+    if name_call:
+        detail += f" ({describe(call)})"
     return ApiServerError(f"Error from server ({status.reason}): {detail}", status=status)
 
 
-def unreachable(exc: BaseException, *, server: str) -> UnreachableError:
-    """No usable answer from the server: say why in a few words."""
-    return UnreachableError(f"cannot reach the API server at {server}: {_why(exc)}")
+def describe(call: Call) -> str:
+    """The call in a few words: `get leases kube-system/kube-controller-manager`."""
+    what = "/".join(p for p in (call.namespace, call.name) if p)
+    return f"{call.verb} {call.resource}" + (f" {what}" if what else "")
+
+
+def unreachable(exc: BaseException, *, server: str, call: Call | None = None) -> UnreachableError:
+    """No usable answer from the server: say why in a few words (and, given `call`,
+    what was being asked)."""
+    during = f" ({describe(call)})" if call is not None else ""
+    return UnreachableError(
+        f"cannot reach the API server at {server}: {_why(exc)}{during}",
+        maybe_sent=not isinstance(exc, NOT_SENT),
+    )
+
+
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status of an error answer, from lightkube's `ApiError` or ours; None for
+    anything else (no answer, or not an API error)."""
+    if isinstance(exc, ApiServerError):
+        return exc.status.code
+    if isinstance(exc, ApiError):
+        code = exc.status.code if exc.status is not None else None
+        if code is None and exc.response is not None:
+            code = exc.response.status_code
+        return int(code) if code is not None else None
+    return None
+
+
+def maybe_done(exc: BaseException) -> bool:
+    """Whether a write that failed with `exc` may all the same have been done: its
+    answer was lost on the way (the connection broke after the request left), or the
+    server failed while handling it (5xx)."""
+    if isinstance(exc, UnreachableError):
+        return exc.maybe_sent
+    code = status_code(exc)
+    return code is not None and code >= 500
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failure may go away by itself (no answer, or 429/5xx): a wait that
+    meets one keeps waiting until its own deadline."""
+    if isinstance(exc, UnreachableError):
+        return True
+    code = status_code(exc)
+    return code is not None and code in RETRY_STATUS
+
+
+_API_PATH = re.compile(r"^/(?:api/[^/]+|apis/[^/]+/[^/]+)/(?P<rest>.*)$")
+
+
+def call_of(request: httpx2.Request) -> Call:
+    """What an HTTP request to the API server was for, from its method and path."""
+    match = _API_PATH.match(request.url.path)
+    parts = [p for p in match.group("rest").split("/") if p] if match else []
+    namespace: str | None = None
+    if len(parts) >= 3 and parts[0] == "namespaces":
+        namespace, parts = parts[1], parts[2:]
+    resource = parts[0] if parts else request.url.path
+    name = parts[1] if len(parts) > 1 else None
+    if len(parts) > 2:
+        resource = f"{resource}/{'/'.join(parts[2:])}"
+    method = request.method.upper()
+    if method == "GET":
+        watching = request.url.params.get("watch") in ("true", "1")
+        verb = "get" if name else ("watch" if watching else "list")
+    elif method == "DELETE":
+        verb = "delete" if name else "deletecollection"
+    else:
+        ctype = request.headers.get("content-type", "")
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
+        if "apply-patch" in ctype:
+            verb = "apply"
+    return Call(verb=verb, resource=resource, namespace=namespace, name=name)
 
 
 def _why(exc: BaseException) -> str:
@@ -169,8 +255,11 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def translate(exc: BaseException, *, call: Call, server: str) -> KubehoistError:
-    """Any failure of a request, as the `KubehoistError` the CLI prints."""
+def translate(
+    exc: BaseException, *, call: Call, server: str, name_call: bool = False
+) -> KubehoistError:
+    """Any failure of a request, as the `KubehoistError` the CLI prints. `name_call`:
+    say which call failed where the message would not (no answer, 5xx)."""
     if isinstance(exc, KubehoistError):
         return exc
     if isinstance(exc, ApiError):
@@ -181,12 +270,16 @@ def translate(exc: BaseException, *, call: Call, server: str) -> KubehoistError:
             reason=str(raw.reason or ""),
             message=str(raw.message or ""),
         )
-        return server_error(status, call=call)
+        return server_error(status, call=call, name_call=name_call)
     if isinstance(exc, httpx2.HTTPStatusError):
         response = exc.response
-        return server_error(status_from_body(response.status_code, response.content), call=call)
+        return server_error(
+            status_from_body(response.status_code, response.content),
+            call=call,
+            name_call=name_call,
+        )
     if isinstance(exc, httpx2.TransportError | OSError):
-        return unreachable(exc, server=server)
+        return unreachable(exc, server=server, call=call if name_call else None)
     raise exc
 
 

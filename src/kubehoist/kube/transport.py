@@ -8,6 +8,7 @@ measured, not guessed. Tests put an `httpx2.MockTransport` inside instead of TLS
 
 from __future__ import annotations
 
+import random
 import ssl
 import sys
 import threading
@@ -21,6 +22,8 @@ import httpx2
 from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.config.models import User
+
+from kubehoist.kube.retry import RetryPolicy, away, retry_error, retry_settling, retry_status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +139,95 @@ class AsyncCountingTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class RetryingTransport(httpx2.BaseTransport):
+    """Sends a request again, with back-off, while `kube.retry` says it may be: the
+    API server refused the connection, reset it, or answered 429/5xx. Wraps the counting
+    transport, so every attempt is in the request log. The last failure (an exception
+    or the last answer) is what the caller gets once the budget is spent."""
+
+    def __init__(
+        self,
+        inner: httpx2.BaseTransport,
+        policy: RetryPolicy,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._inner = inner
+        self.policy = policy
+        self._sleep = sleep
+        self._clock = clock
+        self._rand = rand
+        self._away_at: float | None = None
+        """When a request of this client last found the server away (see
+        `kube.retry.SETTLING_STATUS`)."""
+
+    def _since_away(self) -> float | None:
+        return None if self._away_at is None else self._clock() - self._away_at
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        started = self._clock()
+        attempt = 0
+        content_type = request.headers.get("content-type", "")
+        while True:
+            try:
+                response = self._inner.handle_request(request)
+                if _whole(request):
+                    # Read the body here, where a reset in the middle of it can still be
+                    # retried (the client would read it after this transport returned).
+                    response.read()
+            except httpx2.TransportError as exc:
+                if away(exc):
+                    self._away_at = self._clock()
+                if not retry_error(exc, method=request.method, content_type=content_type):
+                    raise
+                delay = self._delay(attempt, started, None)
+                if delay is None:
+                    raise
+            else:
+                status = response.status_code
+                if away(status):
+                    self._away_at = self._clock()
+                if not retry_status(
+                    status, method=request.method, content_type=content_type
+                ) and not retry_settling(status, since_away_s=self._since_away()):
+                    return response
+                delay = self._delay(attempt, started, response)
+                if delay is None:
+                    return response
+                response.close()
+            self._sleep(delay)
+            attempt += 1
+
+    def _delay(
+        self, attempt: int, started: float, response: httpx2.Response | None
+    ) -> float | None:
+        # The server's own hint counts (kube-apiserver answers 429 with `Retry-After: 1`).
+        after = response.headers.get("retry-after", "") if response is not None else ""
+        return self.policy.next_delay(
+            attempt=attempt,
+            started=started,
+            now=self._clock(),
+            rand=self._rand(),
+            hint_s=float(after) if after.isdigit() else 0.0,
+        )
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _whole(request: httpx2.Request) -> bool:
+    """Whether the answer is read whole: a GET that is not a stream (a watch, a log
+    followed), which lightkube reads entirely anyway."""
+    params = request.url.params
+    return (
+        request.method == "GET"
+        and params.get("watch") not in ("true", "1")
+        and params.get("follow") not in ("true", "True", "1")
+    )
 
 
 def tls_transport(config: SingleConfig) -> httpx2.HTTPTransport:

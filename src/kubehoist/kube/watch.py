@@ -33,9 +33,10 @@ from kubehoist.kube.errors import (
     status_from_body,
 )
 from kubehoist.kube.requests import Resource, list_, watch
+from kubehoist.kube.retry import RETRY_STATUS, Backoff
 
 DEFAULT_WATCH_TIMEOUT_S: Final = 290
-_RETRYABLE_CODES: Final = frozenset({429, 500, 502, 503, 504})
+_RETRYABLE_CODES: Final = RETRY_STATUS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,20 +86,6 @@ class Resumed:
 Item = Upsert | Delete | Synced | Interrupted | Resumed
 
 
-@dataclass(frozen=True, kw_only=True)
-class Backoff:
-    """Exponential back-off with jitter: 0.5 s, 1 s, 2 s ... capped at 30 s."""
-
-    initial_s: float = 0.5
-    factor: float = 2.0
-    max_s: float = 30.0
-    jitter: float = 0.2
-
-    def delay(self, attempt: int, *, rand: float) -> float:
-        base = min(self.max_s, self.initial_s * self.factor**attempt)
-        return base * (1 - self.jitter + 2 * self.jitter * rand)
-
-
 def key(obj: Json) -> str:
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
@@ -131,7 +118,7 @@ async def informer(
     max_refusals: int = 8,
 ) -> AsyncIterator[Item]:
     """Forever: the changes to `source`, as `Item`s (see the module docstring)."""
-    backoff = backoff or Backoff()
+    backoff = backoff or Backoff()  # 0.5 s, 1 s, 2 s ... capped at 30 s
     store: dict[str, Json] = {}
     rv: str | None = None
     listed_once = False

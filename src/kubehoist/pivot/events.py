@@ -15,6 +15,9 @@ from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
 
+from kubehoist.errors import KubehoistError
+from kubehoist.kube import retry
+
 log = logging.getLogger(__name__)
 
 NAMESPACE = "kube-system"
@@ -40,20 +43,26 @@ def event(
     )
 
 
+RECORD_WITHIN_S = 5.0
+"""An Event is not worth waiting for: an API server away for longer is not waited for
+here (the next phase waits for it, within its own timeout)."""
+
+
 def record(
     client: Client, *, component: str, reason: str, message: str, kind: str = "Normal"
 ) -> None:
     try:
-        client.create(
-            event(
-                component=component,
-                reason=reason,
-                message=message,
-                kind=kind,
-                now=dt.datetime.now(dt.UTC),
+        with retry.within(RECORD_WITHIN_S):
+            client.create(
+                event(
+                    component=component,
+                    reason=reason,
+                    message=message,
+                    kind=kind,
+                    now=dt.datetime.now(dt.UTC),
+                )
             )
-        )
-    except (ApiError, OSError) as exc:  # never fail a pivot for an Event
+    except (ApiError, KubehoistError, OSError) as exc:  # never fail a pivot for an Event
         log.debug("event %s not recorded: %s", reason, exc)
     except Exception as exc:  # transport errors of the client
         log.debug("event %s not recorded: %r", reason, exc)

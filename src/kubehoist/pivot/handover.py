@@ -29,7 +29,9 @@ from lightkube.resources.core_v1 import Pod
 
 from kubehoist.election import node_of_host, parse_identity
 from kubehoist.errors import KubehoistError
+from kubehoist.kube import retry
 from kubehoist.kube.client import get_or_none
+from kubehoist.kube.errors import status_code, transient
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,8 +69,8 @@ def release(client: Client, *, namespace: str, name: str, holder: str) -> bool:
     spec.renewTime = now
     try:
         client.replace(lease)  # carries metadata.resourceVersion: fails if it moved
-    except ApiError as exc:
-        if exc.status.code == 409:
+    except (ApiError, KubehoistError) as exc:
+        if status_code(exc) == 409:
             return False
         raise
     return True
@@ -102,13 +104,30 @@ def static_pod_dead(client: Client, *, component: str, node: str, namespace: str
 def wait_until(
     what: str, check: Callable[[], bool], *, timeout: float, interval: float = 0.1
 ) -> float:
-    """Poll `check` until true; return the seconds waited; a clear error on timeout."""
+    """Poll `check` until true; return the seconds waited; a clear error on timeout.
+
+    An API server that goes away meanwhile does not end the wait: the requests of
+    `check` are retried until the wait's own deadline (`kube.retry.within`), and a
+    failure that may pass (`kube.errors.transient`) counts as "not yet"; the timeout
+    then names it."""
     start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise KubehoistError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-    return time.monotonic() - start
+    last = ""
+    with retry.within(timeout):
+        while True:
+            try:
+                if check():
+                    return time.monotonic() - start
+                last = ""
+            except KubehoistError as exc:
+                if not transient(exc):
+                    raise
+                last = exc.message
+            if time.monotonic() - start > timeout:
+                raise KubehoistError(
+                    f"timed out after {timeout:.0f}s waiting for {what}"
+                    + (f" (last: {last})" if last else "")
+                )
+            time.sleep(interval)
 
 
 def holder_node(holder: str, nodes: Iterable[str] = ()) -> str:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lightkube import Client
 from lightkube.core.exceptions import ApiError
@@ -33,12 +34,22 @@ from lightkube.resources.core_v1 import Pod
 
 from kubehoist.constants import object_labels
 from kubehoist.errors import KubehoistError
+from kubehoist.kube import retry
+from kubehoist.kube.errors import transient
 from kubehoist.pivot import parking
 from kubehoist.pivot.parking import ParkResult
 
 DEFAULT_IMAGE = "busybox:1.36"
 ROLE_LABEL = "kubehoist.io/role"
 RUN_LABEL = "kubehoist.io/helper-run"
+
+
+def selector(component: str) -> dict[str, Any]:
+    """Labels that select every helper pod of `component` (of any run)."""
+    labels: dict[str, Any] = dict(object_labels(component))
+    labels["app.kubernetes.io/name"] = f"{component}-helper"
+    labels[ROLE_LABEL] = "node-helper"
+    return labels
 
 
 def helper_pod(
@@ -127,6 +138,9 @@ class HelperOutcome:
     message: str
 
 
+CLEANUP_S = 10.0
+"""How long the deletion of a run's helper pods is retried through an API outage."""
+
 START_FAILURES = range(126, 129)
 """Exit codes of a container that could not start (the script never ran): retried."""
 
@@ -213,9 +227,12 @@ def _run_once(
             follow_logs=follow_logs,
         )
     finally:
-        for name in names.values():
-            with contextlib.suppress(ApiError):
-                client.delete(Pod, name, namespace=namespace, grace_period=0)
+        # Best effort, and short: a failure here must not hold up the rollback that
+        # follows a failed retire (a finished helper pod left behind does nothing).
+        with retry.within(CLEANUP_S):
+            for name in names.values():
+                with contextlib.suppress(ApiError, KubehoistError):
+                    client.delete(Pod, name, namespace=namespace, grace_period=0)
 
 
 RESULT_PREFIX = parking.RESULT + " "
@@ -274,23 +291,31 @@ def _wait(
     deadline = time.monotonic() + timeout
     done: dict[str, HelperOutcome] = {}
     logs = _LogResults(client, names, namespace) if follow_logs else None
+    last = ""
     try:
         while len(done) < len(names):
             for node, message in (logs.take() if logs else {}).items():
                 done.setdefault(node, HelperOutcome(node=node, exit_code=0, message=message))
-            for node, name in names.items():
-                if node in done:
-                    continue
-                pod = client.get(Pod, name, namespace=namespace)
-                outcome = _outcome(node, pod, image=image)
-                if outcome is not None:
-                    done[node] = outcome
+            try:
+                with retry.within(deadline - time.monotonic()):
+                    for node, name in names.items():
+                        if node in done:
+                            continue
+                        pod = client.get(Pod, name, namespace=namespace)
+                        outcome = _outcome(node, pod, image=image)
+                        if outcome is not None:
+                            done[node] = outcome
+            except KubehoistError as exc:
+                if not transient(exc):
+                    raise
+                last = f"; last: {exc.message}"  # the API server is away: the helpers run on
             if len(done) < len(names):
                 if time.monotonic() > deadline:
                     waiting = sorted(set(names) - set(done))
                     raise KubehoistError(
                         f"helper pods on {', '.join(waiting)} did not finish in {timeout:.0f}s "
-                        "(is the kubelet of those nodes running, and the helper image pullable?)"
+                        "(is the kubelet of those nodes running, and the helper image "
+                        f"pullable?{last})"
                     )
                 if logs is not None:
                     logs.wake.wait(0.1)
@@ -336,6 +361,7 @@ class PodNodeFiles:
     image: str
     component: str
     stop_wait_s: float = 0.0  # after a park: how long to watch the runtime (parking.STOPPED)
+    timeout: float = 120.0  # how long the helpers may take (the verb's --timeout)
 
     def _run(
         self,
@@ -352,6 +378,7 @@ class PodNodeFiles:
             component=self.component,
             host_root=host_root,
             follow_logs=True,
+            timeout=self.timeout,
         )
         return {
             n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()

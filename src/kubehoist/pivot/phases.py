@@ -30,9 +30,11 @@ from lightkube.types import CascadeType
 from kubehoist.components import Component
 from kubehoist.constants import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, selector_labels
 from kubehoist.errors import KubehoistError
+from kubehoist.kube import retry
 from kubehoist.kube.client import absent_ok, get_or_none
+from kubehoist.kube.errors import transient
 from kubehoist.manifest import StaticPod
-from kubehoist.pivot import handover
+from kubehoist.pivot import handover, helperpod
 from kubehoist.pivot import state as statemod
 from kubehoist.pivot.parking import NodeFiles
 from kubehoist.pivot.state import PivotState
@@ -271,27 +273,41 @@ def standby(ctx: Context) -> str:
     want = _desired_replicas(ctx)
     start = time.monotonic()
     last = ""
-    while True:
-        pods = deployment_pods(ctx.client, ctx.component.name)
-        ready = [p for p in pods if _ready(p)]
-        view = handover.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
-        holder_host = handover.holder_node(view.holder) if view.holder else ""
-        holding = [p for p in ready if _name(p) == holder_host]
-        if len(ready) >= want and not holding:
-            return f"{len(ready)}/{want} replica(s) Ready, standing by (leader: {view.holder})"
-        if holding:
-            return f"{len(ready)}/{want} Ready; a Deployment pod already leads ({view.holder})"
-        why = _not_ready_reason(pods)
-        if why != last and why:
-            ctx.progress.line(f"    {len(ready)}/{want} Ready: {why}")
-            last = why
-        if time.monotonic() - start > ctx.timeout:
-            raise KubehoistError(
-                f"standbys not Ready after {ctx.timeout:.0f}s ({len(ready)}/{want} Ready"
-                + (f"; {why}" if why else "")
-                + "): nothing was retired"
-            )
-        time.sleep(0.5)
+    with retry.within(ctx.timeout):
+        while True:
+            try:
+                done, why = _standby_check(ctx, want)
+            except KubehoistError as exc:
+                if not transient(exc):
+                    raise
+                done, why = "", exc.message  # the API server is away: keep waiting
+            if done:
+                return done
+            if why != last and why:
+                ctx.progress.line(f"    {why}")
+                last = why
+            if time.monotonic() - start > ctx.timeout:
+                raise KubehoistError(
+                    f"standbys not Ready after {ctx.timeout:.0f}s"
+                    + (f" ({why})" if why else "")
+                    + ": nothing was retired"
+                )
+            time.sleep(0.5)
+
+
+def _standby_check(ctx: Context, want: int) -> tuple[str, str]:
+    """(what is done, or "" while waiting; why it is not yet)."""
+    pods = deployment_pods(ctx.client, ctx.component.name)
+    ready = [p for p in pods if _ready(p)]
+    view = handover.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
+    holder_host = handover.holder_node(view.holder) if view.holder else ""
+    holding = [p for p in ready if _name(p) == holder_host]
+    if len(ready) >= want and not holding:
+        return f"{len(ready)}/{want} replica(s) Ready, standing by (leader: {view.holder})", ""
+    if holding:
+        return f"{len(ready)}/{want} Ready; a Deployment pod already leads ({view.holder})", ""
+    why = _not_ready_reason(pods)
+    return "", f"{len(ready)}/{want} Ready" + (f": {why}" if why else "")
 
 
 def _not_ready_reason(pods: Sequence[Pod]) -> str:
@@ -313,6 +329,14 @@ def plan_standby(ctx: Context) -> list[str]:
 
 def retire(ctx: Context) -> str:
     nodes = list(ctx.nodes)
+    # Recorded before any file moves: a retire that fails half-way (an API server gone
+    # while the helpers run) leaves a record that says which nodes may be parked, so
+    # that the rollback restores them (an unpark of a node with nothing parked is a
+    # no-op). The sha256 of each is recorded once known.
+    intent = {n: ctx.state.parked.get(n, "") for n in nodes}
+    if intent != ctx.state.parked:
+        ctx.state.parked.update(intent)
+        ctx.save()
     if ctx.park_all is not None:
         results = ctx.park_all(nodes, ctx.filename)
     else:
@@ -452,7 +476,7 @@ def reconcile_probe(client: Client, *, timeout: float = 60) -> float:
             timeout=timeout,
         )
     finally:
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(ApiError, KubehoistError):
             client.delete(Deployment, name, namespace=NAMESPACE, cascade=CascadeType.BACKGROUND)
 
 
@@ -601,6 +625,12 @@ def cleanup(ctx: Context) -> str:
                 ctx.client.delete(res, _name(obj), namespace=NAMESPACE)
             if kind != "Pod":
                 removed.append(f"{kind} {_name(obj)}")
+    # Helper pods whose run was cut short (an API server away while their deletion was
+    # retried): finished, doing nothing, but kubehoist's all the same.
+    for obj in ctx.client.list(Pod, namespace=NAMESPACE, labels=helperpod.selector(comp)):
+        with absent_ok():
+            ctx.client.delete(Pod, _name(obj), namespace=NAMESPACE, grace_period=0)
+        removed.append(f"helper Pod {_name(obj)}")
     handover.wait_until(
         f"the pods of {comp}'s Deployment to be gone",
         lambda: not _all_pods(ctx.client, comp),
@@ -617,7 +647,8 @@ def cleanup(ctx: Context) -> str:
 def plan_cleanup(ctx: Context) -> list[str]:
     return [
         f"delete kubehoist's Deployment, PodDisruptionBudget and Secret of {ctx.component.name} "
-        f"(label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}) and the pivot record"
+        f"(label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}), helper pods an interrupted run left, "
+        "and the pivot record"
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,6 +22,10 @@ from lightkube.resources.core_v1 import ConfigMap
 from kubehoist.constants import object_labels
 from kubehoist.errors import KubehoistError
 from kubehoist.kube.client import absent_ok, get_or_none
+from kubehoist.kube.errors import maybe_done, status_code
+
+SAVE_ATTEMPTS = 5
+"""Writes of the record whose answer was lost, read back and sent again (see `save`)."""
 
 STATUSES = ("in-progress", "pivoted", "rolling-back", "rolled-back")
 
@@ -77,6 +82,53 @@ def load(client: Client, component: str) -> PivotState | None:
 
 
 def save(client: Client, state: PivotState) -> PivotState:
+    """Write the record: a create, or an update from the resourceVersion it was read at.
+
+    A write whose answer was lost (the API server went away after the request left,
+    or failed while handling it: `kube.errors.maybe_done`) may or may not have been
+    done, so it is not sent again blindly: the record is read back; if it already says
+    what this write says, the write was done; if it is still at the resourceVersion
+    this run holds, it was not, and is sent again; anything else is another writer. A
+    write that never left (the connection was refused until the client's retries ran
+    out) is not tried again here: the run fails within its --timeout."""
+    for attempt in range(SAVE_ATTEMPTS):
+        try:
+            return _write(client, state)
+        except (ApiError, KubehoistError) as exc:
+            if not (isinstance(exc, KubehoistError) and maybe_done(exc)):
+                raise  # refused, or never sent (the client retried that already)
+            if attempt == SAVE_ATTEMPTS - 1:
+                raise
+            current = get_or_none(
+                client, ConfigMap, configmap_name(state.component), namespace="kube-system"
+            )
+            if current is not None and _same(current, state):
+                assert current.metadata is not None
+                return replace(state, resource_version=current.metadata.resourceVersion)
+            held = current.metadata.resourceVersion if current and current.metadata else None
+            if held != state.resource_version:
+                raise _changed(state.component) from None
+            time.sleep(0.5 * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _same(cm: ConfigMap, state: PivotState) -> bool:
+    """Whether the record says what `state` says (its time of writing aside)."""
+    try:
+        theirs = PivotState.from_configmap(cm)
+    except KubehoistError:
+        return False
+    return (theirs.status, theirs.done, theirs.parked) == (state.status, state.done, state.parked)
+
+
+def _changed(component: str) -> KubehoistError:
+    return KubehoistError(
+        f"ConfigMap kube-system/{configmap_name(component)} changed under this run "
+        "(another kubehoist pivot or rollback is running?)"
+    )
+
+
+def _write(client: Client, state: PivotState) -> PivotState:
     name = configmap_name(state.component)
     meta = ObjectMeta(
         name=name,
@@ -87,12 +139,9 @@ def save(client: Client, state: PivotState) -> PivotState:
     cm = ConfigMap(metadata=meta, data=state.to_data())
     try:
         out = client.replace(cm) if state.resource_version else client.create(cm)
-    except ApiError as exc:
-        if exc.status.code == 409:
-            raise KubehoistError(
-                f"ConfigMap kube-system/{name} changed under this run "
-                "(another kubehoist pivot or rollback is running?)"
-            ) from None
+    except (ApiError, KubehoistError) as exc:
+        if status_code(exc) == 409:
+            raise _changed(state.component) from None
         raise
     assert out.metadata is not None
     return replace(state, resource_version=out.metadata.resourceVersion)
