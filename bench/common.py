@@ -69,10 +69,10 @@ def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 600) -> str:
 
 
 @contextlib.contextmanager
-def lab_up(lab: Lab, *, keep: bool, reuse: bool = False) -> Iterator[None]:
-    """A fresh lab (`lab up --workers 2`, after a purge of whatever was at its root), or
-    with `reuse` the one already up; purged and brought down at the end, also on failure,
-    unless `keep`."""
+def lab_up(lab: Lab, *, keep: bool, reuse: bool = False, control_planes: int = 1) -> Iterator[None]:
+    """A fresh lab (`lab up --workers 2 --control-planes N`, after a purge of whatever
+    was at its root), or with `reuse` the one already up; purged and brought down at
+    the end, also on failure, unless `keep`."""
     down = kubehoist_cmd("lab", "down", "--purge", "--root", str(lab.root))
     try:
         if not reuse:
@@ -88,6 +88,8 @@ def lab_up(lab: Lab, *, keep: bool, reuse: bool = False) -> Iterator[None]:
                     str(lab.port),
                     "--workers",
                     "2",
+                    "--control-planes",
+                    str(control_planes),
                 )
             )
         yield

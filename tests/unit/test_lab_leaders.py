@@ -386,11 +386,11 @@ def test_a_frozen_leader_acting_until_its_renew_deadline_after_waking_is_its_own
     tmp_path: Path,
 ) -> None:
     root = lab_root(tmp_path)
-    frozen_handover(root, old_exit=49.5, resumed=40)  # 9.5 s after it woke
+    frozen_handover(root, old_exit=50.9, resumed=40)  # its renew deadline + its exit
     report = leaders.analyze(root, now=NOW)
     assert report.ok and report.overlaps == ()
     (frozen,) = report.frozen
-    assert frozen.kind == leaders.FROZEN and frozen.seconds == pytest.approx(19.5)
+    assert frozen.kind == leaders.FROZEN and frozen.seconds == pytest.approx(20.9)
     assert frozen.freeze is not None and frozen.freeze.resumed == T0 + s(40)
     assert "client-go's allowance" in frozen.describe()
     assert report.to_json()["frozenOverlaps"][0]["kind"] == leaders.FROZEN
@@ -405,7 +405,7 @@ def test_a_frozen_leader_still_frozen_is_its_own_kind(tmp_path: Path) -> None:
 
 def test_a_woken_leader_acting_beyond_its_renew_deadline_is_two_leaders(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
-    frozen_handover(root, old_exit=50.5, resumed=40)  # 10.5 s after it woke
+    frozen_handover(root, old_exit=51.5, resumed=40)  # 11.5 s after it woke
     report = leaders.analyze(root, now=NOW)
     assert report.frozen == ()
     (overlap,) = report.overlaps

@@ -35,8 +35,8 @@ its lease, whose Lease another instance took meanwhile, that wakes up and acts u
 its renew deadline runs out. A freeze is known from the lab's freeze journal
 (`FREEZES`, written by whoever sent SIGSTOP and SIGCONT: `bench/chaos.py`); a frozen
 overlap is one where the earlier leader's container was frozen before the other
-acquired, and it ended no later than its resume + the renew deadline + the
-tolerance. Anything beyond is two leaders.
+acquired, and it ended no later than its resume + the renew deadline + one second for
+its exit (`FROZEN_EXIT_S`) + the tolerance. Anything beyond is two leaders.
 
 `analyze(root)` does it all and returns a `LeaderReport`; `read_cri_log`,
 `parse_events`, `lead_intervals` and `find_overlaps` are the pure steps. The guard's
@@ -88,6 +88,10 @@ RENEW_DEADLINE_S: Final = 10.0
 """client-go's renew deadline as the components run it (their default; kubeadm and
 `kubehoist render` keep it): how long a woken frozen leader may keep trying to renew,
 and so keep acting, before it gives up and exits."""
+FROZEN_EXIT_S: Final = 1.0
+"""What a woken frozen leader may still take after its renew deadline ran out: client-go
+logs "Failed to renew lease", the component's OnStoppedLeading flushes klog and exits,
+and the runtime reaps it. Part of client-go's allowance, not of the measurement error."""
 FREEZES: Final = Path("faults/freezes.jsonl")
 """The lab's freeze journal under its root: one JSON object a line, `containerID`,
 `node`, `pod`, `stopped` (RFC 3339, UTC) and `resumed` (null until it is); the last
@@ -722,7 +726,8 @@ def _freeze_explains(
     renew_deadline: float,
 ) -> Freeze | None:
     """A freeze of `a`'s container, begun while it led and before `b` acquired, after
-    whose resume `a` acted no longer than the renew deadline (+ tolerance)."""
+    whose resume `a` acted no longer than the renew deadline (+ `FROZEN_EXIT_S` for its
+    exit, + the tolerance)."""
     cid = a.instance.container_id
     if not cid:
         return None
@@ -733,7 +738,7 @@ def _freeze_explains(
         if not (a.acquired - slack <= f.stopped <= b.acquired + slack):
             continue
         if f.resumed is None or a.until <= f.resumed + timedelta(
-            seconds=renew_deadline + tolerance
+            seconds=renew_deadline + FROZEN_EXIT_S + tolerance
         ):
             return f
     return None
