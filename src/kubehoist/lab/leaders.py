@@ -667,8 +667,10 @@ def record_freeze(root: Path, freeze: Freeze) -> None:
 def frozen_at(freezes: Sequence[Freeze], container_id: str, t: datetime) -> Freeze | None:
     """The freeze of `container_id` in force at `t`, if any."""
     for f in freezes:
-        if f.container_id == container_id and f.stopped <= t and (
-            f.resumed is None or t <= f.resumed
+        if (
+            f.container_id == container_id
+            and f.stopped <= t
+            and (f.resumed is None or t <= f.resumed)
         ):
             return f
     return None
@@ -853,9 +855,7 @@ def analyze(
         except FileNotFoundError:
             warnings.append(f"{instance.name}: log removed while reading")
             continue
-        intervals.extend(
-            lead_intervals(instance, scanned.events, now, last_line=scanned.last_line)
-        )
+        intervals.extend(lead_intervals(instance, scanned.events, now, last_line=scanned.last_line))
     intervals.sort(key=lambda i: (i.acquired, i.instance.name))
     found = find_overlaps(intervals, tolerance, freezes=freezes, renew_deadline=renew_deadline)
     return LeaderReport(
