@@ -68,7 +68,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,7 @@ KEEP_NS = "chaos-keep"
 KEEP_CONFIGMAPS = 4
 KEEP_DEPLOYMENTS = 2
 NOT_RUN = "not run (lab lacks faults)"
+CONTAINERD_OUTAGE_S = 30.0  # after a containerd kill: its restart (5 s) and catching up
 
 KINDS = (
     "leader-sigkill",
@@ -251,6 +252,7 @@ class Chaos:
         self.probe: ReconcileProbe | None = None
         self.samples: list[Any] = []
         self.setup: dict[str, float] = {}
+        self.outages: list[tuple[str, datetime, datetime]] = []  # containerd down: node, when
 
     # --- helpers ----------------------------------------------------------------------
     def kubehoist(self, *args: str, timeout: float = 600) -> str:
@@ -527,7 +529,11 @@ class Chaos:
         return await self._kill_daemon(r, "kubelet")
 
     async def f_containerd_kill(self, r: Round) -> set[str]:
-        return await self._kill_daemon(r, "containerd")
+        excluded = await self._kill_daemon(r, "containerd")
+        # Lines written while containerd is down are read (and stamped) when it is back.
+        start = _now_wall()
+        self.outages.append((r.node, start, start + timedelta(seconds=CONTAINERD_OUTAGE_S)))
+        return excluded
 
     async def f_node_netcut(self, r: Round) -> set[str]:
         _, holder = await self._leader(r)
@@ -689,13 +695,15 @@ class Chaos:
         )
         try:
             await asyncio.wait_for(proc.wait(), timeout=at)
-            killed = f"{what} finished before {at:.1f}s (code {proc.returncode})"
         except TimeoutError:
             proc.kill()
             await proc.wait()
-            killed = f"{what} SIGKILLed at {at:.1f}s"
-        await asyncio.to_thread(self.kubehoist, *args)
-        return killed
+            await asyncio.to_thread(self.kubehoist, *args)
+            return f"{what} SIGKILLed at {at:.1f}s, run again"
+        if proc.returncode != 0:  # failed by itself: run again, as a user would
+            await asyncio.to_thread(self.kubehoist, *args)
+            return f"{what} exited {proc.returncode} before {at:.1f}s, run again"
+        return f"{what} finished before {at:.1f}s"
 
     async def f_pivot_rollback(self, r: Round) -> set[str]:
         notes = []
@@ -738,11 +746,10 @@ class Chaos:
         ]
 
     # --- a round -----------------------------------------------------------------------------
-    async def one_round(self, n: int, kind: str) -> Round:
-        r = Round(n=n, kind=kind)
-        if not runnable(kind):
-            r.status = NOT_RUN
-            return r
+    async def one_round(self, r: Round) -> None:
+        """Fault, recovery, oracle; fills in `r` as it goes (so that a round that fails
+        keeps what it had)."""
+        kind = r.kind
         await self.wait_settled()
         await self.start_probe()
         fault = getattr(self, "f_" + kind.replace("-", "_"))
@@ -772,7 +779,6 @@ class Chaos:
         await asyncio.sleep(SWEEPS_S)
         await self.judge(r)
         r.status = "recovered"
-        return r
 
     async def judge(self, r: Round) -> None:
         judged = await asyncio.to_thread(oracle.judge, self.spec.root, COMPONENT)
@@ -806,12 +812,16 @@ class Chaos:
         rounds: list[Round] = []
         for n, kind in enumerate(kinds, 1):
             common.log(f"round {n}/{len(kinds)}: {kind}")
+            r = Round(n=n, kind=kind)
+            if not runnable(kind):
+                r.status = NOT_RUN
+                rounds.append(r)
+                common.log(f"  {NOT_RUN}")
+                continue
             try:
-                r = await self.one_round(n, kind)
+                await self.one_round(r)
             except Exception as exc:
-                r = Round(
-                    n=n, kind=kind, status="not recovered", error=f"{type(exc).__name__}: {exc}"
-                )
+                r.status, r.error = "not recovered", f"{type(exc).__name__}: {exc}"
                 common.log(f"  failed: {r.error}")
                 await self.stop_probe()
                 self.samples.clear()
@@ -845,29 +855,37 @@ async def _async_true(value: bool) -> bool:
 _KLOG_STAMP = re.compile(r"^[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d\.\d{6})")
 
 
-def line_stamp_lateness(root: Path) -> dict[str, float | int]:
+def line_stamp_lateness(
+    root: Path, outages: Sequence[tuple[str, datetime, datetime]] = ()
+) -> dict[str, float | int]:
     """containerd's stamp of each controller manager log line against klog's own (the
     process's clock when it wrote the line; one kernel clock): how late a line is
-    stamped, in milliseconds."""
+    stamped, in milliseconds. Lines stamped on a node while its containerd was down or
+    catching up (`outages`) are counted apart: they wait in the pipe."""
     late: list[float] = []
+    during = 0
     for instance in leaders.find_instances(root, COMPONENT):
         with open(instance.log, encoding="utf-8", errors="replace") as fh:
             for line in leaders.read_cri_log(fh):
                 m = _KLOG_STAMP.match(line.text)
                 if m is None:
                     continue
+                if any(n == instance.node and a <= line.time <= b for n, a, b in outages):
+                    during += 1
+                    continue
                 written = datetime.strptime(
                     f"{line.time.year}-{m[1]}-{m[2]} {m[3]}", "%Y-%m-%d %H:%M:%S.%f"
                 ).replace(tzinfo=UTC)
                 late.append((line.time - written).total_seconds() * 1000)
     if not late:
-        return {"lines": 0}
+        return {"lines": 0, "during_containerd_outages": during}
     late.sort()
     return {
         "lines": len(late),
         "median_ms": round(statistics.median(late), 3),
         "p99_ms": round(late[max(0, math.ceil(0.99 * len(late)) - 1)], 3),
         "max_ms": round(late[-1], 3),
+        "during_containerd_outages": during,
     }
 
 
@@ -958,7 +976,7 @@ async def bench(args: argparse.Namespace, lab: Lab, kinds: Sequence[str]) -> dic
         rounds = await chaos.run(kinds)
     finally:
         await chaos.close()
-    stamps = await asyncio.to_thread(line_stamp_lateness, lab.root)
+    stamps = await asyncio.to_thread(line_stamp_lateness, lab.root, chaos.outages)
     exits = [r.exit_stamp_late_ms for r in rounds if r.exit_stamp_late_ms is not None]
     return {
         **common.run_info(),
