@@ -177,8 +177,8 @@ class Round:
     lost: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # manifests not restored
     exit_stamp_late_ms: float | None = None  # leader-sigkill: kill -> runtime's finishedAt
-    killed_container: str = ""  # leader-sigkill: the container ID, and when it was killed
-    killed_at: str = ""
+    killed_container: str = ""  # the container the fault ended (SIGKILL, SIGSTOP)
+    killed_at: str = ""  # leader-sigkill: when
     error: str | None = None
 
     def leader_s(self) -> float | None:
@@ -438,6 +438,22 @@ class Chaos:
         r.node = str(pod.spec.nodeName) if pod.spec else ""
         return pod, holder
 
+    def _exit_recorded(self, container_id: str) -> bool:
+        return any(
+            i.container_id == container_id and i.finished_at is not None
+            for i in leaders.find_instances(self.spec.root, COMPONENT)
+        )
+
+    async def _await_exit(self, container_id: str, timeout: float = 60) -> None:
+        """Until the log keeper has the container's end: the oracle then judges a story
+        whose ends are known."""
+        await common.wait_for(
+            f"the end of container {container_id[:12]} in the archive",
+            lambda: asyncio.to_thread(self._exit_recorded, container_id),
+            timeout,
+            every=1.0,
+        )
+
     async def _await_other_holder(self, r: Round, timeout: float = LEADER_S) -> None:
         await common.wait_for(
             "another holder",
@@ -484,6 +500,7 @@ class Chaos:
             )
             r.t_heal = time.monotonic()
         r.detail = f"{_pod_of(holder)} on {r.node} frozen {r.t_heal - r.t0:.1f}s"
+        r.killed_container = cid
         return {holder}
 
     async def f_leader_delete(self, r: Round) -> set[str]:
@@ -774,6 +791,8 @@ class Chaos:
         await common.wait_for("the first reconcile", reconciled, LEADER_S)
         await self.wait_settled()
         r.t_settled = time.monotonic()
+        if r.killed_container:
+            await self._await_exit(r.killed_container)
         await self.stop_probe()
         self.samples.clear()
         await asyncio.sleep(SWEEPS_S)
@@ -796,7 +815,7 @@ class Chaos:
         r.files += [
             v.text for v in oracle.check_manifests(self.node_roots(), MANIFEST, self.expected)
         ]
-        if r.killed_container:
+        if r.killed_container and r.killed_at:
             killed_at = datetime.fromisoformat(r.killed_at)
             ended = [
                 i.finished_at
@@ -976,6 +995,7 @@ async def bench(args: argparse.Namespace, lab: Lab, kinds: Sequence[str]) -> dic
         rounds = await chaos.run(kinds)
     finally:
         await chaos.close()
+    final = await asyncio.to_thread(oracle.judge, lab.root, COMPONENT)
     stamps = await asyncio.to_thread(line_stamp_lateness, lab.root, chaos.outages)
     exits = [r.exit_stamp_late_ms for r in rounds if r.exit_stamp_late_ms is not None]
     return {
@@ -989,6 +1009,14 @@ async def bench(args: argparse.Namespace, lab: Lab, kinds: Sequence[str]) -> dic
         "line_stamp_lateness": stamps,
         "exit_stamp_lateness_ms": {"n": len(exits), "max": max(exits)} if exits else {"n": 0},
         "summary": summarize(rounds, list(dict.fromkeys(kinds))),
+        "final_oracle": {
+            "intervals": len(final.leaders.intervals),
+            "two_leaders": [o.describe() for o in final.leaders.overlaps],
+            "frozen_leader": [o.describe() for o in final.leaders.frozen],
+            "guard_actions": len(final.actions),
+            "violations": [v.text for v in final.violations],
+            "warnings": [*final.leaders.warnings, *final.warnings],
+        },
         "rounds": [
             {
                 **asdict(r),
@@ -1006,6 +1034,9 @@ def failures(result: dict[str, Any]) -> list[str]:
     """Every round that did not recover, lost an object, left a manifest changed, or
     where the oracle found two leaders or a guard violation."""
     out = []
+    final = result.get("final_oracle") or {}
+    for text in [*final.get("two_leaders", []), *final.get("violations", [])]:
+        out.append(f"whole run: {text}")
     for r in result["rounds"]:
         if r["status"] == NOT_RUN:
             continue
@@ -1058,6 +1089,12 @@ def main() -> int:
     print(table(result["summary"]))
     print(f"\nlog line stamping (containerd vs klog): {result['line_stamp_lateness']}")
     print(f"SIGKILL -> runtime's finishedAt: {result['exit_stamp_lateness_ms']}")
+    f = result["final_oracle"]
+    print(
+        f"whole run, strict oracle: {f['intervals']} lead intervals, "
+        f"{len(f['two_leaders'])} two-leaders overlaps, {len(f['frozen_leader'])} frozen-leader "
+        f"overlaps, {f['guard_actions']} guard actions, {len(f['violations'])} violations"
+    )
     return common.finish(result, failures(result), args.json)
 
 
