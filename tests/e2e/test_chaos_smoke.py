@@ -20,14 +20,14 @@ from tests.e2e.conftest import host_port, kubehoist, lab_root
 pytestmark = pytest.mark.lab
 
 SEED = 12
-ROOT_NAME = "chaos"
+PORT_OFFSET = 30  # beside the session lab's port
 
 
 def test_one_round_of_every_kind_recovers_with_the_oracle_clean() -> None:
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (network namespaces); run them as root")
-    root = (lab_root().parent / ROOT_NAME).resolve()
-    lab = common.Lab(root=root, port=host_port() + 150)
+    root = lab_root().with_name(f"{lab_root().name}-chaos").resolve()
+    lab = common.Lab(root=root, port=host_port() + PORT_OFFSET)
     kinds = chaos.schedule(chaos.KINDS, len(chaos.KINDS), SEED)
     args = argparse.Namespace(seed=SEED)
     started = time.monotonic()
