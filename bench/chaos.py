@@ -253,6 +253,8 @@ class Chaos:
         self.samples: list[Any] = []
         self.setup: dict[str, float] = {}
         self.outages: list[tuple[str, datetime, datetime]] = []  # containerd down: node, when
+        json_path: Path | None = getattr(args, "json", None)
+        self.partial = json_path.with_name(json_path.name + ".partial") if json_path else None
 
     # --- helpers ----------------------------------------------------------------------
     def kubehoist(self, *args: str, timeout: float = 600) -> str:
@@ -857,6 +859,8 @@ class Chaos:
             )
             for text in (*r.overlaps, *r.violations, *r.lost, *r.files):
                 common.log(f"    {text}")
+            if self.partial is not None:  # what a run cut short still leaves
+                self.partial.write_text(json.dumps([round_json(x) for x in rounds], indent=1))
         return rounds
 
     async def close(self) -> None:
@@ -1017,16 +1021,17 @@ async def bench(args: argparse.Namespace, lab: Lab, kinds: Sequence[str]) -> dic
             "violations": [v.text for v in final.violations],
             "warnings": [*final.leaders.warnings, *final.warnings],
         },
-        "rounds": [
-            {
-                **asdict(r),
-                "leader_s": r.leader_s(),
-                "reconcile_s": r.reconcile_s(),
-                "settled_s": r.settled_s(),
-                "clock": "t_* are this process's monotonic seconds",
-            }
-            for r in rounds
-        ],
+        "rounds": [round_json(r) for r in rounds],
+    }
+
+
+def round_json(r: Round) -> dict[str, Any]:
+    return {
+        **asdict(r),
+        "leader_s": r.leader_s(),
+        "reconcile_s": r.reconcile_s(),
+        "settled_s": r.settled_s(),
+        "clock": "t_* are this process's monotonic seconds",
     }
 
 
