@@ -67,7 +67,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -1066,6 +1066,31 @@ def parse_kinds(text: str) -> list[str]:
     return kinds
 
 
+def rounds_from(paths: Sequence[Path]) -> list[Round]:
+    """The rounds of earlier runs: their `--json` files (or what a run cut short left,
+    `<json>.partial`)."""
+    names = {f.name for f in fields(Round)}
+    out: list[Round] = []
+    for path in paths:
+        doc = json.loads(path.read_text())
+        for r in doc["rounds"] if isinstance(doc, dict) else doc:
+            out.append(Round(**{k: v for k, v in r.items() if k in names}))
+    return out
+
+
+def report(paths: Sequence[Path]) -> int:
+    """`--report`: the table of the rounds of earlier runs, together."""
+    rounds = rounds_from(paths)
+    kinds = [k for k in KINDS if any(r.kind == k for r in rounds)]
+    print(f"{len(rounds)} rounds from {', '.join(str(p) for p in paths)}")
+    print()
+    print(table(summarize(rounds, kinds)))
+    bad = failures({"rounds": [round_json(r) for r in rounds]})
+    if bad:
+        print("\nfailed rounds:\n  " + "\n  ".join(bad))
+    return 1 if bad else 0
+
+
 def main() -> int:
     ap = common.parser(__doc__)
     ap.add_argument("--rounds", type=int, default=len(KINDS), help="rounds (default: one block)")
@@ -1076,7 +1101,16 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the raw numbers here (default: stdout)")
     ap.add_argument("--keep-lab", action="store_true", help="leave the lab up (for debugging)")
     ap.add_argument("--reuse-lab", action="store_true", help="use the lab already up at --root")
+    ap.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only print the table of earlier runs' --json files (or <json>.partial)",
+    )
     args = ap.parse_args()
+    if args.report:
+        return report(args.report)
     if os.geteuid() != 0:
         ap.error("the lab needs root")
     if args.rounds < 1:

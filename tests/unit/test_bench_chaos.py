@@ -4,7 +4,9 @@ as a failed round, and kinds that cannot run being reported as such."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from bench import chaos
@@ -67,3 +69,14 @@ def test_failures_are_rounds_not_recovered_or_with_findings_never_not_run_ones()
     got = chaos.failures(result)
     assert [f.split(":")[0] for f in got] == ["#3 rollout", "#4 scale-to-zero", "#5 cold-start"]
     assert "not recovered (TimeoutError: x)" in got[1]
+
+
+def test_rounds_of_earlier_runs_are_read_back_from_json_or_partial(tmp_path: Path) -> None:
+    rounds = [rnd(1, "leader-sigkill"), rnd(2, "cold-start", lost=["configmap/keep-1: 404"])]
+    full = tmp_path / "run.json"
+    full.write_text(json.dumps({"rounds": [chaos.round_json(r) for r in rounds[:1]]}))
+    partial = tmp_path / "run2.json.partial"
+    partial.write_text(json.dumps([chaos.round_json(r) for r in rounds[1:]]))
+    back = chaos.rounds_from([full, partial])
+    assert back == rounds
+    assert chaos.report([full, partial]) == 1  # a lost object is a failed round
