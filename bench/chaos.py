@@ -541,7 +541,21 @@ class Chaos:
         pid = await asyncio.to_thread(daemon_pid, self.spec, node, name)
         os.kill(pid, signal.SIGKILL)
         self._fault_start(r)
-        r.detail = f"{name} {pid} on {r.node} (the leader's node)"
+
+        def restarted() -> bool:
+            try:
+                return daemon_pid(self.spec, node, name) != pid
+            except RuntimeError:
+                return False
+
+        # Healed once its supervisor (systemd's part) has started it again.
+        await common.wait_for(
+            f"{name} on {r.node} restarted", lambda: asyncio.to_thread(restarted), 60, every=0.5
+        )
+        r.t_heal = time.monotonic()
+        r.detail = (
+            f"{name} {pid} on {r.node} (the leader's node), back after {r.t_heal - r.t0:.1f}s"
+        )
         return set()  # the leader lives on
 
     async def f_kubelet_kill(self, r: Round) -> set[str]:
