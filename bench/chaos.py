@@ -553,7 +553,8 @@ class Chaos:
             f"{name} on {r.node} restarted", lambda: asyncio.to_thread(restarted), 60, every=0.5
         )
         r.t_heal = time.monotonic()
-        r.detail = (
+        back = r.t_heal - r.t0
+        r.detail = f"{name} {pid} on {r.node} (the leader's node), back after {back:.1f}s"
             f"{name} {pid} on {r.node} (the leader's node), back after {r.t_heal - r.t0:.1f}s"
         )
         return set()  # the leader lives on
