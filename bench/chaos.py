@@ -555,8 +555,6 @@ class Chaos:
         r.t_heal = time.monotonic()
         back = r.t_heal - r.t0
         r.detail = f"{name} {pid} on {r.node} (the leader's node), back after {back:.1f}s"
-            f"{name} {pid} on {r.node} (the leader's node), back after {r.t_heal - r.t0:.1f}s"
-        )
         return set()  # the leader lives on
 
     async def f_kubelet_kill(self, r: Round) -> set[str]:
