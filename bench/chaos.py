@@ -615,7 +615,8 @@ class Chaos:
     async def _static_leads(self) -> bool:
         holder = self.recorder.holder()
         cps = [n.name for n in self.spec.control_planes]
-        return bool(holder) and _pod_of(holder) in cps
+        # A static pod's identity names the node's hostname, which may be its FQDN.
+        return bool(holder) and handover.holder_node(holder, cps) in cps
 
     async def _total_loss(
         self,
@@ -627,12 +628,14 @@ class Chaos:
         _, holder = await self._leader(r)
         await break_it()
         self._fault_start(r)
-        if during is not None:
-            await during()
-        await common.wait_for("the fallback static pod to lead", self._static_leads, 180)
-        r.new_holder = self.recorder.holder()
-        await fix_it()
-        r.t_heal = time.monotonic()
+        try:
+            if during is not None:
+                await during()
+            await common.wait_for("the fallback static pod to lead", self._static_leads, 180)
+            r.new_holder = self.recorder.holder()
+        finally:  # also when the fallback did not come: the next rounds need the fix
+            await fix_it()
+            r.t_heal = time.monotonic()
         return {holder}
 
     async def f_scale_to_zero(self, r: Round) -> set[str]:
