@@ -72,6 +72,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
@@ -420,7 +421,9 @@ class Chaos:
             kind, name = key.split("/", 1)
             res: Any = ConfigMap if kind == "configmap" else Deployment
             try:
-                got = await self.client.get(res, name, namespace=KEEP_NS)
+                got = await _transient_retried(
+                    lambda res=res, name=name: self.client.get(res, name, namespace=KEEP_NS)
+                )
             except ApiError as exc:
                 lost.append(f"{key}: {exc.status.code}")
                 continue
@@ -888,6 +891,19 @@ class Chaos:
 
 async def _async_true(value: bool) -> bool:
     return value
+
+
+async def _transient_retried(call: Callable[[], Awaitable[Any]], tries: int = 6) -> Any:
+    """`call()`, again after a transport error (a read timeout of a loaded API server),
+    up to `tries` times; an API error (an answer) is not retried."""
+    for attempt in range(tries):
+        try:
+            return await call()
+        except httpx.TransportError:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(2.0)
+    raise AssertionError("unreachable")
 
 
 # --- measuring the stamps ----------------------------------------------------------------------
