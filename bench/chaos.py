@@ -72,7 +72,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
@@ -421,9 +421,11 @@ class Chaos:
             kind, name = key.split("/", 1)
             res: Any = ConfigMap if kind == "configmap" else Deployment
             try:
-                got = await _transient_retried(
-                    lambda res=res, name=name: self.client.get(res, name, namespace=KEEP_NS)
-                )
+
+                async def read(res: Any = res, name: str = name) -> Any:
+                    return await self.client.get(res, name, namespace=KEEP_NS)
+
+                got = await _transient_retried(read)
             except ApiError as exc:
                 lost.append(f"{key}: {exc.status.code}")
                 continue
@@ -899,7 +901,7 @@ async def _transient_retried(call: Callable[[], Awaitable[Any]], tries: int = 6)
     for attempt in range(tries):
         try:
             return await call()
-        except httpx.TransportError:
+        except httpx2.TransportError:
             if attempt == tries - 1:
                 raise
             await asyncio.sleep(2.0)
