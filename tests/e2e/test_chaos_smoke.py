@@ -55,6 +55,8 @@ def test_one_round_of_every_kind_recovers_with_the_oracle_clean() -> None:
         assert r["reconcile_s"] is not None, r
     # A frozen leader's overlap is shown apart (client-go's), and only for a freeze.
     assert all(not r["frozen"] for r in ran if r["kind"] != "leader-freeze")
-    # The measurement error the oracle forgives covers what was measured here.
+    # The oracle ran with this run's measured error (at least the nominal 100 ms); it must
+    # stay well below a renew deadline (10 s), or two leaders for one would go unseen.
     stamps = result["line_stamp_lateness"]
-    assert stamps["lines"] > 0 and stamps["max_ms"] < result["tolerance_ms"], stamps
+    assert stamps["lines"] > 0 and stamps["max_ms"] <= result["tolerance_ms"], stamps
+    assert result["nominal_tolerance_ms"] <= result["tolerance_ms"] < 5000, result["tolerance_ms"]
