@@ -74,15 +74,18 @@ TOLERANCE_MS: Final = 100
 - stamping: a log line is stamped when containerd reads it from the container's pipe,
   an exit when the runc shim reaps the process — both *after* the fact. A late end
   stamp is what can make an overlap appear that was not there (a late acquisition
-  stamp only hides one). Measured on the lab under load (klog's own microsecond stamp
-  against containerd's, same clock): median 0.6 ms, p99 17 ms, max 39 ms over 679
-  lines; `bench/chaos.py` prints the maximum of every run again (lines, and SIGKILL
-  to `finishedAt`). Rounded up, with room for a loaded machine: 100 ms;
+  stamp only hides one). Measured on the lab (klog's own microsecond stamp against
+  containerd's, same clock) while containerd keeps up: median 0.6 ms, p99 17 ms, max
+  39 ms over 679 lines; rounded up: 100 ms. On a CPU-starved machine it is larger (the
+  chaos run of 2026-12-02, load average 60-150 on 2 cores: p99 0.53 s, max 2.7 s over
+  5,094 lines, SIGKILL to `finishedAt` 0.45 s), so `bench/chaos.py` measures its own
+  run and judges with the larger of the two;
 - polling: the log keeper polls CRI every second, but its poll times never become
   timestamps (it copies containerd's); the oracle is run after two sweeps so the last
   lines and ends are in: 0 ms.
 
-An overlap longer than this is not an artefact of measurement."""
+An overlap longer than this is not an artefact of measurement on a machine where
+containerd keeps up; pass the measured error as `tolerance` where it does not."""
 DEFAULT_TOLERANCE_S: Final = TOLERANCE_MS / 1000
 RENEW_DEADLINE_S: Final = 10.0
 """client-go's renew deadline as the components run it (their default; kubeadm and
