@@ -69,10 +69,12 @@ def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 600) -> str:
 
 
 @contextlib.contextmanager
-def lab_up(lab: Lab, *, keep: bool, reuse: bool = False, workers: int = 2) -> Iterator[None]:
-    """A fresh lab (`lab up --workers N`, 2 unless told, after a purge of whatever was at
-    its root), or with `reuse` the one already up; purged and brought down at the end,
-    also on failure, unless `keep`."""
+def lab_up(
+    lab: Lab, *, keep: bool, reuse: bool = False, workers: int = 2, control_planes: int = 1
+) -> Iterator[None]:
+    """A fresh lab (`lab up --workers N --control-planes M`, 2 and 1 unless told, after
+    a purge of whatever was at its root), or with `reuse` the one already up; purged and
+    brought down at the end, also on failure, unless `keep`."""
     down = kubehoist_cmd("lab", "down", "--purge", "--root", str(lab.root))
     try:
         if not reuse:
@@ -88,6 +90,8 @@ def lab_up(lab: Lab, *, keep: bool, reuse: bool = False, workers: int = 2) -> It
                     str(lab.port),
                     "--workers",
                     str(workers),
+                    "--control-planes",
+                    str(control_planes),
                 )
             )
         yield

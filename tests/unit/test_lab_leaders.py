@@ -57,6 +57,16 @@ def renew_failed(t: datetime, lease: str = KCM_LEASE) -> str:
     )
 
 
+def became(t: datetime, identity: str, lease: str = KCM_LEASE) -> str:
+    return klog(
+        t,
+        f'"Event occurred" object="{lease}" fieldPath="" kind="Lease" '
+        'apiVersion="coordination.k8s.io/v1" type="Normal" reason="LeaderElection" '
+        f'message="{identity} became leader"',
+        source="event.go:389",
+    )
+
+
 def lost(t: datetime) -> str:
     return klog(t, '"leaderelection lost/stopped"', severity="E", source="controllermanager.go:413")
 
@@ -191,15 +201,54 @@ def test_two_leaders_at_once_are_reported_with_both_instances_and_the_seconds(
     assert "both led for 30.000s" in overlap.describe()
 
 
-def test_the_tolerance_decides_what_counts(tmp_path: Path) -> None:
+def test_the_tolerance_is_the_measurement_error_only(tmp_path: Path) -> None:
+    """5 s of overlap was forgiven by the old 10 s tolerance; now it counts, and only
+    what is within the measurement error (100 ms) does not."""
+    assert leaders.DEFAULT_TOLERANCE_S == leaders.TOLERANCE_MS / 1000 == 0.1
     root = lab_root(tmp_path)
     handover(root, new_acquires_at=55)  # 5 s of overlap
-    assert leaders.analyze(root, now=NOW).overlaps == ()
-    (overlap,) = leaders.analyze(root, now=NOW, tolerance=1.0).overlaps
-    assert overlap.seconds == pytest.approx(5.0)
+    (overlap,) = leaders.analyze(root, now=NOW).overlaps
+    assert overlap.seconds == pytest.approx(5.0) and overlap.kind == leaders.TWO_LEADERS
+    assert leaders.analyze(root, now=NOW, tolerance=6.0).overlaps == ()
 
 
-def test_a_leader_that_failed_to_renew_no_longer_leads_although_it_still_runs(
+@pytest.mark.parametrize(("overlap_s", "flagged"), [(0.05, False), (0.1, False), (0.15, True)])
+def test_an_overlap_within_the_measurement_error_does_not_count(
+    tmp_path: Path, overlap_s: float, flagged: bool
+) -> None:
+    root = lab_root(tmp_path)
+    handover(root, new_acquires_at=60 - overlap_s)
+    assert bool(leaders.analyze(root, now=NOW).overlaps) is flagged
+
+
+def test_a_leader_that_failed_to_renew_leads_until_its_exit(tmp_path: Path) -> None:
+    """A reaper that released a live leader's Lease: the old one logs "Failed to renew
+    lease" at its renew deadline but runs its controllers until it exits — a successor
+    that acquired in between is a second leader (the old oracle ended the interval at
+    the failed renewal and missed it)."""
+    root = lab_root(tmp_path)
+    write_instance(
+        root,
+        node="cp-1",
+        pod=f"{KCM}-cp-1",
+        lines=[acquired(T0 + s(1)), renew_failed(T0 + s(20)), lost(T0 + s(20.2))],
+        started=T0,
+        finished=T0 + s(20.4),
+        exit_code=1,
+        reason="Error",
+    )
+    write_instance(
+        root, node="w-1", pod=f"{KCM}-x-1", lines=[acquired(T0 + s(12))], started=T0 + s(3)
+    )
+    report = leaders.analyze(root, now=NOW)
+    old = report.intervals[0]
+    assert old.until == T0 + s(20.4) and old.ended_by == "exited"
+    assert old.gave_up == T0 + s(20)
+    (overlap,) = report.overlaps
+    assert overlap.start == T0 + s(12) and overlap.end == T0 + s(20.4)
+
+
+def test_a_successor_after_the_exit_is_no_overlap_even_if_it_acquired_after_renew_failed(
     tmp_path: Path,
 ) -> None:
     root = lab_root(tmp_path)
@@ -209,18 +258,39 @@ def test_a_leader_that_failed_to_renew_no_longer_leads_although_it_still_runs(
         pod=f"{KCM}-cp-1",
         lines=[acquired(T0 + s(1)), renew_failed(T0 + s(20)), lost(T0 + s(20.2))],
         started=T0,
+        finished=T0 + s(20.4),
+        exit_code=1,
+        reason="Error",
     )
     write_instance(
         root, node="w-1", pod=f"{KCM}-x-1", lines=[acquired(T0 + s(26))], started=T0 + s(3)
     )
+    assert leaders.analyze(root, now=NOW).ok
+
+
+def test_a_still_running_instance_that_logged_its_loss_leads_until_its_last_line(
+    tmp_path: Path,
+) -> None:
+    root = lab_root(tmp_path)
+    write_instance(
+        root,
+        node="cp-1",
+        pod=f"{KCM}-cp-1",
+        lines=[acquired(T0 + s(1)), renew_failed(T0 + s(20)), noise(T0 + s(23))],
+        started=T0,
+    )
+    write_instance(
+        root, node="w-1", pod=f"{KCM}-x-1", lines=[acquired(T0 + s(22))], started=T0 + s(3)
+    )
     report = leaders.analyze(root, now=NOW)
-    assert report.ok
     old = report.intervals[0]
-    assert old.until == T0 + s(20) and old.ended_by == leaders.RENEW_FAILED
-    assert old.describe_end() == '"Failed to renew lease"'
+    assert old.until == T0 + s(23) and old.ended_by == "last line"
+    assert "still running" in old.describe_end()
+    (overlap,) = report.overlaps
+    assert overlap.seconds == pytest.approx(1.0)
 
 
-def test_leaderelection_lost_alone_ends_the_interval_too(tmp_path: Path) -> None:
+def test_leaderelection_lost_then_the_exit_ends_the_interval(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
     write_instance(
         root,
@@ -233,7 +303,139 @@ def test_leaderelection_lost_alone_ends_the_interval_too(tmp_path: Path) -> None
         reason="Error",
     )
     (interval,) = leaders.analyze(root, now=NOW).intervals
-    assert interval.until == T0 + s(9) and interval.ended_by == leaders.LOST
+    assert interval.until == T0 + s(9.5) and interval.ended_by == "exited"
+    assert interval.gave_up == T0 + s(9)
+
+
+def test_acquiring_again_in_one_instance_ends_the_first_interval_at_the_line_before(
+    tmp_path: Path,
+) -> None:
+    root = lab_root(tmp_path)
+    write_instance(
+        root,
+        node="cp-1",
+        pod=f"{KCM}-cp-1",
+        lines=[
+            acquired(T0 + s(1)),
+            renew_failed(T0 + s(20)),
+            noise(T0 + s(21)),
+            acquired(T0 + s(40)),
+        ],
+        started=T0,
+    )
+    first, second = leaders.analyze(root, now=NOW).intervals
+    assert first.until == T0 + s(21) and first.ended_by == "last line"
+    assert second.acquired == T0 + s(40) and second.still_leading
+
+
+def test_the_identity_comes_from_the_became_leader_event(tmp_path: Path) -> None:
+    root = lab_root(tmp_path)
+    write_instance(
+        root,
+        node="cp-1",
+        pod=f"{KCM}-cp-1",
+        lines=[acquired(T0 + s(1)), became(T0 + s(1.001), "cp-1_abc")],
+        started=T0,
+    )
+    (interval,) = leaders.analyze(root, now=NOW).intervals
+    assert interval.identity == "cp-1_abc"
+    other = became(T0, "x_1", lease="kube-system/other").split(" ", 3)[3]
+    assert leaders.classify(leaders.parse_klog(other).message, KCM_LEASE) is None  # type: ignore[union-attr]
+
+
+# --- a frozen leader: client-go's allowance, shown apart ---------------------------------
+
+
+def frozen_handover(
+    root: Path, *, old_exit: float | None, resumed: float | None, record: bool = True
+) -> None:
+    """cp-1 leads from T0+1, is frozen at T0+10; w-1 acquires at T0+30 (the lease
+    expired); cp-1 resumes at `resumed` and exits at `old_exit`."""
+    write_instance(
+        root,
+        node="cp-1",
+        pod=f"{KCM}-cp-1",
+        lines=[acquired(T0 + s(1))]
+        + ([renew_failed(T0 + s(old_exit - 0.5))] if old_exit is not None else []),
+        started=T0,
+        finished=T0 + s(old_exit) if old_exit is not None else None,
+        exit_code=1 if old_exit is not None else None,
+        reason="Error" if old_exit is not None else None,
+        container_id="f" * 64,
+    )
+    write_instance(
+        root, node="w-1", pod=f"{KCM}-x-1", lines=[acquired(T0 + s(30))], started=T0 + s(3)
+    )
+    if record:
+        leaders.record_freeze(
+            root, leaders.Freeze(container_id="f" * 64, stopped=T0 + s(10), node="cp-1")
+        )
+        if resumed is not None:
+            leaders.record_freeze(
+                root,
+                leaders.Freeze(
+                    container_id="f" * 64,
+                    stopped=T0 + s(10),
+                    resumed=T0 + s(resumed),
+                    node="cp-1",
+                ),
+            )
+
+
+def test_a_frozen_leader_acting_until_its_renew_deadline_after_waking_is_its_own_kind(
+    tmp_path: Path,
+) -> None:
+    root = lab_root(tmp_path)
+    frozen_handover(root, old_exit=50.9, resumed=40)  # its renew deadline + its exit
+    report = leaders.analyze(root, now=NOW)
+    assert report.ok and report.overlaps == ()
+    (frozen,) = report.frozen
+    assert frozen.kind == leaders.FROZEN and frozen.seconds == pytest.approx(20.9)
+    assert frozen.freeze is not None and frozen.freeze.resumed == T0 + s(40)
+    assert "client-go's allowance" in frozen.describe()
+    assert report.to_json()["frozenOverlaps"][0]["kind"] == leaders.FROZEN
+
+
+def test_a_frozen_leader_still_frozen_is_its_own_kind(tmp_path: Path) -> None:
+    root = lab_root(tmp_path)
+    frozen_handover(root, old_exit=None, resumed=None)
+    report = leaders.analyze(root, now=NOW)
+    assert report.overlaps == () and len(report.frozen) == 1
+
+
+def test_a_woken_leader_acting_beyond_its_renew_deadline_is_two_leaders(tmp_path: Path) -> None:
+    root = lab_root(tmp_path)
+    frozen_handover(root, old_exit=51.5, resumed=40)  # 11.5 s after it woke
+    report = leaders.analyze(root, now=NOW)
+    assert report.frozen == ()
+    (overlap,) = report.overlaps
+    assert overlap.kind == leaders.TWO_LEADERS
+
+
+def test_without_a_recorded_freeze_the_same_overlap_is_two_leaders(tmp_path: Path) -> None:
+    root = lab_root(tmp_path)
+    frozen_handover(root, old_exit=45, resumed=40, record=False)
+    report = leaders.analyze(root, now=NOW)
+    assert report.frozen == () and len(report.overlaps) == 1
+
+
+def test_a_freeze_after_the_successor_acquired_explains_nothing(tmp_path: Path) -> None:
+    root = lab_root(tmp_path)
+    handover(root, new_acquires_at=30)  # cp-1 exits at T0+60
+    (cp1,) = [i for i in leaders.find_instances(root) if i.node == "cp-1"]
+    leaders.record_freeze(root, leaders.Freeze(container_id=cp1.container_id, stopped=T0 + s(35)))
+    report = leaders.analyze(root, now=NOW)
+    assert report.frozen == () and len(report.overlaps) == 1
+
+
+def test_a_bad_freeze_journal_line_is_named(tmp_path: Path) -> None:
+    root = lab_root(tmp_path)
+    (root / leaders.FREEZES).parent.mkdir(parents=True)
+    (root / leaders.FREEZES).write_text(
+        '{"containerID": "a", "stopped": "2026-11-25T07:00:00Z"}\n{"stopped": 1}\n'
+    )
+    with pytest.raises(leaders.LeadersError, match=r"freezes.jsonl:2: needs containerID"):
+        leaders.read_freezes(root)
 
 
 def test_without_finished_at_the_instance_leads_until_now(tmp_path: Path) -> None:
@@ -453,6 +655,8 @@ def test_cli_exits_1_with_one_line_on_overlap(tmp_path: Path) -> None:
     assert doc["ok"] is False
     assert doc["overlaps"] == [
         {
+            "kind": "two-leaders",
+            "freeze": None,
             "first": f"{KCM}-cp-1/cp-1/0",
             "second": f"{KCM}-6f7d9c-abcde/w-1/0",
             "from": "2026-11-25T07:00:30.123456Z",
@@ -461,7 +665,7 @@ def test_cli_exits_1_with_one_line_on_overlap(tmp_path: Path) -> None:
         }
     ]
     (error,) = result.stderr.splitlines()
-    assert error.startswith(f"error: {KCM}: two leaders at once (1 overlap(s) beyond 10s;")
+    assert error.startswith(f"error: {KCM}: two leaders at once (1 overlap(s) beyond 100 ms;")
 
 
 def test_cli_refuses_an_unknown_component_and_a_missing_lab(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""`kubehoist lab leaders`: who led when, from the lab's container logs, and whether
-two instances ever led at once (exit 1 if so)."""
+"""`kubehoist lab leaders`: who led when, from the lab's container logs, whether two
+instances ever led at once, and whether a guard ever fell back while one led or
+reaped a live holder (exit 1 if so; a frozen leader's overlap is shown, not counted)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import click
 from kubehoist.cli.options import prog
 from kubehoist.components import COMPONENTS
 from kubehoist.errors import KubehoistError, UsageError
-from kubehoist.lab import leaders
+from kubehoist.lab import leaders, oracle
 from kubehoist.lab import spec as specmod
 
 ALIASES = {"kcm": "kube-controller-manager", "scheduler": "kube-scheduler"}
@@ -68,7 +69,10 @@ def render_table(report: leaders.LeaderReport) -> list[str]:
     type=click.FloatRange(min=0),
     default=leaders.DEFAULT_TOLERANCE_S,
     show_default=True,
-    help="Seconds two leaders may overlap before it counts (log and clock slack).",
+    help=(
+        f"Seconds two leaders may overlap before it counts: the measurement error "
+        f"({leaders.TOLERANCE_MS} ms; see kubehoist.lab.leaders.TOLERANCE_MS)."
+    ),
 )
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def leaders_command(root: Path, component: str, tolerance: float, output: str) -> None:
@@ -82,21 +86,31 @@ def leaders_command(root: Path, component: str, tolerance: float, output: str) -
     if not (root / "lab.json").exists():
         raise KubehoistError(f"no lab at {root} (run `{prog()} lab up --root {root}`)")
     try:
-        report = leaders.analyze(root, name, tolerance=tolerance)
+        judged = oracle.judge(root, name, tolerance=tolerance)
     except leaders.LeadersError as exc:
         raise KubehoistError(str(exc)) from exc
+    report = judged.leaders
     if output == "json":
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(json.dumps(judged.to_json(), indent=2))
     else:
         for line in render_table(report):
             click.echo(line)
         for overlap in report.overlaps:
             click.echo(f"  OVERLAP {overlap.describe()}")
-    for warning in report.warnings:
+        for overlap in report.frozen:
+            click.echo(f"  FROZEN LEADER {overlap.describe()}")
+        for violation in judged.violations:
+            click.echo(f"  GUARD {violation.kind}: {violation.text}")
+    for warning in [*report.warnings, *judged.warnings]:
         click.echo(f"warning: {warning}", err=True)
     if report.overlaps:
         worst = max(report.overlaps, key=lambda o: o.seconds)
         raise KubehoistError(
             f"{name}: two leaders at once ({len(report.overlaps)} overlap(s) beyond "
-            f"{tolerance:g}s; longest: {worst.describe()})"
+            f"{tolerance * 1000:g} ms; longest: {worst.describe()})"
+        )
+    if judged.violations:
+        first = judged.violations[0]
+        raise KubehoistError(
+            f"{name}: {len(judged.violations)} guard violation(s); first: {first.text}"
         )

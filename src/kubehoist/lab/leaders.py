@@ -1,4 +1,5 @@
-"""Never two leaders: who led, and when, as the components' own logs tell it.
+"""Never two leaders, strictly: who led, and when, as the components' own logs and the
+container runtime tell it.
 
 Every container instance of a component in a lab (the static pods
 `<component>-<node>` and the pods of a Deployment, each start separately) has its log
@@ -11,16 +12,35 @@ lab's log shipper) after the kubelet has deleted the pod's own logs:
 The logs are in the CRI format (`<RFC3339Nano> <stream> <P|F> <line>`): each line's
 time is containerd's, in UTC; partial (`P`) lines are joined. From client-go's leader
 election lines (klog text after the CRI prefix) each instance's *lead intervals* are
-built: one starts at `"Successfully acquired lease"` for the component's Lease, and
-ends at the earliest of `"Failed to renew lease"` (the instance stops believing it
-leads), `leaderelection lost` (the component's OnStoppedLeading), a `stopped leading`
-event, the instance's end, or, for an instance still running, now. The end is the
-state file's `finishedAt`; without one, if the container is gone (the kubelet deleted
-its live log), its last log line (estimated). Two intervals of different instances
-that overlap by more than a tolerance are two leaders at once.
+built. One starts at `"Successfully acquired lease"` for the component's Lease and
+lasts until the process's **last sign of acting as leader**, not until it stops
+believing it leads: a controller manager that logged "Failed to renew lease" still
+runs its controllers until it exits. So an interval ends at
+
+- the instance's exit as the container runtime recorded it (the state file's
+  `finishedAt`, containerd's task exit; a later log line, within the measurement
+  error, extends it);
+- for a container gone without a recorded end: its last log line (estimated, with a
+  warning: the process may have lived on silently);
+- for an instance still running that logged its loss (`"Failed to renew lease"`,
+  `leaderelection lost`, a `stopped leading` event): its last log line;
+- for an instance still running that did not: now;
+- for an instance that acquired again: its last line before that acquisition.
+
+Two intervals of different instances that overlap by more than `DEFAULT_TOLERANCE_S`
+— the measurement error, nothing more (see there) — are two leaders at once, with
+one exception that client-go itself allows and that is shown as its own kind
+(`FROZEN`), never counted as two leaders: a leader frozen (SIGSTOP, a paused VM) past
+its lease, whose Lease another instance took meanwhile, that wakes up and acts until
+its renew deadline runs out. A freeze is known from the lab's freeze journal
+(`FREEZES`, written by whoever sent SIGSTOP and SIGCONT: `bench/chaos.py`); a frozen
+overlap is one where the earlier leader's container was frozen before the other
+acquired, and it ended no later than its resume + the renew deadline + one second for
+its exit (`FROZEN_EXIT_S`) + the tolerance. Anything beyond is two leaders.
 
 `analyze(root)` does it all and returns a `LeaderReport`; `read_cri_log`,
-`parse_events`, `lead_intervals` and `find_overlaps` are the pure steps.
+`parse_events`, `lead_intervals` and `find_overlaps` are the pure steps. The guard's
+actions are judged against these intervals by `kubehoist.lab.oracle`.
 """
 
 from __future__ import annotations
@@ -30,7 +50,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,21 +64,62 @@ from kubehoist.lab.logkeeper import (
 )
 
 DEFAULT_COMPONENT: Final = "kube-controller-manager"
-DEFAULT_TOLERANCE_S: Final = 10.0
-"""The components' default renew deadline: how long a leader that cannot renew may
-still believe it leads."""
+TOLERANCE_MS: Final = 100
+"""The measurement error of an overlap, in milliseconds. What it is made of:
+
+- clocks: every lab node is a set of namespaces on one kernel (no time namespace), so
+  containerd, its shims and every process of every node read one CLOCK_REALTIME —
+  no skew between nodes: 0 ms;
+- resolution: CRI log lines carry nanoseconds, state files microseconds: 0.001 ms;
+- stamping: a log line is stamped when containerd reads it from the container's pipe,
+  an exit when the runc shim reaps the process — both *after* the fact. A late end
+  stamp is what can make an overlap appear that was not there (a late acquisition
+  stamp only hides one). Measured on the lab (klog's own microsecond stamp against
+  containerd's, same clock) while containerd keeps up: median 0.6 ms, p99 17 ms, max
+  39 ms over 679 lines; rounded up: 100 ms. On a CPU-starved machine it is larger (the
+  chaos run of 2026-12-02, load average 60-150 on 2 cores: p99 0.53 s, max 2.7 s over
+  5,094 lines, SIGKILL to `finishedAt` 0.45 s), so `bench/chaos.py` measures its own
+  run and judges with the larger of the two;
+- polling: the log keeper polls CRI every second, but its poll times never become
+  timestamps (it copies containerd's); the oracle is run after two sweeps so the last
+  lines and ends are in: 0 ms.
+
+An overlap longer than this is not an artefact of measurement on a machine where
+containerd keeps up; pass the measured error as `tolerance` where it does not."""
+DEFAULT_TOLERANCE_S: Final = TOLERANCE_MS / 1000
+RENEW_DEADLINE_S: Final = 10.0
+"""client-go's renew deadline as the components run it (their default; kubeadm and
+`kubehoist render` keep it): how long a woken frozen leader may keep trying to renew,
+and so keep acting, before it gives up and exits."""
+FROZEN_EXIT_S: Final = 1.0
+"""What a woken frozen leader may still take after its renew deadline ran out: client-go
+logs "Failed to renew lease", the component's OnStoppedLeading flushes klog and exits,
+and the runtime reaps it. Part of client-go's allowance, not of the measurement error."""
+FREEZES: Final = Path("faults/freezes.jsonl")
+"""The lab's freeze journal under its root: one JSON object a line, `containerID`,
+`node`, `pod`, `stopped` (RFC 3339, UTC) and `resumed` (null until it is); the last
+line for a (containerID, stopped) pair wins."""
 
 ACQUIRED: Final = "acquired"
 RENEW_FAILED: Final = "failed to renew lease"
 LOST: Final = "leaderelection lost"
 STOPPED: Final = "stopped leading"
+BECAME: Final = "became leader"
+"""client-go's LeaderElection event `<identity> became leader`: the instance's
+identity on the Lease (how a guard's Reap names its holder)."""
+
+TWO_LEADERS: Final = "two-leaders"
+FROZEN: Final = "frozen-leader"
+"""The kinds of overlap: two leaders at once, and client-go's own allowance for a
+frozen leader that wakes up (see the module)."""
 
 _KLOG = re.compile(
     r"^(?P<severity>[IWEF])\d{4} \d\d:\d\d:\d\d\.\d{6}\s+"
     r"(?P<thread>\d+) (?P<source>[^\]\s]+)\] (?P<message>.*)$"
 )
 _INTERESTING = re.compile(
-    r"acquired lease|renew lease|leaderelection lost|stopped leading", re.IGNORECASE
+    r"acquired lease|renew lease|leaderelection lost|stopped leading|became leader",
+    re.IGNORECASE,
 )
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _KV = re.compile(rf"([A-Za-z_][\w.-]*)=({_QUOTED}|\S+)")
@@ -142,7 +203,8 @@ def split_message(message: str) -> tuple[str, dict[str, str]]:
 
 def classify(message: str, lease: str) -> tuple[str, str] | None:
     """What a leader election line means for `lease` ("namespace/name"): (kind, text)
-    with kind one of ACQUIRED, RENEW_FAILED, LOST, STOPPED, or None. Both the
+    with kind one of ACQUIRED, RENEW_FAILED, LOST, STOPPED, or None; BECAME with the
+    identity as its text. Both the
     structured messages of client-go since v1.30 (`"Successfully acquired lease"
     lock="kube-system/kube-controller-manager"`) and the older unstructured ones
     (`successfully acquired lease kube-system/kube-controller-manager`) count."""
@@ -165,8 +227,12 @@ def classify(message: str, lease: str) -> tuple[str, str] | None:
         return LOST, head
     if head == "Event occurred" and kv.get("reason") == "LeaderElection":
         text = kv.get("message", "")
-        if text.endswith("stopped leading") and kv.get("object") == lease:
+        if kv.get("object") != lease:
+            return None
+        if text.endswith(" stopped leading"):
             return STOPPED, text
+        if text.endswith(" became leader"):
+            return BECAME, text.removesuffix(" became leader")
     return None
 
 
@@ -238,8 +304,12 @@ class Instance:
         }
 
 
-def _iso(t: datetime | None) -> str | None:
+def iso(t: datetime | None) -> str | None:
+    """A time as the reports print it: UTC, microseconds, `Z` (None stays None)."""
     return None if t is None else t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_iso = iso
 
 
 def _parse_time(value: Any, where: Path) -> datetime | None:
@@ -367,38 +437,74 @@ def end_if_gone(instance: Instance) -> Instance | None:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # ACQUIRED, RENEW_FAILED, LOST, STOPPED
+    kind: str  # ACQUIRED, RENEW_FAILED, LOST, STOPPED, BECAME
     time: datetime
     text: str
     line_number: int
+    line_before: datetime | None = None
+    """The time of the instance's last log line before this one (None: the first)."""
+
+
+@dataclass(frozen=True)
+class ScannedLog:
+    """What the oracle needs of one instance's log: its leader election events and
+    the time of its last line."""
+
+    events: tuple[Event, ...]
+    last_line: datetime | None
+
+
+def scan_log(lines: Iterable[LogLine], *, lease: str) -> ScannedLog:
+    """The leader election events of one instance's log lines, in log order, each with
+    the time of the line before it, and the time of the last line."""
+    events: list[Event] = []
+    previous: datetime | None = None
+    for line in lines:
+        if _INTERESTING.search(line.text):
+            klog = parse_klog(line.text)
+            meaning = classify(klog.message if klog else line.text, lease)
+            if meaning is not None:
+                events.append(
+                    Event(
+                        kind=meaning[0],
+                        time=line.time,
+                        text=meaning[1],
+                        line_number=line.number,
+                        line_before=previous,
+                    )
+                )
+        previous = line.time if previous is None else max(previous, line.time)
+    return ScannedLog(events=tuple(events), last_line=previous)
 
 
 def parse_events(lines: Iterable[LogLine], *, lease: str) -> list[Event]:
     """The leader election events of one instance's log lines, in log order."""
-    events = []
-    for line in lines:
-        if not _INTERESTING.search(line.text):
-            continue
-        klog = parse_klog(line.text)
-        meaning = classify(klog.message if klog else line.text, lease)
-        if meaning is None:
-            continue
-        events.append(
-            Event(kind=meaning[0], time=line.time, text=meaning[1], line_number=line.number)
-        )
-    return events
+    return list(scan_log(lines, lease=lease).events)
+
+
+def identity_of(events: Sequence[Event]) -> str:
+    """The instance's identity on the Lease, from its `became leader` event ("" if it
+    logged none)."""
+    return next((e.text for e in events if e.kind == BECAME), "")
 
 
 @dataclass(frozen=True)
 class LeadInterval:
-    """From the instance's "Successfully acquired lease" until it stopped leading."""
+    """From the instance's "Successfully acquired lease" until its last sign of acting
+    as leader (see the module)."""
 
     instance: Instance
     acquired: datetime
     until: datetime
     ended_by: str
-    """RENEW_FAILED, LOST or STOPPED; "exited" (finishedAt); "running" (now)."""
+    """"exited" (the runtime's finishedAt, or estimated: see `instance`); "last line"
+    (still running after it logged its loss, or acquired again later); "running"
+    (now)."""
     detail: str = ""
+    gave_up: datetime | None = None
+    """When it logged that it no longer leads ("Failed to renew lease", ...), if it
+    did: it may still act after that, until `until`."""
+    identity: str = ""
 
     @property
     def seconds(self) -> float:
@@ -413,7 +519,7 @@ class LeadInterval:
             return self.detail or "exited"
         if self.ended_by == "running":
             return "still leading (running)" if self.instance.has_state else "no state file"
-        return f'"{self.detail}"' if self.detail else self.ended_by
+        return self.detail or self.ended_by
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -422,7 +528,9 @@ class LeadInterval:
             "node": self.instance.node,
             "restartCount": self.instance.restart_count,
             "containerID": self.instance.container_id or None,
+            "identity": self.identity or None,
             "acquired": _iso(self.acquired),
+            "gaveUp": _iso(self.gave_up),
             "until": _iso(self.until),
             "seconds": round(self.seconds, 6),
             "endedBy": self.ended_by,
@@ -441,33 +549,134 @@ def _exit_detail(instance: Instance) -> str:
     return text
 
 
+_END_KINDS: Final = (RENEW_FAILED, LOST, STOPPED)
+
+
 def lead_intervals(
-    instance: Instance, events: Sequence[Event], now: datetime
+    instance: Instance,
+    events: Sequence[Event],
+    now: datetime,
+    *,
+    last_line: datetime | None = None,
 ) -> list[LeadInterval]:
-    """An instance's lead intervals from its events: each acquisition until the first
-    end line after it, else until the instance finished, else until `now`."""
+    """An instance's lead intervals from its events, each until its last sign of
+    acting as leader (see the module); `last_line` is the time of the log's last
+    line."""
     out: list[LeadInterval] = []
+    identity = identity_of(events)
     finished = instance.finished_at
-    opened: datetime | None = None
-    for event in events:
-        if event.kind == ACQUIRED:
-            if opened is None:
-                opened = event.time
-            continue
-        if opened is None:
-            continue
-        end, why, detail = event.time, event.kind, event.text
-        if finished is not None and finished < end:
-            end, why, detail = finished, "exited", _exit_detail(instance)
-        out.append(LeadInterval(instance, opened, max(end, opened), why, detail))
-        opened = None
-    if opened is not None:
-        if finished is not None:
-            end, why, detail = finished, "exited", _exit_detail(instance)
+    acquisitions = [e for e in events if e.kind == ACQUIRED]
+    for n, acq in enumerate(acquisitions):
+        following = acquisitions[n + 1] if n + 1 < len(acquisitions) else None
+        window = [
+            e
+            for e in events
+            if e.kind in _END_KINDS
+            and e.line_number > acq.line_number
+            and (following is None or e.line_number < following.line_number)
+        ]
+        gave_up = window[0].time if window else None
+        gave_up_text = f'last line, after "{window[0].text}"' if window else ""
+        if following is not None:
+            end = following.line_before or acq.time
+            why, detail = "last line", gave_up_text or "last line before acquiring again"
+        elif finished is not None:
+            end = max(finished, last_line or finished)
+            why, detail = "exited", _exit_detail(instance)
+        elif gave_up is not None:
+            end = last_line or gave_up
+            why, detail = "last line", f"{gave_up_text}; still running"
         else:
             end, why, detail = now, "running", ""
-        out.append(LeadInterval(instance, opened, max(end, opened), why, detail))
+        out.append(
+            LeadInterval(
+                instance,
+                acq.time,
+                max(end, acq.time),
+                why,
+                detail,
+                gave_up=gave_up,
+                identity=identity,
+            )
+        )
     return out
+
+
+# --- freezes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """A container's process stopped (SIGSTOP) at `stopped` and resumed (SIGCONT) at
+    `resumed` (None: not yet, or nobody recorded it)."""
+
+    container_id: str
+    stopped: datetime
+    resumed: datetime | None = None
+    node: str = ""
+    pod: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "containerID": self.container_id,
+            "node": self.node or None,
+            "pod": self.pod or None,
+            "stopped": _iso(self.stopped),
+            "resumed": _iso(self.resumed),
+        }
+
+
+def read_freezes(root: Path) -> list[Freeze]:
+    """The lab's freeze journal (`FREEZES`); [] without one."""
+    path = root / FREEZES
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise LeadersError(f"{path}: unreadable: {exc}") from exc
+    found: dict[tuple[str, datetime], Freeze] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise LeadersError(f"{path}:{number}: not JSON: {exc}") from exc
+        if not isinstance(doc, dict) or not doc.get("containerID") or not doc.get("stopped"):
+            raise LeadersError(f"{path}:{number}: needs containerID and stopped")
+        stopped = _parse_time(doc["stopped"], path)
+        assert stopped is not None
+        freeze = Freeze(
+            container_id=str(doc["containerID"]),
+            stopped=stopped,
+            resumed=_parse_time(doc.get("resumed"), path),
+            node=str(doc.get("node") or ""),
+            pod=str(doc.get("pod") or ""),
+        )
+        found[(freeze.container_id, freeze.stopped)] = freeze
+    return sorted(found.values(), key=lambda f: f.stopped)
+
+
+def record_freeze(root: Path, freeze: Freeze) -> None:
+    """Append a freeze (or its resume: the same container and `stopped`) to the lab's
+    journal."""
+    path = root / FREEZES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(freeze.to_json(), sort_keys=True) + "\n")
+
+
+def frozen_at(freezes: Sequence[Freeze], container_id: str, t: datetime) -> Freeze | None:
+    """The freeze of `container_id` in force at `t`, if any."""
+    for f in freezes:
+        if (
+            f.container_id == container_id
+            and f.stopped <= t
+            and (f.resumed is None or t <= f.resumed)
+        ):
+            return f
+    return None
 
 
 # --- overlaps -------------------------------------------------------------------------------
@@ -475,38 +684,81 @@ def lead_intervals(
 
 @dataclass(frozen=True)
 class Overlap:
-    """Two instances that both believed they led, from `start` to `end`."""
+    """Two instances that both acted as leaders, from `start` to `end`; `kind` is
+    TWO_LEADERS or FROZEN (then `freeze` is the freeze of `first` that explains it)."""
 
     first: LeadInterval
     second: LeadInterval
     start: datetime
     end: datetime
+    kind: str = TWO_LEADERS
+    freeze: Freeze | None = None
 
     @property
     def seconds(self) -> float:
         return (self.end - self.start).total_seconds()
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.first.instance.name} and {self.second.instance.name} both led for "
             f"{self.seconds:.3f}s from {_iso(self.start)} to {_iso(self.end)}"
         )
+        if self.freeze is not None:
+            resumed = _iso(self.freeze.resumed) or "never"
+            text += (
+                f" (the first was frozen from {_iso(self.freeze.stopped)}, resumed "
+                f"{resumed}: client-go's allowance, not two leaders)"
+            )
+        return text
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "first": self.first.instance.name,
             "second": self.second.instance.name,
             "from": _iso(self.start),
             "to": _iso(self.end),
             "seconds": round(self.seconds, 6),
+            "freeze": self.freeze.to_json() if self.freeze else None,
         }
 
 
+def _freeze_explains(
+    a: LeadInterval,
+    b: LeadInterval,
+    freezes: Sequence[Freeze],
+    tolerance: float,
+    renew_deadline: float,
+) -> Freeze | None:
+    """A freeze of `a`'s container, begun while it led and before `b` acquired, after
+    whose resume `a` acted no longer than the renew deadline (+ `FROZEN_EXIT_S` for its
+    exit, + the tolerance)."""
+    cid = a.instance.container_id
+    if not cid:
+        return None
+    slack = timedelta(seconds=tolerance)
+    for f in freezes:
+        if f.container_id != cid:
+            continue
+        if not (a.acquired - slack <= f.stopped <= b.acquired + slack):
+            continue
+        if f.resumed is None or a.until <= f.resumed + timedelta(
+            seconds=renew_deadline + FROZEN_EXIT_S + tolerance
+        ):
+            return f
+    return None
+
+
 def find_overlaps(
-    intervals: Sequence[LeadInterval], tolerance: float = DEFAULT_TOLERANCE_S
+    intervals: Sequence[LeadInterval],
+    tolerance: float = DEFAULT_TOLERANCE_S,
+    *,
+    freezes: Sequence[Freeze] = (),
+    renew_deadline: float = RENEW_DEADLINE_S,
 ) -> list[Overlap]:
     """Every pair of intervals of different instances overlapping by more than
-    `tolerance` seconds, in order of their start."""
+    `tolerance` seconds, in order of their start; each TWO_LEADERS, or FROZEN when a
+    freeze of the earlier one explains it."""
     ordered = sorted(intervals, key=lambda i: i.acquired)
     out = []
     for i, a in enumerate(ordered):
@@ -516,8 +768,10 @@ def find_overlaps(
             if a.instance.log == b.instance.log:
                 continue
             start, end = max(a.acquired, b.acquired), min(a.until, b.until)
-            if (end - start).total_seconds() > tolerance:
-                out.append(Overlap(a, b, start, end))
+            if (end - start).total_seconds() <= tolerance:
+                continue
+            freeze = _freeze_explains(a, b, freezes, tolerance, renew_deadline)
+            out.append(Overlap(a, b, start, end, FROZEN if freeze else TWO_LEADERS, freeze))
     out.sort(key=lambda o: (o.start, o.first.instance.name, o.second.instance.name))
     return out
 
@@ -535,6 +789,10 @@ class LeaderReport:
     instances: tuple[Instance, ...]
     intervals: tuple[LeadInterval, ...]
     overlaps: tuple[Overlap, ...]
+    """Two leaders at once (TWO_LEADERS): what must never be."""
+    frozen: tuple[Overlap, ...] = field(default=())
+    """Overlaps of a frozen leader that woke up (FROZEN): client-go's, shown apart."""
+    freezes: tuple[Freeze, ...] = field(default=())
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -547,11 +805,14 @@ class LeaderReport:
             "component": self.component,
             "lease": self.lease,
             "toleranceSeconds": self.tolerance,
+            "toleranceMilliseconds": round(self.tolerance * 1000, 3),
             "now": _iso(self.now),
             "ok": self.ok,
             "instances": [i.to_json() for i in self.instances],
             "intervals": [i.to_json() for i in self.intervals],
             "overlaps": [o.to_json() for o in self.overlaps],
+            "frozenOverlaps": [o.to_json() for o in self.frozen],
+            "freezes": [f.to_json() for f in self.freezes],
             "warnings": list(self.warnings),
         }
 
@@ -570,13 +831,16 @@ def analyze(
     tolerance: float = DEFAULT_TOLERANCE_S,
     now: datetime | None = None,
     lease: str | None = None,
+    renew_deadline: float = RENEW_DEADLINE_S,
 ) -> LeaderReport:
     """Lead intervals of every instance of `component` in the lab `root`'s log
-    archives, and their overlaps beyond `tolerance` seconds. `lease`
+    archives, and their overlaps beyond `tolerance` seconds (the measurement error;
+    see `TOLERANCE_MS`), those explained by a recorded freeze apart. `lease`
     ("namespace/name") defaults to the component's."""
     now = now or datetime.now(UTC)
     lease = lease or default_lease(component)
     instances = find_instances(root, component)
+    freezes = read_freezes(root)
     intervals: list[LeadInterval] = []
     warnings: list[str] = []
     for n, instance in enumerate(instances):
@@ -590,12 +854,13 @@ def analyze(
             instances[n] = instance = ended
         try:
             with open(instance.log, encoding="utf-8", errors="replace") as fh:
-                events = parse_events(read_cri_log(fh), lease=lease)
+                scanned = scan_log(read_cri_log(fh), lease=lease)
         except FileNotFoundError:
             warnings.append(f"{instance.name}: log removed while reading")
             continue
-        intervals.extend(lead_intervals(instance, events, now))
+        intervals.extend(lead_intervals(instance, scanned.events, now, last_line=scanned.last_line))
     intervals.sort(key=lambda i: (i.acquired, i.instance.name))
+    found = find_overlaps(intervals, tolerance, freezes=freezes, renew_deadline=renew_deadline)
     return LeaderReport(
         root=root,
         component=component,
@@ -604,6 +869,8 @@ def analyze(
         now=now,
         instances=tuple(instances),
         intervals=tuple(intervals),
-        overlaps=tuple(find_overlaps(intervals, tolerance)),
+        overlaps=tuple(o for o in found if o.kind == TWO_LEADERS),
+        frozen=tuple(o for o in found if o.kind == FROZEN),
+        freezes=tuple(freezes),
         warnings=tuple(warnings),
     )
