@@ -374,16 +374,12 @@ class Chaos:
         await self._keep_objects()
         await self.wait_settled()
 
+    def _pivot_argv(self) -> list[str]:
+        root = str(self.spec.api_node.root(self.spec.root))
+        return ["pivot", "--host-root", root, "--replicas", str(REPLICAS), "--timeout", "180"]
+
     def _pivot(self) -> None:
-        self.kubehoist(
-            "pivot",
-            "--host-root",
-            str(self.spec.api_node.root(self.spec.root)),
-            "--replicas",
-            str(REPLICAS),
-            "--timeout",
-            "180",
-        )
+        self.kubehoist(*self._pivot_argv())
 
     def _guard_install(self) -> None:
         self.kubehoist("guard", "install", "--settle", f"{SETTLE_S:g}", "--grace", f"{GRACE_S:g}")
@@ -763,15 +759,7 @@ class Chaos:
         notes.append(
             await self._killed_midway(
                 "pivot",
-                [
-                    "pivot",
-                    "--host-root",
-                    str(self.spec.api_node.root(self.spec.root)),
-                    "--replicas",
-                    str(REPLICAS),
-                    "--timeout",
-                    "180",
-                ],
+                self._pivot_argv(),
                 at,
             )
         )

@@ -40,6 +40,7 @@ from lightkube.resources.coordination_v1 import Lease
 from kubehoist import kubeversion
 from kubehoist.components import KUBE_CONTROLLER_MANAGER
 from kubehoist.kube.probe import ReconcileProbe
+from kubehoist.refresh import rolled_out
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `bench.common`
 
@@ -99,17 +100,7 @@ async def holder_of(client: AsyncClient) -> tuple[str, str]:
 
 
 async def rolled(client: AsyncClient) -> bool:
-    dep = await client.get(Deployment, COMPONENT, namespace=NAMESPACE)
-    st, spec, meta = dep.status, dep.spec, dep.metadata
-    want = int(spec.replicas or 1) if spec else 1
-    return bool(
-        st
-        and meta
-        and (st.observedGeneration or 0) >= (meta.generation or 0)
-        and (st.updatedReplicas or 0) == want
-        and (st.readyReplicas or 0) == want
-        and (st.replicas or 0) == want
-    )
+    return rolled_out(await client.get(Deployment, COMPONENT, namespace=NAMESPACE))
 
 
 async def one_rep(client: AsyncClient, version: str, variant: str, n: int) -> Rep:

@@ -201,23 +201,28 @@ def apply(client: Client, p: Plan) -> None:
         ) from None
 
 
+def rolled_out(dep: Deployment) -> bool:
+    """PURE: whether a Deployment's rollout is complete: its controller saw the latest
+    generation and every replica runs the new template and is Ready, none of the old."""
+    st, spec, meta = dep.status, dep.spec, dep.metadata
+    want = int(spec.replicas or 1) if spec else 1
+    return bool(
+        st
+        and meta
+        and (st.observedGeneration or 0) >= (meta.generation or 0)
+        and (st.updatedReplicas or 0) == want
+        and (st.readyReplicas or 0) == want
+        and (st.replicas or 0) == want
+    )
+
+
 def wait_rolled(
     client: Client, component: Component, *, timeout: float, line: Callable[[str], None]
 ) -> str:
     """Wait until every replica runs the new template and a pod of it leads."""
 
     def rolled() -> bool:
-        dep = client.get(Deployment, component.name, namespace=NAMESPACE)
-        st, spec, meta = dep.status, dep.spec, dep.metadata
-        want = int(spec.replicas or 1) if spec else 1
-        return bool(
-            st
-            and meta
-            and (st.observedGeneration or 0) >= (meta.generation or 0)
-            and (st.updatedReplicas or 0) == want
-            and (st.readyReplicas or 0) == want
-            and (st.replicas or 0) == want
-        )
+        return rolled_out(client.get(Deployment, component.name, namespace=NAMESPACE))
 
     took = handover.wait_until(
         f"Deployment {NAMESPACE}/{component.name} to roll", rolled, timeout=timeout, interval=0.5
