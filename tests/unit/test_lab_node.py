@@ -74,7 +74,8 @@ def test_one_ha_node_has_an_fqdn_hostname_and_kubelet_keeps_its_node_name() -> N
         "cp-2.lab.kubehoist.internal",
         "cp-3",
     ]
-    cfg = kubeadm.config_for(spec, spec.node("cp-2"))
+    keys = kubeadm.JoinSecrets("abcdef.0123456789abcdef", "1" * 64)
+    cfg = kubeadm.join_config(spec, spec.node("cp-2"), keys, "sha256:" + "2" * 64)
     assert "name: cp-2\n" in cfg
     assert f"value: /kubehoist-{spec.lab_id}/cp-2" in cfg
 
@@ -82,3 +83,27 @@ def test_one_ha_node_has_an_fqdn_hostname_and_kubelet_keeps_its_node_name() -> N
 def test_env_file_parsing_is_systemd_like() -> None:
     env = node.parse_env_file('A="x y"\n# c\nB=z\n\nbad line\n')
     assert env == {"A": "x y", "B": "z"}
+
+
+def test_service_start_stop_restart_as_systemd(tmp_path: Path) -> None:
+    """The init's kubelet unit: `stop` keeps it stopped (no Restart=always), `start`
+    runs it again, `restart` gives a new process; a crash waits for the restart delay."""
+    svc = node._Service("k", ["sleep", "60"], {"PATH": "/usr/bin:/bin"}, 60.0, tmp_path / "k.log")
+    try:
+        svc.start()
+        first = svc.proc
+        assert first is not None and svc.active_state == "active"
+        svc.control("restart")
+        assert svc.proc is not None and svc.proc is not first and first.poll() is not None
+        svc.control("stop")
+        assert svc.active_state == "inactive"
+        svc.poll()
+        assert svc.proc is None  # stopped: not restarted
+        svc.control("start")
+        assert svc.active_state == "active"
+        svc.proc.kill()
+        svc.proc.wait()
+        svc.poll()
+        assert svc.active_state == "activating"  # waiting for its restart delay
+    finally:
+        svc.stop(1)

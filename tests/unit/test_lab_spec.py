@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import kubeadm
-from kubehoist.lab.procs import command_from_manifest
 from kubehoist.lab.spec import CLUSTER_CIDR, LAN_SUBNET, LabSpec, plan
 
 
@@ -44,58 +50,79 @@ def test_plan_rejects_bad_counts(tmp_path: Path, cps: int, workers: int) -> None
         plan(tmp_path, control_planes=cps, workers=workers)
 
 
-def test_kubeadm_config_sets_endpoint_and_version(tmp_path: Path) -> None:
+def test_kubeadm_init_config_sets_endpoint_version_and_addons(tmp_path: Path) -> None:
     spec = plan(tmp_path / "lab", control_planes=3, workers=0)
-    init, cluster, kubelet = yaml.safe_load_all(kubeadm.config_for(spec, spec.nodes[1]))
+    keys = kubeadm.JoinSecrets("abcdef.0123456789abcdef", "1" * 64)
+    init, cluster, kubelet = yaml.safe_load_all(kubeadm.init_config(spec, spec.nodes[0], keys))
     assert kubelet["kind"] == "KubeletConfiguration"
     assert kubelet["failCgroupV1"] is False and kubelet["cgroupDriver"] == "cgroupfs"
-    assert init["localAPIEndpoint"]["advertiseAddress"] == spec.nodes[1].ip
-    assert init["nodeRegistration"]["name"] == "cp-2"
+    assert init["kind"] == "InitConfiguration"
+    assert init["localAPIEndpoint"]["advertiseAddress"] == spec.nodes[0].ip
+    assert init["nodeRegistration"]["name"] == "cp-1"
+    assert init["bootstrapTokens"][0]["token"] == keys.token
+    assert init["certificateKey"] == keys.certificate_key
+    assert init["nodeRegistration"]["ignorePreflightErrors"] == sorted(kubeadm.IGNORED_PREFLIGHT)
     assert cluster["controlPlaneEndpoint"] == spec.control_plane_endpoint
     assert cluster["kubernetesVersion"] == spec.kubernetes_version
     assert set(cluster["apiServer"]["certSANs"]) >= {"127.0.0.1", *(n.ip for n in spec.nodes)}
+    # the addons whose images the lab does not build
+    assert cluster["dns"] == {"disabled": True} and cluster["proxy"] == {"disabled": True}
 
 
-MANIFEST = """
-apiVersion: v1
-kind: Pod
-metadata: {name: etcd, namespace: kube-system}
-spec:
-  containers:
-  - name: etcd
-    command:
-    - etcd
-    - --data-dir=/var/lib/etcd
-    - --cert-file=/etc/kubernetes/pki/etcd/server.crt
-    - --listen-client-urls=https://127.0.0.1:2379
-    - /etc/kubernetes/pki/loose-arg
-    volumeMounts:
-    - {name: etcd-data, mountPath: /var/lib/etcd}
-    - {name: etcd-certs, mountPath: /etc/kubernetes/pki/etcd}
-  volumes:
-  - {name: etcd-data, hostPath: {path: /var/lib/etcd, type: DirectoryOrCreate}}
-  - {name: etcd-certs, hostPath: {path: /etc/kubernetes/pki/etcd, type: DirectoryOrCreate}}
-"""
+def test_kubeadm_join_config_of_a_control_plane_and_a_worker(tmp_path: Path) -> None:
+    spec = plan(tmp_path / "lab", control_planes=2, workers=1)
+    keys = kubeadm.JoinSecrets("abcdef.0123456789abcdef", "1" * 64)
+    pin = "sha256:" + "2" * 64
+    cp2 = yaml.safe_load(kubeadm.join_config(spec, spec.node("cp-2"), keys, pin))
+    worker = yaml.safe_load(kubeadm.join_config(spec, spec.workers[0], keys, pin))
+    for join in (cp2, worker):
+        assert join["kind"] == "JoinConfiguration"
+        discovery = join["discovery"]["bootstrapToken"]
+        assert discovery["apiServerEndpoint"] == spec.control_plane_endpoint
+        assert discovery["token"] == keys.token and discovery["caCertHashes"] == [pin]
+    assert cp2["controlPlane"] == {
+        "localAPIEndpoint": {"advertiseAddress": spec.node("cp-2").ip, "bindPort": 6443},
+        "certificateKey": keys.certificate_key,
+    }
+    assert cp2["nodeRegistration"]["taints"][0]["key"] == "node-role.kubernetes.io/control-plane"
+    assert "controlPlane" not in worker and worker["nodeRegistration"]["taints"] == []
 
 
-def test_command_from_manifest_moves_only_mounted_paths(tmp_path: Path) -> None:
-    m = tmp_path / "etcd.yaml"
-    m.write_text(MANIFEST)
-    argv = command_from_manifest(m, Path("/lab/nodes/cp-1"))
-    assert argv == (
-        "etcd",
-        "--data-dir=/lab/nodes/cp-1/var/lib/etcd",
-        "--cert-file=/lab/nodes/cp-1/etc/kubernetes/pki/etcd/server.crt",
-        "--listen-client-urls=https://127.0.0.1:2379",
-        "/etc/kubernetes/pki/loose-arg",  # not under a mount: left alone
+def test_join_secrets_are_made_once_in_kubeadm_formats(tmp_path: Path) -> None:
+    spec = plan(tmp_path / "lab", control_planes=1, workers=0)
+    first = kubeadm.join_secrets(spec)
+    assert re.fullmatch(r"[a-z0-9]{6}\.[a-z0-9]{16}", first.token)
+    assert re.fullmatch(r"[0-9a-f]{64}", first.certificate_key)
+    assert kubeadm.join_secrets(spec) == first
+    path = spec.root / "kubeadm" / "secrets.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_ca_cert_hash_is_the_spki_sha256(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
     )
-
-
-def test_command_from_manifest_bad_file(tmp_path: Path) -> None:
-    m = tmp_path / "bad.yaml"
-    m.write_text("kind: Pod\nspec: {}\n")
-    with pytest.raises(KubehoistError, match=r"bad\.yaml"):
-        command_from_manifest(m, tmp_path)
+    crt = tmp_path / "ca.crt"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert kubeadm.ca_cert_hash(crt) == "sha256:" + hashlib.sha256(spki).hexdigest()
+    crt.write_text("not a certificate")
+    with pytest.raises(KubehoistError, match=r"ca\.crt"):
+        kubeadm.ca_cert_hash(crt)
 
 
 def test_plan_takes_a_supported_kubernetes_version_only(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import click
 from kubehoist.cli.options import prog
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
-from kubehoist.lab import kubeadm, supervisor
 from kubehoist.lab import spec as specmod
+from kubehoist.lab import supervisor
 from kubehoist.lab.spec import LabSpec
 
 ROOT_HELP = "Lab root directory [env KUBEHOIST_LAB_ROOT; default /var/lib/kubehoist/lab]."
@@ -100,7 +100,9 @@ def build(kubernetes_version: str) -> None:
     show_default=True,
     help="Port on 127.0.0.1 where the host reaches the API server.",
 )
-@click.option("--timeout", type=float, default=300, show_default=True, help="Seconds to wait.")
+# A first `lab up` runs kubeadm init and then one control-plane join after another
+# (each 40-120 s on a loaded 2-core machine): 10 minutes for a 3-control-plane lab.
+@click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait.")
 @_version_option
 def up(
     root: Path,
@@ -151,18 +153,7 @@ def up(
         except ValueError as exc:
             raise KubehoistError(str(exc)) from exc
         spec.save()
-    bins = binmod.ensure(spec.kubernetes_version, spec.etcd_version)
-    generated = spec.root / ".kubeadm-generated"
-    if not generated.exists():
-        click.echo("kubeadm: certificates, kubeconfigs and static pod manifests", err=True)
-        kubeadm.generate(spec, bins)
-        supervisor.prepare_supervised_manifests(spec)
-        generated.write_text("done\n")
-    supervisor.host_kubeconfig(
-        spec,
-        spec.api_node.root(spec.root) / "etc/kubernetes/admin.conf",
-        spec.admin_kubeconfig,
-    )
+    binmod.ensure(spec.kubernetes_version, spec.etcd_version)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     spec.logs_dir.mkdir(parents=True, exist_ok=True)
     supervisor.state_path(spec).unlink(missing_ok=True)
@@ -267,7 +258,7 @@ def status(root: Path, output: str) -> None:
         click.echo(f"lab {spec.root}  ({info['phase']})  API https://127.0.0.1:{spec.host_port}")
         click.echo(f"  supervisor  pid {info['supervisor_pid'] or '-'}")
         for name, p in info["processes"].items():
-            click.echo(f"  {name:<15} pid {p['pid'] or '-':<8} restarts {p['restarts']}")
+            click.echo(f"  {name:<24} pid {p['pid'] or '-':<8} restarts {p['restarts']}")
         click.echo(f"  readyz      {'ok' if info['readyz'] else 'not ready'}")
         click.echo(f"  {'NODE':<12} {'ROLE':<14} {'READY':<6} {'IP':<14} PODCIDR")
         for n in info["nodes"]:
@@ -283,17 +274,18 @@ def lab_status(spec: LabSpec) -> dict[str, Any]:
     state = supervisor.read_state(spec) if running else {}
     nodes: dict[str, str] = {}
     readyz = False
+    pods: dict[str, Any] = {}
     if running:
-        readyz = supervisor.Supervisor(
-            spec, binmod.locate(spec.kubernetes_version, spec.etcd_version)
-        )._readyz()
+        bins = binmod.locate(spec.kubernetes_version, spec.etcd_version)
+        readyz = supervisor.Supervisor(spec, bins)._readyz()
         if readyz:
             nodes = _node_readiness(spec)
+        pods = supervisor.static_pods(spec, bins.path("crictl"))
     return {
         "root": str(spec.root),
         "phase": state.get("phase", "down") if running else "down",
         "supervisor_pid": state.get("supervisor_pid"),
-        "processes": state.get("processes", {}),
+        "processes": pods,
         "readyz": readyz,
         "nodes": [
             {

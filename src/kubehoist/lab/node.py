@@ -13,6 +13,8 @@ What a machine is made of, and what stands for it here:
 | systemd: containerd.service,        | the node's init (`python -m kubehoist.lab.node`): starts  |
 |   kubelet.service (Restart=always)  |   containerd, then the kubelet as kubeadm's drop-in does  |
 |                                     |   (kubeadm-flags.env), restarts them when they die        |
+| systemctl                           | a shim that asks the init (systemctl.py)                  |
+| the kubeadm/kubelet/cri-tools pkgs  | kubeadm, kubelet, crictl bound into /usr/local/sbin       |
 | the machine's cgroup tree           | `/kubehoist-<lab>/<node>` in every cgroup v1 hierarchy:   |
 |                                     |   `system/` for init, containerd and the kubelet, the     |
 |                                     |   kubelet's pods below (its `--cgroup-root`)              |
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubehoist.errors import KubehoistError
+from kubehoist.lab import systemctl
 from kubehoist.lab.procs import die_with_parent
 from kubehoist.lab.spec import LabNode, LabSpec
 
@@ -77,6 +80,12 @@ def images_file(spec: LabSpec) -> Path:
     """The image archives every node imports into its containerd before its kubelet
     starts (one path a line, written by the supervisor)."""
     return spec.run_dir / "node-images.txt"
+
+
+def booted_file(spec: LabSpec, node: LabNode) -> Path:
+    """Written by a node's init once containerd runs with the lab's images imported (the
+    machine is up; kubeadm may run on it)."""
+    return spec.run_dir / f"node-{node.name}.booted"
 
 
 def pods_stopped_file(spec: LabSpec, node: LabNode) -> Path:
@@ -228,6 +237,7 @@ class NodeConfig:
     containerd: Path
     ctr: Path
     crictl: Path
+    kubeadm: Path | None = None  # on the node's PATH, as the kubeadm package installs it
     runc: Path = Path("/usr/sbin/runc")
     cni_bin_dir: Path = Path("/usr/lib/cni")
     pause_image: str = "registry.k8s.io/pause:3.10.2"
@@ -312,6 +322,7 @@ def write_config(spec: LabSpec, node: LabNode, cfg: NodeConfig) -> None:
                 "containerd": str(cfg.containerd),
                 "ctr": str(cfg.ctr),
                 "crictl": str(cfg.crictl),
+                "kubeadm": str(cfg.kubeadm) if cfg.kubeadm else "",
             }
         )
         + "\n"
@@ -394,6 +405,25 @@ class _Service:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.next_start = 0.0
+        self.wanted = True  # systemd's "started" (the unit is enabled and not stopped)
+
+    @property
+    def active_state(self) -> str:
+        """systemd's ActiveState: `active` while running, `activating` while waiting to
+        be restarted after it died (a crash loop), `inactive` once stopped."""
+        if not self.wanted:
+            return "inactive"
+        return "active" if self.proc is not None and self.proc.poll() is None else "activating"
+
+    def control(self, verb: str) -> None:
+        """`systemctl start|stop|restart`: done when this returns, as systemctl waits."""
+        if verb in ("stop", "restart"):
+            self.stop(10)
+            self.proc = None
+        self.wanted = verb != "stop"
+        if self.wanted and (self.proc is None or self.proc.poll() is not None):
+            self.proc = None
+            self.start()
 
     def start(self) -> None:
         with open(self.log_path, "ab") as logf:
@@ -409,7 +439,9 @@ class _Service:
             )
 
     def poll(self) -> None:
-        """Restart the daemon `restart_s` after it died."""
+        """Restart the daemon `restart_s` after it died (unless it was stopped)."""
+        if not self.wanted:
+            return
         if self.proc is None:
             if time.monotonic() >= self.next_start:
                 self.start()
@@ -488,10 +520,18 @@ def node_main(root: Path, name: str) -> int:
     sbin = Path("/usr/local/sbin")
     sbin.mkdir(parents=True, exist_ok=True)
     _mount("tmpfs", str(sbin), "tmpfs")
-    (sbin / "crictl").touch(mode=0o755)
-    _mount(cfg["crictl"], str(sbin / "crictl"))
+    # and kubeadm's packages: kubeadm, the kubelet (preflight runs `kubelet --version`)
+    # and systemd's `systemctl`, here the lab's shim that asks this init (systemctl.py).
+    programs = {"crictl": cfg["crictl"], "kubelet": cfg["kubelet"], "kubeadm": cfg.get("kubeadm")}
+    for program, path in programs.items():
+        if path:
+            (sbin / program).touch(mode=0o755)
+            _mount(path, str(sbin / program))
+    control = Path(systemctl.CONTROL_DIR)
     for d in ("/run/containerd", "/run/netns", "/run/lock"):
         Path(d).mkdir(parents=True, exist_ok=True)
+    systemctl.install(control, sbin / "systemctl")
+    systemctl.write_state(control, "containerd", "active")
     socket.sethostname(node.os_hostname)
     pid_file(spec, node).write_text(f"{os.getpid()}\n")
 
@@ -505,6 +545,7 @@ def node_main(root: Path, name: str) -> int:
     signal.signal(signal.SIGINT, _on_term)
     signal.signal(signal.SIGHUP, lambda sig, _f: restarts.append(sig))  # systemctl restart kubelet
     pods_stopped_file(spec, node).unlink(missing_ok=True)
+    booted_file(spec, node).unlink(missing_ok=True)
 
     env = {
         "PATH": f"{cfg['containerd_bin_dir']}:{SYSTEM_PATH}",
@@ -536,17 +577,23 @@ def node_main(root: Path, name: str) -> int:
             flags.read_text() if flags.exists() else "",
         )
 
+    booted_file(spec, node).write_text(f"{time.time()}\n")
+    # kubelet.service is enabled, as kubeadm's packages leave it: before `kubeadm init`
+    # or `join` wrote its configuration it exits at once and is restarted every 10 s.
     kubelet = _Service("kubelet", _kubelet_argv(), env, KUBELET_RESTART_S, logs / "kubelet.log")
     kubelet.start()
     while not signals:
         if restarts:
             restarts.clear()
-            kubelet.stop(10)
-            kubelet.proc = None
-            kubelet.next_start = 0.0
+            kubelet.control("restart")
+        for request in systemctl.pending(control):
+            kubelet.argv = _kubelet_argv()  # as systemd re-reads EnvironmentFile= on start
+            kubelet.control(request.verb)
+            request.answer(0)
         containerd.poll()
-        kubelet.argv = _kubelet_argv()  # as systemd re-reads EnvironmentFile= on restart
+        kubelet.argv = _kubelet_argv()
         kubelet.poll()
+        systemctl.write_state(control, "kubelet", kubelet.active_state)
         time.sleep(0.2)
     # Shutting down, in a machine's order: the kubelet, then the pods (containerd sees
     # them exit and keeps their end), then — on a second signal, or at once on SIGINT

@@ -93,7 +93,8 @@ class LabSpec:
 
     @property
     def api_node(self) -> LabNode:
-        """The control-plane node that runs etcd and kube-apiserver."""
+        """The first control plane: where `kubeadm init` made the cluster (every control
+        plane runs etcd and kube-apiserver as kubeadm's static pods)."""
         return self.control_planes[0]
 
     @property

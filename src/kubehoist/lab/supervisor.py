@@ -1,8 +1,11 @@
 """The lab supervisor: one long-lived process per lab that owns everything running.
 
-`lab up` starts it detached; it sets up the network, runs etcd and kube-apiserver
-(restarting them if they die), the forwarders, every node's heartbeats and lab
-kubelet, and tears all of it down on SIGTERM (`lab down`). It holds an exclusive lock
+`lab up` starts it detached; it sets up the network and the control-plane endpoint
+(a load balancer in front of the API servers), boots every node (its init runs
+containerd and the kubelet), makes the cluster with kubeadm on the first boot (`init`
+on the first control plane, `join` on every other node: kubeadm.py), waits for the
+nodes to be Ready, and tears all of it down on SIGTERM (`lab down`). etcd and
+kube-apiserver are kubeadm's static pods on each control plane's kubelet. It holds an exclusive lock
 on `run/supervisor.lock` for its whole life: that lock is how other commands know a
 lab is running, and it is released by the kernel even if the supervisor is killed.
 Its progress and the pids it runs go to `run/state.json`.
@@ -21,6 +24,7 @@ import signal
 import ssl
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +37,14 @@ from kubehoist.errors import KubehoistError
 from kubehoist.lab import forward, images, kubeadm, netns
 from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import Binaries
-from kubehoist.lab.logkeeper import LogKeeper
-from kubehoist.lab.procs import ProcSpec, Supervised, command_from_manifest, die_with_parent
+from kubehoist.lab.logkeeper import LogKeeper, node_crictl
+from kubehoist.lab.procs import die_with_parent
 from kubehoist.lab.spec import API_PORT, LabNode, LabSpec
 
 log = logging.getLogger("kubehoist.lab")
 
-SUPERVISED_DIR = "etc/kubernetes/lab-supervised"  # where the lab keeps the manifests it runs
+STATIC_COMPONENTS = ("etcd", "kube-apiserver")
+"""The static pods `lab status` shows on every control plane."""
 
 
 # --- files shared with the CLI -------------------------------------------------------
@@ -75,7 +80,7 @@ def is_running(spec: LabSpec) -> bool:
 
 
 def host_kubeconfig(spec: LabSpec, source: Path, dest: Path) -> None:
-    """Copy a kubeconfig with its server pointed at the host's forwarder."""
+    """Copy a kubeconfig with its server pointed at the host's port (the load balancer)."""
     data: Any = yaml.safe_load(source.read_text())
     for cluster in data.get("clusters", []):
         cluster["cluster"]["server"] = f"https://127.0.0.1:{spec.host_port}"
@@ -91,17 +96,37 @@ def node_kubeconfig(spec: LabSpec, node: LabNode) -> Path:
     return spec.run_dir / f"kubelet-{node.name}.conf"
 
 
-def prepare_supervised_manifests(spec: LabSpec) -> None:
-    """Move etcd and kube-apiserver manifests out of the kubelet's way: the supervisor
-    runs them (only on the first control plane; the others get a forwarder instead)."""
+def static_pods(spec: LabSpec, crictl: Path) -> dict[str, dict[str, Any]]:
+    """etcd's and kube-apiserver's containers on every control plane, from the node's
+    CRI: `<component>-<node>` (the mirror pod's name) -> pid (None unless running),
+    restarts (the kubelet's attempt count) and state."""
+    out: dict[str, dict[str, Any]] = {}
     for node in spec.control_planes:
-        root = node.root(spec.root)
-        dst = root / SUPERVISED_DIR
-        dst.mkdir(parents=True, exist_ok=True)
-        for name in ("etcd.yaml", "kube-apiserver.yaml"):
-            src = node.manifests_dir(spec.root) / name
-            if src.exists():
-                src.replace(dst / name)
+        run = node_crictl(spec, node, crictl, timeout=20)
+        try:
+            doc = json.loads(run(["ps", "-a", "-o", "json"]))
+        except (KubehoistError, ValueError):
+            continue
+        newest: dict[str, dict[str, Any]] = {}
+        for c in doc.get("containers") or []:
+            name = c.get("metadata", {}).get("name", "")
+            if name in STATIC_COMPONENTS and int(c.get("createdAt", 0)) >= int(
+                newest.get(name, {}).get("createdAt", 0)
+            ):
+                newest[name] = c
+        for name, c in newest.items():
+            pid = None
+            if c.get("state") == "CONTAINER_RUNNING":
+                try:
+                    pid = json.loads(run(["inspect", c["id"]])).get("info", {}).get("pid")
+                except (KubehoistError, ValueError):
+                    pid = None
+            out[f"{name}-{node.name}"] = {
+                "pid": pid,
+                "restarts": c.get("metadata", {}).get("attempt", 0),
+                "state": c.get("state", ""),
+            }
+    return out
 
 
 # --- the supervisor ------------------------------------------------------------------
@@ -109,7 +134,6 @@ class Supervisor:
     def __init__(self, spec: LabSpec, binaries: Binaries) -> None:
         self.spec = spec
         self.binaries = binaries
-        self.procs: dict[str, Supervised] = {}
         self.servers: list[asyncio.Server] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.node_procs: dict[str, asyncio.subprocess.Process] = {}
@@ -131,9 +155,6 @@ class Supervisor:
             "supervisor_pid": os.getpid(),
             "started": self.started,
             "updated": time.time(),
-            "processes": {
-                name: {"pid": p.pid, "restarts": p.restarts} for name, p in self.procs.items()
-            },
             "forwards": len(self.servers),
             "nodes": {
                 name: {"pid": p.pid, "running": p.returncode is None}
@@ -167,45 +188,29 @@ class Supervisor:
             netns.create_node(self.spec, node)
         netns.route_pod_networks(self.spec)
 
-    def _start_control_plane(self) -> None:
-        node = self.spec.api_node
-        root = node.root(self.spec.root)
-        for name, binary in (("etcd", "etcd"), ("kube-apiserver", "kube-apiserver")):
-            argv = command_from_manifest(root / SUPERVISED_DIR / f"{name}.yaml", root)
-            proc = Supervised(
-                ProcSpec(
-                    name=name,
-                    argv=argv,
-                    netns=node.netns,
-                    log_path=self.spec.logs_dir / f"{name}.log",
-                ),
-                self.binaries.path(binary),
-            )
-            proc.start()
-            self.procs[name] = proc
-
-    async def _start_forwards(self) -> None:
-        api = self.spec.api_node
-        fwds = [
-            forward.Forward(None, "127.0.0.1", self.spec.host_port, api.netns, api.ip, API_PORT),
-            forward.Forward(
-                self.spec.lan_netns, self.spec.lan_gateway, API_PORT, api.netns, api.ip, API_PORT
-            ),
-        ]
-        # Control planes without an API server of their own reach the one on the first
-        # control plane at their own address, where kubeadm's kubeconfigs point.
-        for node in self.spec.control_planes[1:]:
-            fwds.append(forward.Forward(node.netns, node.ip, API_PORT, api.netns, api.ip, API_PORT))
-        for fwd in fwds:
+    async def _start_balancer(self) -> None:
+        """The control-plane endpoint: one load balancer in front of every control
+        plane's API server, listening at the LAN gateway (controlPlaneEndpoint) and at
+        the host's port."""
+        spec = self.spec
+        balancer = forward.Balancer(
+            spec.lan_netns, tuple((n.ip, API_PORT) for n in spec.control_planes)
+        )
+        for listen_netns, host, port in (
+            (spec.lan_netns, spec.lan_gateway, API_PORT),
+            (None, "127.0.0.1", spec.host_port),
+        ):
             try:
-                self.servers.append(await forward.serve(fwd))
+                self.servers.append(await balancer.serve(listen_netns, host, port))
             except OSError as exc:
-                raise KubehoistError(f"cannot listen for {fwd.describe()}: {exc.strerror}") from exc
+                where = f"{listen_netns or 'host'}:{host}:{port}"
+                raise KubehoistError(f"cannot listen at {where}: {exc.strerror}") from exc
+        self.tasks.append(asyncio.create_task(balancer.check_forever(), name="balancer-checks"))
 
     def _readyz(self) -> bool:
-        ctx = ssl.create_default_context(cafile=str(self.spec.pki_dir / "ca.crt"))
         url = f"https://127.0.0.1:{self.spec.host_port}/readyz"
-        try:
+        try:  # no CA before kubeadm init made it
+            ctx = ssl.create_default_context(cafile=str(self.spec.pki_dir / "ca.crt"))
             with urllib.request.urlopen(url, context=ctx, timeout=3) as resp:
                 return bool(resp.status == 200)
         except OSError:
@@ -245,11 +250,13 @@ class Supervisor:
             containerd=self.binaries.path("containerd"),
             ctr=self.binaries.path("ctr"),
             crictl=self.binaries.path("crictl"),
+            kubeadm=self.binaries.path("kubeadm"),
         )
         for node in self.spec.nodes:
             labnode.write_config(self.spec, node, cfg)
             labnode.make_cgroups(self.spec, node)
             labnode.pid_file(self.spec, node).unlink(missing_ok=True)
+            labnode.booted_file(self.spec, node).unlink(missing_ok=True)
             logf = open(self.spec.logs_dir / f"node-{node.name}.log", "ab")  # noqa: SIM115
             try:
                 self.node_procs[node.name] = await asyncio.create_subprocess_exec(
@@ -261,7 +268,61 @@ class Supervisor:
                 )
             finally:
                 logf.close()
-        await self._wait_nodes_ready(timeout=180)
+
+    async def _wait_booted(self, nodes: tuple[LabNode, ...], timeout: float = 300) -> None:
+        """Until these nodes' containerd runs with the lab's images (their init says so)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_inits()
+            waiting = [n.name for n in nodes if not labnode.booted_file(self.spec, n).exists()]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise KubehoistError(
+                    f"nodes not booted after {timeout:.0f}s: {', '.join(waiting)} "
+                    f"(see {self.spec.root}/nodes/<node>/var/log/containerd.log)"
+                )
+            await asyncio.sleep(0.2)
+
+    def _check_inits(self) -> None:
+        for name, proc in self.node_procs.items():
+            if proc.returncode is not None:
+                raise KubehoistError(
+                    f"node {name}'s init exited {proc.returncode} "
+                    f"(see {self.spec.logs_dir / f'node-{name}.log'})"
+                )
+
+    async def _kubeadm(self) -> None:
+        """Make the cluster, once in the lab's life: `kubeadm init` on the first control
+        plane as soon as it booted, then `kubeadm join --control-plane` on the others one
+        after the other (each adds its etcd member) while the workers `kubeadm join`
+        beside them, each once it booted (the other nodes import their images meanwhile)."""
+        spec = self.spec
+        first = spec.api_node
+        await self._wait_booted((first,))
+        if not kubeadm.is_done(spec, first):
+            self.message = f"kubeadm init on {first.name}"
+            self.write_state()
+            await asyncio.to_thread(kubeadm.init, spec)
+        host_kubeconfig(
+            spec, first.root(spec.root) / "etc/kubernetes/admin.conf", spec.admin_kubeconfig
+        )
+        planes = [n for n in spec.control_planes[1:] if not kubeadm.is_done(spec, n)]
+        workers = [n for n in spec.workers if not kubeadm.is_done(spec, n)]
+        if planes or workers:
+            self.message = f"kubeadm join: {', '.join(n.name for n in planes + workers)}"
+            self.write_state()
+
+        async def join(node: LabNode) -> None:
+            await self._wait_booted((node,))
+            await asyncio.to_thread(kubeadm.join, spec, node)
+
+        async def control_planes() -> None:
+            for node in planes:
+                await join(node)
+
+        await asyncio.gather(control_planes(), *(join(n) for n in workers))
+        await self._wait_booted(spec.nodes)
 
     def _kubelet_stuck(self, name: str) -> None:
         """A kubelet whose CSI plugin gave up before the Node existed stays NotReady; the
@@ -283,12 +344,7 @@ class Supervisor:
         want = {n.name for n in self.spec.nodes}
         ready: set[str] = set()
         while time.monotonic() < deadline:
-            for name, proc in self.node_procs.items():
-                if proc.returncode is not None:
-                    raise KubehoistError(
-                        f"node {name}'s init exited {proc.returncode} "
-                        f"(see {self.spec.logs_dir / f'node-{name}.log'})"
-                    )
+            self._check_inits()
             ready = set()
             with contextlib.suppress(Exception):
                 async for node in client.list(Node):
@@ -317,14 +373,6 @@ class Supervisor:
             f"(see {self.spec.root}/nodes/<node>/var/log/kubelet.log)"
         )
 
-    async def _kubeadm_phase(self, name: str, phase: Any) -> None:
-        marker = self.spec.run_dir / f"kubeadm-{name}"
-        if marker.exists():
-            return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, phase, self.spec, self.binaries)
-        marker.write_text("done\n")
-
     def _start_log_keepers(self) -> None:
         for node in self.spec.nodes:
             keeper = LogKeeper.for_node(self.spec, node, self.binaries.path("crictl"))
@@ -344,22 +392,24 @@ class Supervisor:
     # life --------------------------------------------------------------------------
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        # kubeadm runs in threads (one per joining node, minutes each) beside the load
+        # balancer's connects and health checks and the log keepers: room for all.
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         try:
             self.write_state()
             self._network()
-            self._start_control_plane()
-            await self._start_forwards()
-            self.message = "waiting for kube-apiserver"
-            self.write_state()
-            await self.wait_ready()
-            await self._kubeadm_phase("upload-config", kubeadm.upload_config)
+            await self._start_balancer()
             self.message = "booting nodes"
             self.write_state()
             await self._boot_nodes()
             self._start_log_keepers()
-            await self._kubeadm_phase("mark-control-plane", kubeadm.mark_control_planes)
+            await self._kubeadm()
+            self.message = "waiting for kube-apiserver"
+            self.write_state()
+            await self.wait_ready()
+            await self._wait_nodes_ready(timeout=240)
             self.phase, self.message = "ready", ""
             self.write_state()
             log.info("lab ready")
@@ -415,9 +465,6 @@ class Supervisor:
         for task in self.tasks:
             with contextlib.suppress(BaseException):
                 await task
-        for name in ("kube-apiserver", "etcd"):
-            if name in self.procs:
-                await self.procs[name].stop()
         for server in self.servers:
             server.close()
         for client in self.clients:
