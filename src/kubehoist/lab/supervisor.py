@@ -216,15 +216,30 @@ class Supervisor:
         except OSError:
             return False
 
-    async def wait_ready(self, timeout: float = 180) -> None:
+    def _not_ready_apiservers(self) -> list[str]:
+        """The control planes whose own API server does not answer /readyz with 200
+        (asked from the LAN, as the load balancer asks)."""
+        return [
+            n.name
+            for n in self.spec.control_planes
+            if not forward.readyz_check(self.spec.lan_netns, n.ip, API_PORT, timeout=5)
+        ]
+
+    async def wait_ready(self, timeout: float = 300) -> None:
+        """Until the API answers at the host's port and every control plane's own API
+        server is ready (a control plane that just joined may still be settling)."""
         deadline = time.monotonic() + timeout
-        loop = asyncio.get_running_loop()
+        waiting: list[str] = []
         while time.monotonic() < deadline:
-            if await loop.run_in_executor(None, self._readyz):
-                return
+            waiting = ["the host's port"]
+            if await asyncio.to_thread(self._readyz):
+                waiting = await asyncio.to_thread(self._not_ready_apiservers)
+                if not waiting:
+                    return
             await asyncio.sleep(0.5)
         raise KubehoistError(
-            f"kube-apiserver not ready after {timeout:.0f}s (see {self.spec.logs_dir}/)"
+            f"kube-apiserver not ready after {timeout:.0f}s on {', '.join(waiting)} "
+            f"(see {self.spec.root}/nodes/<node>/var/log/pods/)"
         )
 
     def _client_for(self, kubeconfig: Path) -> AsyncClient:
