@@ -68,6 +68,7 @@ def _register() -> None:
         render,
         status,
         timeline,
+        upgrade,
         watch,
     )
 
@@ -79,6 +80,7 @@ def _register() -> None:
         pivot.pivot,
         pivot.rollback,
         credentials.credentials,
+        upgrade.upgrade_group,
         guard.guard,
         lab.lab,
         image.image,

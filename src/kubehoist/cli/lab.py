@@ -336,4 +336,5 @@ from kubehoist.cli import lab_leaders, lab_pods  # noqa: E402
 lab.add_command(lab_pods.logs)
 lab.add_command(lab_pods.image)
 lab.add_command(lab_pods.exec_)
+lab.add_command(lab_pods.install)
 lab.add_command(lab_leaders.leaders_command)

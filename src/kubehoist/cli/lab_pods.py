@@ -145,3 +145,25 @@ def list_images(root: Path) -> None:
     for row in images.image_table(bins, spec.kubernetes_version, spec.root):
         size = f"{row.size / 2**20:.1f}MiB" if row.size is not None else "-"
         click.echo(f"{row.name}\t{size}\t{(row.image_id or '-')[:19]}\t{row.origin}")
+
+
+@click.command("install")
+@click.argument("nodes", nargs=-1, required=True)
+@click.option(
+    "--kubernetes-version",
+    required=True,
+    metavar="VERSION",
+    help=f"The version to install ({', '.join(specmod.KUBERNETES_VERSIONS)}).",
+)
+@click.option("--no-images", is_flag=True, help="Install the programs only.")
+@_root_option
+def install(nodes: tuple[str, ...], kubernetes_version: str, no_images: bool, root: Path) -> None:
+    """Install another version's kubeadm and kubelet on running lab NODES (and import
+    its control-plane images), as before a `kubeadm upgrade`. The kubelet runs the new
+    binary after `kubehoist lab exec NODE -- systemctl restart kubelet`."""
+    from kubehoist.lab import install as labinstall
+
+    spec = _lab(root)
+    for name in nodes:
+        n = _node(spec, name)
+        click.echo(labinstall.install(spec, n, kubernetes_version, images_too=not no_images))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,36 @@ def _common(func: Any) -> Any:
     ):
         func = opt(func)
     return func
+
+
+def asked_options(**given: Any) -> dict[str, Any]:
+    """Pivot's render flags as JSON values, for the record (`PivotState.options`)."""
+    out: dict[str, Any] = {}
+    for key, value in given.items():
+        if isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def render_options(asked: dict[str, Any]) -> RenderOptions:
+    """The RenderOptions of pivot's flags (as `asked_options` records them)."""
+    return RenderOptions(
+        now=datetime.now(UTC),
+        secret_name=asked.get("secret_name"),
+        secret_exists=asked.get("secret_name") is not None,
+        replicas=int(asked.get("replicas") or 2),
+        port=asked.get("port"),
+        image=asked.get("image"),
+        server=asked.get("server"),
+        lease_duration=asked.get("lease_duration"),
+        renew_deadline=asked.get("renew_deadline"),
+        retry_period=asked.get("retry_period"),
+        set_flags=tuple(asked.get("set_flag") or ()),
+        drop_flags=tuple(asked.get("drop_flag") or ()),
+        release_lease_on_exit=bool(asked.get("release_lease_on_exit")),
+        kubernetes_version=asked.get("kubernetes_version"),
+    )
 
 
 def _component(name: str) -> Component:
@@ -145,6 +176,12 @@ def pivot(
     no_rollback: bool,
 ) -> None:
     """Move COMPONENT (default kube-controller-manager) from its static pods to a Deployment."""
+    asked = asked_options(
+        secret_name=secret_name, replicas=replicas, port=port, image=image, server=server,
+        lease_duration=lease_duration, renew_deadline=renew_deadline,
+        retry_period=retry_period, set_flag=set_flag, drop_flag=drop_flag,
+        release_lease_on_exit=release_lease_on_exit, kubernetes_version=kubernetes_version,
+    )  # fmt: skip
     comp = _component(component)
     where = kube.target(kubeconfig=kubeconfig, context=context)
     client = kube.session(where, retry_for_s=timeout)
@@ -154,6 +191,11 @@ def pivot(
         raise KubehoistError(
             f"a rollback of {comp.name} is unfinished: run `{prog()} rollback` first"
         )
+    if existing is not None and existing.status == "upgrading":
+        raise KubehoistError(
+            f"an upgrade of {comp.name} is under way (`{prog()} upgrade prepare` put its "
+            f"static pods back): finish it with `{prog()} upgrade complete`"
+        )
     if existing is not None and existing.status == "pivoted":
         progress.line(f"{comp.name} is already pivoted; checking it again")
     path = manifest or host_root / "etc/kubernetes/manifests" / f"{comp.name}.yaml"
@@ -162,27 +204,12 @@ def pivot(
         pod = load_static_pod(path.read_text(), source=str(path))
         if pod.component.name != comp.name:
             raise UsageError(f"{path}: a {pod.component.name} manifest, not {comp.name}")
-        options = RenderOptions(
-            now=datetime.now(UTC),
-            secret_name=secret_name,
-            secret_exists=secret_name is not None,
-            replicas=replicas,
-            port=port,
-            image=image,
-            server=server,
-            lease_duration=lease_duration,
-            renew_deadline=renew_deadline,
-            retry_period=retry_period,
-            set_flags=set_flag,
-            drop_flags=drop_flag,
-            release_lease_on_exit=release_lease_on_exit,
-            kubernetes_version=kubernetes_version,
-        )
+        options = render_options(asked)
         rendered = render(pod, options, hostfiles.gather_inputs(pod, options, host_root=host_root))
     elif existing is None or "deploy" not in existing.done:
         raise KubehoistError(f"{path}: no such manifest (pass --host-root or -f)")
     files, park_all, unpark_all = _files(client, comp, manifests_dir, helper_image, timeout)
-    st = existing or PivotState(component=comp.name)
+    st = existing or PivotState(component=comp.name, options=asked)
     ctx = phases.Context(
         client=client, component=comp, pod=pod, rendered=rendered, files=files,
         filename=f"{comp.name}.yaml", progress=progress, state=st, timeout=timeout,
@@ -265,10 +292,7 @@ def _rollback_after_failure(ctx: phases.Context, why: str) -> None:
 
 def _rollback(ctx: phases.Context, *, skip: list[str], dry_run: bool = False) -> None:
     if not dry_run:
-        ctx.state = PivotState(
-            component=ctx.state.component, status="rolling-back", done=ctx.state.done,
-            parked=ctx.state.parked, resource_version=ctx.state.resource_version,
-        )  # fmt: skip
+        ctx.state = dataclasses.replace(ctx.state, status="rolling-back")
         ctx.save()
     if not ctx.state.parked:
         # Nothing retired: the static pods still lead; only remove what was created.

@@ -493,6 +493,15 @@ def _import_images(ctr: str, env: dict[str, str], archives: list[str], log_path:
                 raise KubehoistError(f"ctr images import {archive} failed (see {log_path})")
 
 
+def _installed_packages(nroot: Path) -> dict[str, str]:
+    """`lab install`'s record on the node's disk (lab/install.py), program -> binary."""
+    path = nroot / "var/lib/kubehoist-lab/packages.json"
+    if not path.exists():
+        return {}
+    programs = json.loads(path.read_text()).get("programs", {})
+    return {k: v for k, v in programs.items() if k in ("kubeadm", "kubelet") and Path(v).exists()}
+
+
 def node_main(root: Path, name: str) -> int:
     """The node's init: mounts, hostname, cgroup, then containerd and the kubelet."""
     spec = LabSpec.load(root)
@@ -523,6 +532,8 @@ def node_main(root: Path, name: str) -> int:
     # and kubeadm's packages: kubeadm, the kubelet (preflight runs `kubelet --version`)
     # and systemd's `systemctl`, here the lab's shim that asks this init (systemctl.py).
     programs = {"crictl": cfg["crictl"], "kubelet": cfg["kubelet"], "kubeadm": cfg.get("kubeadm")}
+    # and the packages `lab install` put on this node since (another version's)
+    programs.update(_installed_packages(nroot))
     for program, path in programs.items():
         if path:
             (sbin / program).touch(mode=0o755)
@@ -572,7 +583,7 @@ def node_main(root: Path, name: str) -> int:
         flags = Path("/var/lib/kubelet/kubeadm-flags.env")
         default = nroot / "etc/default/kubelet"  # the node's KUBELET_EXTRA_ARGS
         return kubelet_argv(
-            Path(cfg["kubelet"]),
+            sbin / "kubelet",  # where kubeadm's packages put it (a restart runs the new one)
             default.read_text() if default.exists() else "",
             flags.read_text() if flags.exists() else "",
         )

@@ -10,6 +10,7 @@ run resumed after an interruption at any point finishes the job.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -415,13 +416,7 @@ def verify(ctx: Context) -> str:
         extra = f"; a probe Deployment got its ReplicaSet in {reconcile_probe(ctx.client):.2f}s"
     elif ctx.component.name == "kube-scheduler":
         extra = f"; a probe pod was scheduled in {schedule_probe(ctx.client):.2f}s"
-    ctx.state = type(ctx.state)(
-        component=ctx.state.component,
-        status="pivoted",
-        done=ctx.state.done,
-        parked=ctx.state.parked,
-        resource_version=ctx.state.resource_version,
-    )
+    ctx.state = dataclasses.replace(ctx.state, status="pivoted")
     return f"{leader[-1]} leads and renews (after {took:.1f}s){extra}"
 
 

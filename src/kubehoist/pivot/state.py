@@ -27,7 +27,9 @@ from kubehoist.kube.errors import maybe_done, status_code
 SAVE_ATTEMPTS = 5
 """Writes of the record whose answer was lost, read back and sent again (see `save`)."""
 
-STATUSES = ("in-progress", "pivoted", "rolling-back", "rolled-back")
+STATUSES = ("in-progress", "pivoted", "upgrading", "rolling-back", "rolled-back")
+"""`upgrading`: `kubehoist upgrade prepare` put the static pods back for kubeadm's
+upgrade; `upgrade complete` pivots onto kubeadm's new manifests (pivot/upgrade.py)."""
 
 
 def configmap_name(component: str) -> str:
@@ -40,6 +42,9 @@ class PivotState:
     status: str = "in-progress"
     done: tuple[str, ...] = ()
     parked: dict[str, str] = field(default_factory=dict)  # node -> sha256 of the manifest
+    options: dict[str, Any] = field(default_factory=dict)
+    """What pivot was asked (its render flags), so that `upgrade complete` renders
+    kubeadm's new manifest the same way."""
     updated: str = ""
     resource_version: str | None = None
 
@@ -52,6 +57,7 @@ class PivotState:
             "status": self.status,
             "done": list(self.done),
             "parked": dict(sorted(self.parked.items())),
+            "options": dict(sorted(self.options.items())),
             "updated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         return {"state.json": json.dumps(body, indent=2, sort_keys=True) + "\n"}
@@ -66,6 +72,7 @@ class PivotState:
                 status=str(body["status"]),
                 done=tuple(str(p) for p in body.get("done", [])),
                 parked={str(k): str(v) for k, v in body.get("parked", {}).items()},
+                options=dict(body.get("options", {})),
                 updated=str(body.get("updated", "")),
                 resource_version=cm.metadata.resourceVersion if cm.metadata else None,
             )
@@ -118,7 +125,12 @@ def _same(cm: ConfigMap, state: PivotState) -> bool:
         theirs = PivotState.from_configmap(cm)
     except KubehoistError:
         return False
-    return (theirs.status, theirs.done, theirs.parked) == (state.status, state.done, state.parked)
+    return (theirs.status, theirs.done, theirs.parked, theirs.options) == (
+        state.status,
+        state.done,
+        state.parked,
+        state.options,
+    )
 
 
 def _changed(component: str) -> KubehoistError:
