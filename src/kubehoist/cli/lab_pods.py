@@ -167,3 +167,35 @@ def install(nodes: tuple[str, ...], kubernetes_version: str, no_images: bool, ro
     for name in nodes:
         n = _node(spec, name)
         click.echo(labinstall.install(spec, n, kubernetes_version, images_too=not no_images))
+
+
+@click.command("upgrade")
+@click.option(
+    "--kubernetes-version",
+    required=True,
+    metavar="VERSION",
+    help=f"The version to upgrade to ({', '.join(specmod.KUBERNETES_VERSIONS)}).",
+)
+@click.option(
+    "--node",
+    "nodes",
+    multiple=True,
+    help="Upgrade only these nodes, in this order (default: every node, control planes first).",
+)
+@click.option(
+    "--timeout", type=float, default=900, show_default=True, help="Seconds per kubeadm run."
+)
+@_root_option
+def upgrade(kubernetes_version: str, nodes: tuple[str, ...], timeout: float, root: Path) -> None:
+    """Upgrade the lab with kubeadm, as its documentation says: on each node install the
+    version's kubeadm and kubelet (`lab install`), `kubeadm upgrade apply` on the first
+    control plane, `kubeadm upgrade node` on the others, restart the kubelet. On a
+    pivoted cluster run `kubehoist upgrade prepare` before and `upgrade complete` after."""
+    from kubehoist.lab import install as labinstall
+
+    spec = _lab(root)
+    took = labinstall.upgrade_cluster(
+        spec, kubernetes_version, line=lambda s: click.echo(s, err=True), nodes=nodes or None,
+        timeout=timeout,
+    )  # fmt: skip
+    click.echo(f"upgraded {', '.join(took)} to {kubernetes_version} in {sum(took.values()):.1f}s")

@@ -13,8 +13,11 @@ kubelet` (the node's shim) starts the new one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kubehoist.errors import KubehoistError
@@ -82,3 +85,55 @@ def install(spec: LabSpec, node: LabNode, version: str, *, images_too: bool = Tr
     return f"node {node.name}: kubeadm and kubelet {version} installed" + (
         ", its images imported" if images_too else ""
     )
+
+
+def restart_kubelet(spec: LabSpec, node: LabNode) -> None:
+    """`systemctl restart kubelet` on the node (its init restarts the kubelet, which
+    then runs the binary installed last)."""
+    cmd = [*labnode.enter_argv(spec, node), "/usr/local/sbin/systemctl", "restart", "kubelet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise KubehoistError(
+            f"node {node.name}: systemctl restart kubelet failed: {proc.stderr.strip()}"
+        )
+
+
+def upgrade_cluster(
+    spec: LabSpec,
+    version: str,
+    *,
+    line: Callable[[str], None],
+    nodes: Sequence[str] | None = None,
+    timeout: float = 900,
+) -> dict[str, float]:
+    """kubeadm's documented upgrade, node by node: the first control plane
+    `kubeadm upgrade apply VERSION`, every other control plane and then every worker
+    `kubeadm upgrade node`; on each node kubeadm's package first, then the kubelet's
+    (installed with it, restarted after kubeadm). `nodes` limits the run to those (in
+    that order; the lab's first control plane applies). Returns seconds per step."""
+    from kubehoist.lab import kubeadm
+
+    order = [n.name for n in (*spec.control_planes, *spec.workers)]
+    chosen = list(nodes) if nodes else order
+    unknown = [n for n in chosen if n not in order]
+    if unknown:
+        raise KubehoistError(f"no node {', '.join(unknown)} in the lab (nodes: {', '.join(order)})")
+    took: dict[str, float] = {}
+    for name in chosen:
+        node = spec.node(name)
+        control_plane = node in spec.control_planes
+        start = time.monotonic()
+        line(install(spec, node, version, images_too=control_plane))
+        if node == spec.api_node:
+            args = ["upgrade", "apply", version, "--yes"]
+        else:
+            args = ["upgrade", "node"]
+        line(f"node {name}: kubeadm {' '.join(args)}")
+        kubeadm.run_in_node(spec, node, *args, timeout=timeout)
+        restart_kubelet(spec, node)
+        took[name] = time.monotonic() - start
+        line(f"node {name}: upgraded to {version}, kubelet restarted ({took[name]:.1f}s)")
+    if set(chosen) == set(order):
+        # The whole lab runs the version now (a later `lab up` boots it so).
+        dataclasses.replace(spec, kubernetes_version=version).save()
+    return took
