@@ -70,7 +70,13 @@ def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 600) -> str:
 
 @contextlib.contextmanager
 def lab_up(
-    lab: Lab, *, keep: bool, reuse: bool = False, workers: int = 2, control_planes: int = 1
+    lab: Lab,
+    *,
+    keep: bool,
+    reuse: bool = False,
+    workers: int = 2,
+    control_planes: int = 1,
+    kubernetes_version: str | None = None,
 ) -> Iterator[None]:
     """A fresh lab (`lab up --workers N --control-planes M`, 2 and 1 unless told, after
     a purge of whatever was at its root), or with `reuse` the one already up; purged and
@@ -92,6 +98,7 @@ def lab_up(
                     str(workers),
                     "--control-planes",
                     str(control_planes),
+                    *(("--kubernetes-version", kubernetes_version) if kubernetes_version else ()),
                 )
             )
         yield

@@ -98,3 +98,21 @@ def test_the_record_keeps_pivots_options_and_the_upgrading_status() -> None:
     assert opts.release_lease_on_exit and opts.image is None
     # a record from before options were kept renders with pivot's defaults
     assert render_options({}).replicas == 2
+
+
+def test_away_seconds_is_the_union_of_the_long_waits() -> None:
+    from bench.upgrade import SLOW_S, away_seconds
+    from kubehoist.measure import Sample
+
+    b = 0.1
+    samples = [
+        Sample(0, 0.0, 0.2),  # quick: not counted
+        Sample(1, 1.0, 5.0),  # waits 4 s: away from 1 + b + SLOW_S to 5
+        Sample(2, 2.0, 5.5),  # overlaps: the union runs to 5.5
+        Sample(3, 10.0, None),  # never answered: away until the end
+    ]
+    start = 1.0 + b + SLOW_S
+    assert away_seconds(samples, baseline=b, end=20.0) == pytest.approx(
+        (5.5 - start) + (20.0 - (10.0 + b + SLOW_S))
+    )
+    assert away_seconds(samples[:1], baseline=b, end=20.0) == 0.0

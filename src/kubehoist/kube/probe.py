@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.apps_v1 import DeploymentSpec
@@ -57,6 +58,10 @@ class ReconcileProbe:
     _seen: dict[str, float] = field(default_factory=dict)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _watching: asyncio.Event = field(default_factory=asyncio.Event)
+    create_errors: int = 0
+    """Probe objects the API server did not take (not samples)."""
+    rewatches: int = 0
+    """Times the ReplicaSet watch broke and was listed again."""
 
     async def _ensure_namespace(self) -> None:
         try:
@@ -66,16 +71,26 @@ class ReconcileProbe:
                 raise
 
     async def _watch(self) -> None:
+        """LIST then WATCH this run's ReplicaSets; again after a broken watch (an API
+        server restarting behind the endpoint). A ReplicaSet first seen by a relist
+        counts as made then: later than it was, never earlier."""
         labels: dict[str, Any] = {PROBE_LABEL: self.run}
-        rs_list = self.client.list(ReplicaSet, namespace=self.namespace, labels=labels)
-        async for rs in rs_list:
-            self._record(rs)
-        version = rs_list.resourceVersion
-        self._watching.set()
-        async for _event, rs in self.client.watch(
-            ReplicaSet, namespace=self.namespace, labels=labels, resource_version=version
-        ):
-            self._record(rs)
+        while True:
+            try:
+                rs_list = self.client.list(ReplicaSet, namespace=self.namespace, labels=labels)
+                async for rs in rs_list:
+                    self._record(rs)
+                version = rs_list.resourceVersion
+                self._watching.set()
+                async for _event, rs in self.client.watch(
+                    ReplicaSet, namespace=self.namespace, labels=labels, resource_version=version
+                ):
+                    self._record(rs)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken watch or an API server away: list again
+                self.rewatches += 1
+                await asyncio.sleep(0.2)
 
     def _record(self, rs: ReplicaSet) -> None:
         now = time.monotonic()
@@ -90,8 +105,13 @@ class ReconcileProbe:
             name = f"probe-{self.run}-{seq:05d}"
             sent = time.monotonic()
             self._sent[name] = (seq, sent)
-            with contextlib.suppress(ApiError, OSError):
+            try:
                 await self.client.create(probe_deployment(name, self.namespace, self.run))
+            except (ApiError, OSError, httpx2.HTTPError):
+                # Never reached the controllers (an API server away): it measures nothing
+                # about them, so it is not a sample; counted apart.
+                del self._sent[name]
+                self.create_errors += 1
             seq += 1
             next_at += self.interval
             with contextlib.suppress(TimeoutError):
