@@ -111,10 +111,16 @@ def start_lab(
     _require_root()
     kubehoist("lab", "down", "--purge", "--root", str(root), check=False)
     version = ("--kubernetes-version", kubernetes_version) if kubernetes_version else ()
-    kubehoist(
-        "lab", "up", "--root", str(root), "--host-port", str(port),
-        "--workers", str(workers), "--control-planes", str(control_planes), *version,
-    )  # fmt: skip
+    try:
+        kubehoist(
+            "lab", "up", "--root", str(root), "--host-port", str(port),
+            "--workers", str(workers), "--control-planes", str(control_planes), *version,
+        )  # fmt: skip
+    except BaseException:
+        # A lab that did not come up is not left running beside the next tests.
+        if not os.environ.get("KUBEHOIST_TEST_KEEP_LAB"):
+            kubehoist("lab", "down", "--purge", "--root", str(root), check=False)
+        raise
     spec = LabSpec.load(root.resolve())
     client = Client(KubeConfig.from_file(str(spec.admin_kubeconfig)), trust_env=False)
     return LabHandle(spec=spec, kubeconfig=spec.admin_kubeconfig, client=client)
