@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
@@ -37,14 +38,48 @@ def packages_path(spec: LabSpec, node: LabNode) -> Path:
 
 def installed(spec: LabSpec, node: LabNode) -> dict[str, str]:
     """What `lab install` put on this node (program -> binary), {} when nothing."""
+    programs = _record(spec, node).get("programs", {})
+    if not isinstance(programs, dict):
+        raise KubehoistError(f"{packages_path(spec, node)}: programs is not a mapping")
+    return {str(k): str(v) for k, v in programs.items() if k in PACKAGES}
+
+
+def _record(spec: LabSpec, node: LabNode) -> dict[str, Any]:
     path = packages_path(spec, node)
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
-        return {str(k): str(v) for k, v in data["programs"].items() if k in PACKAGES}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except ValueError as exc:
         raise KubehoistError(f"{path}: unreadable ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _save(spec: LabSpec, node: LabNode, data: dict[str, Any]) -> None:
+    path = packages_path(spec, node)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def import_images(spec: LabSpec, node: LabNode, version: str) -> str:
+    """The version's images (kubeadm's names: control plane, etcd, pause) into the
+    node's containerd, once per version (recorded on the node's disk)."""
+    binmod.check_supported(version)
+    data = _record(spec, node)
+    if version in data.get("images", []):
+        return f"node {node.name}: the images of {version} are in already"
+    bins = binmod.ensure(version, spec.etcd_version)
+    names = images.kubeadm_images(bins, version)
+    recipes = [
+        *(images.binary_image(names[p], bins.path(p), p) for p in images.KUBE_IMAGE_PROGRAMS),
+        images.pause_image(names["pause"]),
+    ]
+    images.import_archives(
+        labnode.enter_argv(spec, node), bins.path("ctr"), [r.ensure() for r in recipes]
+    )
+    data["images"] = sorted({*data.get("images", []), version})
+    _save(spec, node, data)
+    return f"node {node.name}: the images of {version} imported"
 
 
 def install(spec: LabSpec, node: LabNode, version: str, *, images_too: bool = True) -> str:
@@ -53,16 +88,9 @@ def install(spec: LabSpec, node: LabNode, version: str, *, images_too: bool = Tr
     bins = binmod.ensure(version, spec.etcd_version)
     enter = labnode.enter_argv(spec, node)
     if images_too:
-        names = images.kubeadm_images(bins, version)
-        recipes = [
-            *(images.binary_image(names[p], bins.path(p), p) for p in images.KUBE_IMAGE_PROGRAMS),
-            images.pause_image(names["pause"]),
-        ]
-        images.import_archives(enter, bins.path("ctr"), [r.ensure() for r in recipes])
+        import_images(spec, node, version)
     programs = {p: str(bins.path(p)) for p in PACKAGES}
-    path = packages_path(spec, node)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"version": version, "programs": programs}, indent=2) + "\n")
+    _save(spec, node, {**_record(spec, node), "version": version, "programs": programs})
     for program, binary in programs.items():
         target = f"/usr/local/sbin/{program}"
         # A fresh bind on top: the node sees the new file at once, as after a package
@@ -119,11 +147,14 @@ def upgrade_cluster(
     if unknown:
         raise KubehoistError(f"no node {', '.join(unknown)} in the lab (nodes: {', '.join(order)})")
     took: dict[str, float] = {}
+    # First the images on every node, as an air-gapped operator preloads them: kubeadm's
+    # `CreateJob` check runs a pod of the new version's pause image on any node.
+    for node in (*spec.control_planes, *spec.workers):
+        line(import_images(spec, node, version))
     for name in chosen:
         node = spec.node(name)
-        control_plane = node in spec.control_planes
         start = time.monotonic()
-        line(install(spec, node, version, images_too=control_plane))
+        line(install(spec, node, version, images_too=False))
         if node == spec.api_node:
             args = ["upgrade", "apply", version, "--yes"]
         else:
