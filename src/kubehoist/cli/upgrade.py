@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from kubehoist import hostfiles, kube
+from kubehoist import hostfiles, kube, refresh
 from kubehoist.cli.options import kubeconfig_options, prog, resolve_components
 from kubehoist.cli.pivot import STOP_WAIT_S, _files, _rollback_after_failure, render_options
 from kubehoist.components import Component
@@ -274,6 +274,10 @@ def _complete_one(ctx: phases.Context, *, no_rollback: bool) -> None:
 
     try:
         run_phases(phases.PIVOT_PHASES, ctx, progress=ctx.progress, on_done=mark)
+        # `standby` counts Ready replicas, old ones too: the roll onto the new version
+        # ends when every replica runs it and one of them leads.
+        leader = refresh.wait_rolled(ctx.client, comp, timeout=ctx.timeout, line=ctx.progress.line)
+        ctx.progress.line(f"{leader} leads")
     except KeyboardInterrupt:
         ctx.progress.line(
             f"interrupted: run `{prog()} upgrade complete` to resume, or `{prog()} rollback` "
