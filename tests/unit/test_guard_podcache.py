@@ -262,3 +262,29 @@ def test_the_guards_request_counter_by_verb() -> None:
         if s.name == "kubehoist_guard_api_requests_total"
     }
     assert values == {"watch": 1.0, "list": 2.0}
+
+
+def test_the_logged_verb_and_the_error_messages_verb_are_one_parse() -> None:
+    """The metrics' verb (from a logged request) and an error message's verb (from the
+    request itself) agree, collections and watches included."""
+    import httpx2
+
+    from kubehoist.kube.errors import call_of
+    from kubehoist.kube.transport import RequestRecord, verb_of
+
+    cases = [
+        ("GET", "/api/v1/namespaces/ks/pods", "watch=true&labelSelector=a%3Db"),
+        ("GET", "/api/v1/namespaces/ks/pods", "labelSelector=a%3Db"),
+        ("GET", "/apis/coordination.k8s.io/v1/namespaces/ks/leases/kcm", ""),
+        ("DELETE", "/api/v1/namespaces/ks/pods", "labelSelector=x"),
+        ("DELETE", "/api/v1/namespaces/ks/pods/p", ""),
+        ("PUT", "/api/v1/namespaces/ks/configmaps/c", ""),
+    ]
+    for method, path, query in cases:
+        url = f"https://h:6443{path}" + (f"?{query}" if query else "")
+        logged = RequestRecord(method=method, path=path, query=query, status=200, elapsed_s=0.0)
+        assert verb_of(logged) == call_of(httpx2.Request(method, url)).verb, (method, path)
+    delete_all = RequestRecord(
+        method="DELETE", path="/api/v1/namespaces/ks/pods", query="", status=200, elapsed_s=0.0
+    )
+    assert verb_of(delete_all) == "deletecollection"

@@ -203,29 +203,41 @@ def transient(exc: BaseException) -> bool:
 _API_PATH = re.compile(r"^/(?:api/[^/]+|apis/[^/]+/[^/]+)/(?P<rest>.*)$")
 
 
-def call_of(request: httpx2.Request) -> Call:
-    """What an HTTP request to the API server was for, from its method and path."""
-    match = _API_PATH.match(request.url.path)
+def parse_call(method: str, path: str, params: Mapping[str, str], content_type: str = "") -> Call:
+    """PURE: what a request to the API server was for, from its method, path, query
+    and content type, with the verb the API server names it by (a GET with
+    `watch=true` is a watch, a DELETE without a name a deletecollection, a PATCH of
+    apply-patch content an apply)."""
+    match = _API_PATH.match(path)
     parts = [p for p in match.group("rest").split("/") if p] if match else []
     namespace: str | None = None
     if len(parts) >= 3 and parts[0] == "namespaces":
         namespace, parts = parts[1], parts[2:]
-    resource = parts[0] if parts else request.url.path
+    resource = parts[0] if parts else path
     name = parts[1] if len(parts) > 1 else None
     if len(parts) > 2:
         resource = f"{resource}/{'/'.join(parts[2:])}"
-    method = request.method.upper()
+    method = method.upper()
     if method == "GET":
-        watching = request.url.params.get("watch") in ("true", "1")
-        verb = "get" if name else ("watch" if watching else "list")
+        watching = params.get("watch") in ("true", "1")
+        verb = "watch" if watching else ("get" if name else "list")
     elif method == "DELETE":
         verb = "delete" if name else "deletecollection"
     else:
-        ctype = request.headers.get("content-type", "")
         verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
-        if "apply-patch" in ctype:
+        if "apply-patch" in content_type:
             verb = "apply"
     return Call(verb=verb, resource=resource, namespace=namespace, name=name)
+
+
+def call_of(request: httpx2.Request) -> Call:
+    """What an HTTP request to the API server was for (`parse_call`)."""
+    return parse_call(
+        request.method,
+        request.url.path,
+        dict(request.url.params),
+        request.headers.get("content-type", ""),
+    )
 
 
 def _why(exc: BaseException) -> str:

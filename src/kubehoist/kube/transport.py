@@ -23,6 +23,7 @@ from lightkube.config.client_adapter import verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.config.models import User
 
+from kubehoist.kube.errors import parse_call
 from kubehoist.kube.retry import RetryPolicy, away, retry_error, retry_settling, retry_status
 
 
@@ -67,22 +68,14 @@ class RequestLog:
             )
 
 
-_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
-
-
 def verb_of(record: RequestRecord) -> str:
-    """PURE: the API verb of a request as the API server names it (get, list, watch,
-    create, update, patch, delete), from its method, path and query."""
-    if record.method != "GET":
-        return _VERBS.get(record.method, record.method.lower())
-    query = {k: v for k, _, v in (part.partition("=") for part in record.query.split("&"))}
-    if query.get("watch") in ("true", "1"):
-        return "watch"
-    parts = [p for p in record.path.split("/") if p]
-    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # after /api/v1 or /apis/G/V
-    if len(rest) >= 3 and rest[0] == "namespaces":
-        rest = rest[2:]
-    return "list" if len(rest) == 1 else "get"
+    """PURE: the API verb of a logged request as the API server names it (get, list,
+    watch, create, update, patch, delete, deletecollection): `errors.parse_call`."""
+    params = dict(
+        (unquote_plus(k), unquote_plus(v))
+        for k, _, v in (part.partition("=") for part in record.query.split("&") if part)
+    )
+    return parse_call(record.method, record.path, params).verb
 
 
 def stderr_echo(line: str) -> None:
