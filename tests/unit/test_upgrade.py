@@ -102,6 +102,7 @@ def test_the_record_keeps_pivots_options_and_the_upgrading_status() -> None:
 
 def test_away_seconds_is_the_union_of_the_long_waits() -> None:
     from bench.upgrade import SLOW_S, away_seconds
+
     from kubehoist.measure import Sample
 
     b = 0.1
