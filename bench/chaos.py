@@ -76,13 +76,11 @@ import httpx2
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ApiError
-from lightkube.models.apps_v1 import DeploymentSpec
-from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec
-from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod
 
-from kubehoist.kube.probe import ReconcileProbe
+from kubehoist.kube.probe import ReconcileProbe, zero_replica_deployment
 from kubehoist.lab import leaders, oracle, podproc
 from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import locate
@@ -397,17 +395,7 @@ class Chaos:
         for i in range(KEEP_DEPLOYMENTS):
             name = f"keep-{i}"
             labels = {"app": name}
-            dep = Deployment(
-                metadata=ObjectMeta(name=name, namespace=KEEP_NS),
-                spec=DeploymentSpec(
-                    replicas=0,
-                    selector=LabelSelector(matchLabels=labels),
-                    template=PodTemplateSpec(
-                        metadata=ObjectMeta(labels=labels),
-                        spec=PodSpec(containers=[Container(name="c", image="busybox:1.36")]),
-                    ),
-                ),
-            )
+            dep = zero_replica_deployment(name, KEEP_NS, selector=labels)
             with contextlib.suppress(ApiError):
                 await self.client.create(dep)
             got_dep = await self.client.get(Deployment, name, namespace=KEEP_NS)

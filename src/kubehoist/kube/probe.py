@@ -32,20 +32,34 @@ PROBE_LABEL = "kubehoist.dev/probe"
 DEFAULT_NAMESPACE = "kubehoist-probe"
 
 
-def probe_deployment(name: str, namespace: str, run: str) -> Deployment:
-    labels = {PROBE_LABEL: run, "app.kubernetes.io/managed-by": "kubehoist"}
-    selector = {PROBE_LABEL: run, "kubehoist.dev/probe-object": name}
+def zero_replica_deployment(
+    name: str,
+    namespace: str,
+    *,
+    selector: dict[str, str],
+    labels: dict[str, str] | None = None,
+    image: str = "busybox:1.36",
+) -> Deployment:
+    """A Deployment of 0 replicas: only the deployment controller acts on it (it makes
+    its ReplicaSet), no pod is ever started. Its pod template carries `selector`, its
+    metadata `labels` (default: the selector)."""
     return Deployment(
-        metadata=ObjectMeta(name=name, namespace=namespace, labels=labels),
+        metadata=ObjectMeta(name=name, namespace=namespace, labels=labels or dict(selector)),
         spec=DeploymentSpec(
             replicas=0,
             selector=LabelSelector(matchLabels=selector),
             template=PodTemplateSpec(
                 metadata=ObjectMeta(labels=selector),
-                spec=PodSpec(containers=[Container(name="probe", image="busybox")]),
+                spec=PodSpec(containers=[Container(name="c", image=image)]),
             ),
         ),
     )
+
+
+def probe_deployment(name: str, namespace: str, run: str) -> Deployment:
+    labels = {PROBE_LABEL: run, "app.kubernetes.io/managed-by": "kubehoist"}
+    selector = {PROBE_LABEL: run, "kubehoist.dev/probe-object": name}
+    return zero_replica_deployment(name, namespace, selector=selector, labels=labels)
 
 
 @dataclass

@@ -20,9 +20,8 @@ from typing import Any
 
 from lightkube import Client, codecs
 from lightkube.core.exceptions import ApiError
-from lightkube.models.apps_v1 import DeploymentSpec
-from lightkube.models.core_v1 import Container, PodSpec, PodTemplateSpec, Toleration
-from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
+from lightkube.models.core_v1 import Container, PodSpec, Toleration
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 from lightkube.resources.core_v1 import Node, Pod, Secret
 from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -34,6 +33,7 @@ from kubehoist.errors import KubehoistError
 from kubehoist.kube import retry
 from kubehoist.kube.client import absent_ok, get_or_none
 from kubehoist.kube.errors import transient
+from kubehoist.kube.probe import zero_replica_deployment
 from kubehoist.manifest import StaticPod
 from kubehoist.pivot import handover, helperpod
 from kubehoist.pivot import state as statemod
@@ -452,17 +452,7 @@ def reconcile_probe(client: Client, *, timeout: float = 60) -> float:
     """Create a Deployment with 0 replicas; seconds until its ReplicaSet exists."""
     name = f"kubehoist-verify-{uuid.uuid4().hex[:6]}"
     labels: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "kubehoist.io/verify": name}
-    dep = Deployment(
-        metadata=ObjectMeta(name=name, namespace=NAMESPACE, labels=labels),
-        spec=DeploymentSpec(
-            replicas=0,
-            selector=LabelSelector(matchLabels=labels),
-            template=PodTemplateSpec(
-                metadata=ObjectMeta(labels=labels),
-                spec=PodSpec(containers=[Container(name="verify", image="busybox:1.36")]),
-            ),
-        ),
-    )
+    dep = zero_replica_deployment(name, NAMESPACE, selector=labels)
     client.create(dep)
     try:
         return handover.wait_until(
