@@ -43,3 +43,8 @@ def object_labels(component: str, *, extra: Mapping[str, str] | None = None) -> 
     labels.update(selector_labels(component))
     labels[PART_OF_LABEL] = PART_OF_VALUE
     return labels
+
+
+def guard_lease_name(component: str) -> str:
+    """The Lease the guards of `component` elect one acting guard with."""
+    return f"kubehoist-guard-{component}"

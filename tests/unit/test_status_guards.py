@@ -13,9 +13,9 @@ import httpx2
 
 from kubehoist import kube
 from kubehoist.components import KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER
+from kubehoist.constants import guard_lease_name
 from kubehoist.guard import manifest as guard_manifest
 from kubehoist.guard.decide import Decision, Kind
-from kubehoist.guard.loop import guard_lease_name
 from kubehoist.kube import objects
 from kubehoist.status import StatusReport, collect, to_dict
 from kubehoist.views import status_tables

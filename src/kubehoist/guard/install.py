@@ -50,7 +50,7 @@ from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from kubehoist.components import Component
-from kubehoist.constants import FIELD_MANAGER, object_labels
+from kubehoist.constants import FIELD_MANAGER, guard_lease_name, object_labels
 from kubehoist.errors import KubehoistError
 from kubehoist.guard import manifest as guardmanifest
 from kubehoist.guard.credentials import (
@@ -59,7 +59,6 @@ from kubehoist.guard.credentials import (
     kubeconfig_text,
     new_key_and_csr,
 )
-from kubehoist.guard.loop import guard_lease_name
 from kubehoist.kube import retry
 from kubehoist.kube.errors import Call, NotFoundError, api_errors, transient
 from kubehoist.pivot import helperpod

@@ -34,7 +34,13 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Pod
 
 from kubehoist.components import Component
-from kubehoist.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_LABEL, object_labels
+from kubehoist.constants import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    NAME_LABEL,
+    guard_lease_name,
+    object_labels,
+)
 from kubehoist.election import LeaseRecord, Validity
 from kubehoist.errors import KubehoistError
 from kubehoist.guard.decide import (
@@ -63,10 +69,6 @@ from kubehoist.pivot.parking import LocalNodeFiles
 
 GONE_RETENTION_S = 120.0
 """How long the last state of a vanished pod is kept (its final status is evidence)."""
-
-
-def guard_lease_name(component: str) -> str:
-    return f"kubehoist-guard-{component}"
 
 
 def marker_path(files: LocalNodeFiles, filename: str) -> Path:

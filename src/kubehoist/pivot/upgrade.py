@@ -34,13 +34,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from lightkube import Client
 
-from kubehoist.errors import KubehoistError
+from kubehoist import hostfiles, refresh
+from kubehoist.components import Component
+from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.kubeversion import KubeVersion, from_image
-from kubehoist.pivot import phases
-from kubehoist.pivot.workflow import Phase
+from kubehoist.kubeversion import parse as parse_version
+from kubehoist.manifest import StaticPod, load_static_pod
+from kubehoist.pivot import phases, run
+from kubehoist.pivot import state as statemod
+from kubehoist.pivot.parking import MANIFESTS_DIR, PARK_DIR
+from kubehoist.pivot.state import PivotState
+from kubehoist.pivot.workflow import Phase, run_phases
+from kubehoist.render import render
 
 API_SERVER = "kube-apiserver"
 
@@ -154,3 +164,126 @@ PREPARE_PHASES: tuple[Phase[phases.Context], ...] = (
     _ROLLBACK["static-ready"],
     Phase("record", "record what is parked", _unparked, _plan_unparked),
 )
+
+
+# --- the runs -----------------------------------------------------------------------------
+def pivoted(client: Client, components: Sequence[Component], *, named: bool) -> list[PivotState]:
+    """The records of the components (every one with a record unless `named`: then a
+    component without one is an error)."""
+    out: list[PivotState] = []
+    for comp in components:
+        st = statemod.load(client, comp.name)
+        if st is None:
+            if named:
+                raise KubehoistError(
+                    f"{comp.name} is not pivoted (ConfigMap kube-system/"
+                    f"{statemod.configmap_name(comp.name)} not found): kubeadm upgrades "
+                    "its static pods as they are"
+                )
+            continue
+        out.append(st)
+    if not out:
+        raise KubehoistError("no component is pivoted: `kubeadm upgrade` needs no preparation")
+    return out
+
+
+def prepare(t: run.Target, st: PivotState, *, dry_run: bool = False) -> None:
+    """Step 1: the parked static pods back, as standbys."""
+    comp = t.component
+    if st.status not in ("pivoted", "upgrading"):
+        raise KubehoistError(
+            f"the pivot of {comp.name} is {st.status}: finish it first (`{t.prog} pivot "
+            f"{comp.name}` or `{t.prog} rollback {comp.name}`)"
+        )
+    ctx = run.context(t, st)
+    ctx.nodes = tuple(sorted(st.parked)) or tuple(phases.control_plane_nodes(t.client))
+    run_phases(
+        PREPARE_PHASES, ctx, dry_run=dry_run, progress=t.progress,
+        on_done=None if dry_run else run.recorder(ctx, "UpgradePrepare", save=False),
+    )  # fmt: skip
+
+
+def new_manifest(comp: Component, host_root: Path) -> StaticPod:
+    """kubeadm's new manifest on this node: in the manifests directory, or parked by
+    an interrupted `complete`."""
+    for where in (MANIFESTS_DIR, PARK_DIR):
+        path = host_root / where.lstrip("/") / f"{comp.name}.yaml"
+        if path.is_file():
+            pod = load_static_pod(path.read_text(), source=str(path))
+            if pod.component.name != comp.name:
+                raise UsageError(f"{path}: a {pod.component.name} manifest, not {comp.name}")
+            return pod
+    raise KubehoistError(
+        f"no {comp.name} manifest under {host_root}{MANIFESTS_DIR} (nor parked): run "
+        "`upgrade complete` on an upgraded control plane, or pass --host-root"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompleteOptions:
+    host_root: Path
+    image: str | None = None
+    kubernetes_version: str | None = None
+    release_lease_on_exit: bool | None = None
+    """None: as the pivot was asked."""
+    no_rollback: bool = False
+    dry_run: bool = False
+
+
+def plan_complete(
+    t: run.Target, st: PivotState, o: CompleteOptions, *, apiservers: Mapping[str, str | None]
+) -> tuple[phases.Context, KubeVersion]:
+    """Check that it is safe and render kubeadm's new manifest; writes nothing."""
+    comp = t.component
+    if st.status != "upgrading":
+        raise KubehoistError(
+            f"{comp.name} is {st.status}, not upgrading: run `{t.prog} upgrade prepare` "
+            "before kubeadm upgrades it"
+        )
+    override = parse_version(o.kubernetes_version) if o.kubernetes_version else None
+    if o.kubernetes_version and override is None:
+        raise UsageError(f"--kubernetes-version {o.kubernetes_version}: not a version")
+    pod = new_manifest(comp, o.host_root)
+    # A node parked by an interrupted `complete` was checked by it already.
+    cps = [n for n in apiservers if n not in st.parked]
+    statics = static_versions(t.client, comp.name, cps)
+    new = check_skew(comp.name, pod.image, statics, apiservers, kubernetes_version=override)
+    asked = dict(st.options)
+    if asked.get("image") and not o.image:
+        raise UsageError(
+            f"the pivot of {comp.name} named --image {asked['image']}: name the new "
+            "version's image with --image"
+        )
+    asked["image"] = o.image
+    asked["kubernetes_version"] = o.kubernetes_version
+    if o.release_lease_on_exit is not None:
+        asked["release_lease_on_exit"] = o.release_lease_on_exit
+    options = run.render_options(asked)
+    ctx = run.context(t, dataclasses.replace(st, done=(), options=asked))
+    ctx.pod = pod
+    ctx.rendered = render(
+        pod, options, hostfiles.gather_inputs(pod, options, host_root=o.host_root)
+    )
+    return ctx, new
+
+
+def complete(t: run.Target, ctx: phases.Context, o: CompleteOptions) -> None:
+    """Step 3: pivot again onto kubeadm's new manifest (`plan_complete`'s context)."""
+    if o.dry_run:
+        run_phases(phases.PIVOT_PHASES, ctx, dry_run=True, progress=t.progress)
+        return
+    ctx.save()
+
+    def rolled() -> None:
+        # `standby` counts Ready replicas, old ones too: the roll onto the new version
+        # ends when every replica runs it and one of them leads.
+        leader = refresh.wait_rolled(t.client, t.component, timeout=t.timeout, line=t.progress.line)
+        t.progress.line(f"{leader} leads")
+
+    run.with_rollback(
+        ctx, phases.PIVOT_PHASES, verb="upgrade complete", prog=t.prog,
+        no_rollback=o.no_rollback, on_done=run.recorder(ctx, "UpgradeComplete", save=True),
+        resume=f"run `{t.prog} upgrade complete` to resume, or `{t.prog} rollback` to go "
+        "back to the (new) static pods",
+        then=rolled,
+    )  # fmt: skip
