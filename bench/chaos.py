@@ -80,12 +80,12 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod
 
+from kubehoist.kube import leases
 from kubehoist.kube.probe import ReconcileProbe, zero_replica_deployment
 from kubehoist.lab import leaders, oracle, podproc
 from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import locate
 from kubehoist.lab.spec import LabNode, LabSpec
-from kubehoist.pivot import handover
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `bench.common`
 
@@ -211,7 +211,7 @@ class Recorder(common.Recorder):
 
 
 def _pod_of(holder: str) -> str:
-    return handover.holder_node(holder) if holder else ""
+    return leases.holder_node(holder) if holder else ""
 
 
 def daemon_pid(spec: LabSpec, node: LabNode, name: str) -> int:
@@ -607,7 +607,7 @@ class Chaos:
         holder = self.recorder.holder()
         cps = [n.name for n in self.spec.control_planes]
         # A static pod's identity names the node's hostname, which may be its FQDN.
-        return bool(holder) and handover.holder_node(holder, cps) in cps
+        return bool(holder) and leases.holder_node(holder, cps) in cps
 
     async def _total_loss(
         self,

@@ -48,10 +48,10 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import Pod
 
 from kubehoist.constants import selector_labels
+from kubehoist.kube import leases
 from kubehoist.kube.probe import ReconcileProbe
 from kubehoist.lab.podproc import container_pid
 from kubehoist.lab.spec import LabSpec
-from kubehoist.pivot import handover
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `bench.common`
 
@@ -70,7 +70,7 @@ SETTLED_S = 5.0  # one holder, unchanged, for this long: the leader is settled
 # --- what the watches saw ------------------------------------------------------------------
 def _pod_name(holder: str) -> str:
     """A Deployment pod's name from a holder identity (its hostname is the pod's name)."""
-    return handover.holder_node(holder) if holder else ""
+    return leases.holder_node(holder) if holder else ""
 
 
 class Recorder(common.Recorder):

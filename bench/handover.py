@@ -44,10 +44,10 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.types import CascadeType
 
 from kubehoist.constants import selector_labels
+from kubehoist.kube import leases
 from kubehoist.kube.probe import ReconcileProbe
 from kubehoist.lab.binaries import locate
 from kubehoist.measure import outage_of
-from kubehoist.pivot import handover
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `bench.common`
 
@@ -63,11 +63,11 @@ VARIANTS = {"a": None, "b-2s": None, "b-500ms": "500ms"}  # name -> pivot --retr
 
 # --- what the watches saw ------------------------------------------------------------------
 def _is_static(holder: str) -> bool:
-    return handover.holder_node(holder) == NODE if holder else False
+    return leases.holder_node(holder) == NODE if holder else False
 
 
 def _is_deployment(holder: str) -> bool:
-    return bool(holder) and handover.holder_node(holder).startswith(f"{COMPONENT}-")
+    return bool(holder) and leases.holder_node(holder).startswith(f"{COMPONENT}-")
 
 
 class Recorder(common.Recorder):
@@ -264,9 +264,9 @@ async def restore_manual(
 
     await common.wait_for("the Deployment's pods to be gone", gone)
     holder = recorder.holder()
-    if holder and handover.holder_node(holder) in pods:
+    if holder and leases.holder_node(holder) in pods:
         await asyncio.to_thread(
-            handover.release, sync, namespace=NAMESPACE, name=COMPONENT, holder=holder
+            leases.release, sync, namespace=NAMESPACE, name=COMPONENT, holder=holder
         )
 
     async def static_leads() -> bool:

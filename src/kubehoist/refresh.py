@@ -40,10 +40,11 @@ from kubehoist.constants import (
     MANAGED_BY_VALUE,
 )
 from kubehoist.errors import KubehoistError
+from kubehoist.kube import leases
 from kubehoist.kube.client import get_or_none
 from kubehoist.manifest import StaticPod, load_static_pod
-from kubehoist.pivot import handover, phases
-from kubehoist.pivot.parking import PARK_DIR
+from kubehoist.nodefiles.parking import PARK_DIR
+from kubehoist.pivot import phases
 from kubehoist.render import RenderOptions, render
 from kubehoist.render import kubeconfig as kubeconfig_model
 from kubehoist.render.credentials import sniff_role
@@ -224,14 +225,14 @@ def wait_rolled(
     def rolled() -> bool:
         return rolled_out(client.get(Deployment, component.name, namespace=NAMESPACE))
 
-    took = handover.wait_until(
+    took = leases.wait_until(
         f"Deployment {NAMESPACE}/{component.name} to roll", rolled, timeout=timeout, interval=0.5
     )
     line(f"rolled in {took:.1f}s")
     leader: list[str] = []
 
     def leads() -> bool:
-        view = handover.read_lease(
+        view = leases.read_lease(
             client, namespace=component.lease_namespace, name=component.lease_name
         )
         names = {
@@ -239,12 +240,12 @@ def wait_rolled(
             for p in phases.deployment_pods(client, component.name)
             if p.metadata and p.metadata.name
         }
-        if view.holder and handover.holder_node(view.holder) in names:
+        if view.holder and leases.holder_node(view.holder) in names:
             leader.append(view.holder)
             return True
         return False
 
-    handover.wait_until("a pod of the Deployment to lead", leads, timeout=timeout)
+    leases.wait_until("a pod of the Deployment to lead", leads, timeout=timeout)
     return leader[-1]
 
 

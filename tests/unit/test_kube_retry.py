@@ -21,7 +21,7 @@ from lightkube.resources.core_v1 import ConfigMap, Pod
 
 from kubehoist import kube
 from kubehoist.errors import KubehoistError
-from kubehoist.kube import retry
+from kubehoist.kube import leases, retry
 from kubehoist.kube.client import Session, absent_ok, get_or_none
 from kubehoist.kube.errors import (
     ConflictError,
@@ -33,7 +33,6 @@ from kubehoist.kube.errors import (
 )
 from kubehoist.kube.retry import Backoff, RetryPolicy, repeatable, retry_error, retry_status
 from kubehoist.kube.transport import CountingTransport, RequestLog, RetryingTransport
-from kubehoist.pivot import handover
 from kubehoist.pivot import state as statemod
 from tests.unit.kubefake import lease, write_kubeconfig
 
@@ -382,7 +381,7 @@ def test_a_wait_counts_an_outage_as_not_yet() -> None:
             raise got
         return got
 
-    assert handover.wait_until("x", check, timeout=5, interval=0) >= 0
+    assert leases.wait_until("x", check, timeout=5, interval=0) >= 0
 
 
 def test_a_wait_that_times_out_in_an_outage_says_so_in_one_line() -> None:
@@ -390,7 +389,7 @@ def test_a_wait_that_times_out_in_an_outage_says_so_in_one_line() -> None:
         raise UnreachableError("cannot reach the API server at s: connection refused")
 
     with pytest.raises(KubehoistError) as info:
-        handover.wait_until("the lease", check, timeout=0.05, interval=0.01)
+        leases.wait_until("the lease", check, timeout=0.05, interval=0.01)
     assert info.value.message == (
         "timed out after 0s waiting for the lease "
         "(last: cannot reach the API server at s: connection refused)"
@@ -404,7 +403,7 @@ def test_a_wait_does_not_hide_a_real_refusal() -> None:
         )
 
     with pytest.raises(kube.ForbiddenError):
-        handover.wait_until("x", check, timeout=5, interval=0)
+        leases.wait_until("x", check, timeout=5, interval=0)
 
 
 def test_requests_in_a_wait_are_retried_only_until_its_deadline(tmp_path: Path) -> None:
@@ -416,9 +415,9 @@ def test_requests_in_a_wait_are_retried_only_until_its_deadline(tmp_path: Path) 
     client = kube.session(where, retry_for_s=600, transport=httpx2.MockTransport(refuse))
     start = time.monotonic()
     with pytest.raises(KubehoistError, match="timed out after 1s waiting for the lease"):
-        handover.wait_until(
+        leases.wait_until(
             "the lease",
-            lambda: bool(handover.read_lease(client, namespace="kube-system", name="l").holder),
+            lambda: bool(leases.read_lease(client, namespace="kube-system", name="l").holder),
             timeout=1.0,
         )
     assert time.monotonic() - start < 3.0  # not the client's 600 s
@@ -530,7 +529,7 @@ def test_guard_install_wait_ends_in_one_line_when_the_outage_outlasts_it() -> No
 
 def test_cleanup_selects_every_helper_pod_and_never_the_components() -> None:
     from kubehoist.constants import selector_labels
-    from kubehoist.pivot import helperpod
+    from kubehoist.nodefiles import helperpod
 
     pod = helperpod.helper_pod(
         node="cp-1", script="true", image="busybox", component="kube-controller-manager",

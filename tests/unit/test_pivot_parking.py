@@ -13,7 +13,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
 from kubehoist.errors import KubehoistError
-from kubehoist.pivot import parking
+from kubehoist.nodefiles import parking
 from kubehoist.pivot.phases import _check_image_policy
 from kubehoist.pivot.state import PivotState
 

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
-from kubehoist.pivot.run import asked_options, render_options
 from kubehoist.errors import KubehoistError
 from kubehoist.kubeversion import KubeVersion
+from kubehoist.pivot.run import asked_options, render_options
 from kubehoist.pivot.state import PivotState
 from kubehoist.pivot.upgrade import check_skew
 

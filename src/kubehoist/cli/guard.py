@@ -30,7 +30,7 @@ from kubehoist.guard.metrics import GuardMetrics, start_exporter
 from kubehoist.guard.nudge import Nudges
 from kubehoist.guard.podcache import PodCache
 from kubehoist.kube.controlplane import read_control_plane_endpoint
-from kubehoist.pivot import helperpod
+from kubehoist.nodefiles import helperpod
 from kubehoist.pivot.phases import control_plane_nodes
 from kubehoist.render.kubeconfig import is_loopback
 

@@ -16,7 +16,7 @@ from kubehoist.cli.options import (
     resolve_components,
 )
 from kubehoist.components import Component
-from kubehoist.pivot import helperpod
+from kubehoist.nodefiles import helperpod
 from kubehoist.pivot import run as pivotrun
 from kubehoist.pivot.workflow import Progress
 

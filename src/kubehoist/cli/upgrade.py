@@ -11,7 +11,8 @@ import click
 from kubehoist import kube
 from kubehoist.cli.options import kubeconfig_options, prog, resolve_components
 from kubehoist.cli.pivot import target
-from kubehoist.pivot import helperpod, phases, upgrade
+from kubehoist.nodefiles import helperpod
+from kubehoist.pivot import phases, upgrade
 from kubehoist.pivot.workflow import Progress
 
 

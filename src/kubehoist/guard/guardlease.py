@@ -21,9 +21,9 @@ from lightkube.resources.coordination_v1 import Lease
 
 from kubehoist.election import Observation, Validity
 from kubehoist.errors import KubehoistError
+from kubehoist.kube import leases
 from kubehoist.kube.errors import Call, api_errors
 from kubehoist.kube.objects import lease_record
-from kubehoist.pivot import handover
 
 
 class GuardLease:
@@ -131,6 +131,6 @@ class GuardLease:
         self.renewed_at = None
         call = Call(verb="update", resource="leases", namespace=self.namespace, name=self.name)
         with api_errors(call, server=self.server):
-            handover.release(
+            leases.release(
                 self.client, namespace=self.namespace, name=self.name, holder=self.identity
             )

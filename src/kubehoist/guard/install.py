@@ -61,8 +61,8 @@ from kubehoist.guard.credentials import (
 )
 from kubehoist.kube import retry
 from kubehoist.kube.errors import Call, NotFoundError, api_errors, transient
-from kubehoist.pivot import helperpod
-from kubehoist.pivot.parking import HOST_MOUNT, host_path
+from kubehoist.nodefiles import helperpod
+from kubehoist.nodefiles.parking import HOST_MOUNT, host_path
 
 SIGNER = "kubernetes.io/kube-apiserver-client"
 INPUT_MOUNT = "/kubehoist-input"

@@ -3,7 +3,7 @@ whose number and size do not grow with the cluster (one GET of the component's L
 its pods from `guard/podcache.py`'s watches; every `guard_retry` a GET and an update of
 the guards' own Lease, `guard/guardlease.py`), builds a `Snapshot`, asks `decide`, and
 performs the action through the pieces pivot uses (`LocalNodeFiles` on this node's
-manifests, `handover.release`).
+manifests, `leases.release`).
 
 Every action is recorded (history, a JSON log line, a Kubernetes Event on the
 Deployment, Prometheus counters). A failed read makes the snapshot unreachable: the
@@ -61,11 +61,11 @@ from kubehoist.guard.metrics import GuardMetrics
 from kubehoist.guard.nudge import MIN_GAP_S
 from kubehoist.guard.observe import pod_view
 from kubehoist.guard.podcache import PodCache
+from kubehoist.kube import leases
 from kubehoist.kube.client import get_or_none
 from kubehoist.kube.errors import Call, NotFoundError, api_errors
 from kubehoist.kube.objects import KUBEADM_COMPONENT_LABEL, lease_record
-from kubehoist.pivot import handover
-from kubehoist.pivot.parking import LocalNodeFiles
+from kubehoist.nodefiles.parking import LocalNodeFiles
 
 GONE_RETENTION_S = 120.0
 """How long the last state of a vanished pod is kept (its final status is evidence)."""
@@ -429,7 +429,7 @@ class Guard:
             name=c.component.lease_name,
         )
         with api_errors(call, server=self._server()):
-            return handover.release(
+            return leases.release(
                 self.client,
                 namespace=c.component.lease_namespace,
                 name=c.component.lease_name,

@@ -30,14 +30,15 @@ from lightkube.types import CascadeType
 from kubehoist.components import Component
 from kubehoist.constants import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, selector_labels
 from kubehoist.errors import KubehoistError
-from kubehoist.kube import retry
+from kubehoist.kube import leases, retry
 from kubehoist.kube.client import absent_ok, get_or_none
 from kubehoist.kube.errors import transient
 from kubehoist.kube.probe import zero_replica_deployment
 from kubehoist.manifest import StaticPod
-from kubehoist.pivot import handover, helperpod
+from kubehoist.nodefiles import helperpod
+from kubehoist.nodefiles.parking import NodeFiles
+from kubehoist.pivot import handover
 from kubehoist.pivot import state as statemod
-from kubehoist.pivot.parking import NodeFiles
 from kubehoist.pivot.state import PivotState
 from kubehoist.pivot.workflow import Phase, Progress
 from kubehoist.render import Rendered
@@ -148,7 +149,7 @@ def preflight(ctx: Context) -> str:
 def _preflight_checks(ctx: Context) -> list[str]:
     client, comp = ctx.client, ctx.component
     out: list[str] = []
-    view = handover.read_lease(client, namespace=ctx.lease_namespace, name=ctx.lease_name)
+    view = leases.read_lease(client, namespace=ctx.lease_namespace, name=ctx.lease_name)
     out.append(f"Lease {ctx.lease_namespace}/{ctx.lease_name}: held by {view.holder or '(nobody)'}")
     cps = control_plane_nodes(client)
     if not cps:
@@ -300,8 +301,8 @@ def _standby_check(ctx: Context, want: int) -> tuple[str, str]:
     """(what is done, or "" while waiting; why it is not yet)."""
     pods = deployment_pods(ctx.client, ctx.component.name)
     ready = [p for p in pods if _ready(p)]
-    view = handover.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
-    holder_host = handover.holder_node(view.holder) if view.holder else ""
+    view = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
+    holder_host = leases.holder_node(view.holder) if view.holder else ""
     holding = [p for p in ready if _name(p) == holder_host]
     if len(ready) >= want and not holding:
         return f"{len(ready)}/{want} replica(s) Ready, standing by (leader: {view.holder})", ""
@@ -383,11 +384,11 @@ def plan_handover(ctx: Context) -> list[str]:
 
 
 def _deployment_leader(ctx: Context) -> str | None:
-    view = handover.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
+    view = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
     if not view.holder:
         return None
     names = {_name(p) for p in deployment_pods(ctx.client, ctx.component.name)}
-    return view.holder if handover.holder_node(view.holder) in names else None
+    return view.holder if leases.holder_node(view.holder) in names else None
 
 
 def verify(ctx: Context) -> str:
@@ -399,12 +400,12 @@ def verify(ctx: Context) -> str:
             leader.append(got)
         return got is not None
 
-    took = handover.wait_until("a Deployment pod to hold the lease", leads, timeout=ctx.timeout)
-    first = handover.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
-    handover.wait_until(
+    took = leases.wait_until("a Deployment pod to hold the lease", leads, timeout=ctx.timeout)
+    first = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
+    leases.wait_until(
         "the new leader to renew the lease",
         lambda: (
-            handover.read_lease(
+            leases.read_lease(
                 ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name
             ).resource_version
             != first.resource_version
@@ -436,7 +437,7 @@ def schedule_probe(client: Client, *, timeout: float = 60) -> float:
     )
     client.create(pod)
     try:
-        return handover.wait_until(
+        return leases.wait_until(
             f"probe pod {NAMESPACE}/{name} to be scheduled",
             lambda: bool(
                 (got := client.get(Pod, name, namespace=NAMESPACE)).spec and got.spec.nodeName
@@ -455,7 +456,7 @@ def reconcile_probe(client: Client, *, timeout: float = 60) -> float:
     dep = zero_replica_deployment(name, NAMESPACE, selector=labels)
     client.create(dep)
     try:
-        return handover.wait_until(
+        return leases.wait_until(
             f"ReplicaSet of probe Deployment {NAMESPACE}/{name}",
             lambda: any(True for _ in client.list(ReplicaSet, namespace=NAMESPACE, labels=labels)),
             timeout=timeout,
@@ -525,7 +526,7 @@ def static_ready(ctx: Context) -> str:
                 return False
         return True
 
-    took = handover.wait_until(
+    took = leases.wait_until(
         f"the static {comp} pods on {', '.join(ctx.nodes)} to be Ready",
         all_ready,
         timeout=ctx.timeout,
@@ -553,26 +554,26 @@ def handback(ctx: Context) -> str:
     def gone() -> bool:
         return not ({_name(p) for p in _all_pods(ctx.client, comp)} & pods)
 
-    handover.wait_until(f"the {comp} Deployment's pods to stop", gone, timeout=ctx.timeout)
+    leases.wait_until(f"the {comp} Deployment's pods to stop", gone, timeout=ctx.timeout)
     # Every one of those pods is gone (their kubelets confirmed it): if one of them
     # still holds the lease, it is certainly dead.
-    view = handover.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
+    view = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
     released = ""
     if (
         view.holder
-        and handover.holder_node(view.holder) in pods
-        and handover.release(
+        and leases.holder_node(view.holder) in pods
+        and leases.release(
             ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name, holder=view.holder
         )
     ):
         released = f"; released the lease of {view.holder}"
 
     def static_leads() -> bool:
-        v = handover.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
-        return bool(v.holder) and handover.holder_node(v.holder, ctx.nodes) in set(ctx.nodes)
+        v = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
+        return bool(v.holder) and leases.holder_node(v.holder, ctx.nodes) in set(ctx.nodes)
 
-    took = handover.wait_until("a static pod to hold the lease", static_leads, timeout=ctx.timeout)
-    holder = handover.read_lease(
+    took = leases.wait_until("a static pod to hold the lease", static_leads, timeout=ctx.timeout)
+    holder = leases.read_lease(
         ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name
     ).holder
     return f"stopped {len(pods)} Deployment pod(s){released}; {holder} leads (after {took:.1f}s)"
@@ -616,7 +617,7 @@ def cleanup(ctx: Context) -> str:
         with absent_ok():
             ctx.client.delete(Pod, _name(obj), namespace=NAMESPACE, grace_period=0)
         removed.append(f"helper Pod {_name(obj)}")
-    handover.wait_until(
+    leases.wait_until(
         f"the pods of {comp}'s Deployment to be gone",
         lambda: not _all_pods(ctx.client, comp),
         timeout=ctx.timeout,

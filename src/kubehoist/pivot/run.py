@@ -32,9 +32,10 @@ from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.kube import retry
 from kubehoist.kube.client import get_or_none
 from kubehoist.manifest import load_static_pod
-from kubehoist.pivot import events, helperpod, phases
+from kubehoist.nodefiles import helperpod
+from kubehoist.nodefiles.parking import LocalNodeFiles, NodeFiles
+from kubehoist.pivot import events, phases
 from kubehoist.pivot import state as statemod
-from kubehoist.pivot.parking import LocalNodeFiles, NodeFiles
 from kubehoist.pivot.state import PivotState
 from kubehoist.pivot.workflow import Phase, Progress, run_phases
 from kubehoist.render import RenderOptions, render

@@ -45,9 +45,9 @@ from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.kubeversion import KubeVersion, from_image
 from kubehoist.kubeversion import parse as parse_version
 from kubehoist.manifest import StaticPod, load_static_pod
+from kubehoist.nodefiles.parking import MANIFESTS_DIR, PARK_DIR
 from kubehoist.pivot import phases, run
 from kubehoist.pivot import state as statemod
-from kubehoist.pivot.parking import MANIFESTS_DIR, PARK_DIR
 from kubehoist.pivot.state import PivotState
 from kubehoist.pivot.workflow import Phase, run_phases
 from kubehoist.render import render

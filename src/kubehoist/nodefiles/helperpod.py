@@ -36,8 +36,8 @@ from kubehoist.constants import object_labels
 from kubehoist.errors import KubehoistError
 from kubehoist.kube import retry
 from kubehoist.kube.errors import transient
-from kubehoist.pivot import parking
-from kubehoist.pivot.parking import ParkResult
+from kubehoist.nodefiles import parking
+from kubehoist.nodefiles.parking import ParkResult
 
 DEFAULT_IMAGE = "busybox:1.36"
 ROLE_LABEL = "kubehoist.io/role"
