@@ -116,6 +116,9 @@ def node_root(lab: LabHandle, name: str) -> Path:
     return lab.spec.node(name).root(lab.spec.root)
 
 
+# The lab (three control planes made by kubeadm, in the fixture) and the upgrade of
+# every node take longer than the suite's per-test timeout.
+@pytest.mark.timeout(3600)
 def test_kubeadm_upgrade_of_a_pivoted_guarded_ha_cluster(ulab: LabHandle) -> None:
     lab = ulab
     cps = [n.name for n in lab.spec.control_planes]
