@@ -40,7 +40,7 @@ from lightkube.resources.coordination_v1 import Lease
 from kubehoist import kubeversion
 from kubehoist.components import KUBE_CONTROLLER_MANAGER
 from kubehoist.kube.probe import ReconcileProbe
-from kubehoist.refresh import rolled_out
+from kubehoist.pivot.refresh import rolled_out
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `bench.common`
 

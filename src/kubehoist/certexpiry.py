@@ -31,9 +31,9 @@ from kubehoist.constants import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     NAME_LABEL,
+    label_selector,
 )
 from kubehoist.errors import KubehoistError
-from kubehoist.kube.requests import label_selector
 from kubehoist.render import kubeconfig as kubeconfig_model
 from kubehoist.render.credentials import sniff_role
 

@@ -6,7 +6,7 @@ rollback/guard (which must find and remove only kubehoist's own objects) agree o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 FIELD_MANAGER: Final = "kubehoist"
@@ -48,3 +48,21 @@ def object_labels(component: str, *, extra: Mapping[str, str] | None = None) -> 
 def guard_lease_name(component: str) -> str:
     """The Lease the guards of `component` elect one acting guard with."""
     return f"kubehoist-guard-{component}"
+
+
+def label_selector(
+    *, equals: Mapping[str, str] | None = None, within: Mapping[str, Iterable[str]] | None = None
+) -> str:
+    """`k=v` and `k in (a,b)` terms, sorted so that the same question is the same string."""
+    terms = [f"{k}={v}" for k, v in sorted((equals or {}).items())]
+    for key, values in sorted((within or {}).items()):
+        ordered = sorted(set(values))
+        terms.append(
+            f"{key}={ordered[0]}" if len(ordered) == 1 else f"{key} in ({','.join(ordered)})"
+        )
+    return ",".join(terms)
+
+
+def field_selector(fields: Mapping[str, str]) -> str:
+    """`k=v` terms, sorted: a field selector."""
+    return ",".join(f"{k}={v}" for k, v in sorted(fields.items()))

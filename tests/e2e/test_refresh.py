@@ -19,7 +19,7 @@ from lightkube.resources.core_v1 import Secret
 from kubehoist.constants import CREDENTIALS_SHA256_ANNOTATION
 from kubehoist.lab import kubeadm
 from kubehoist.lab.binaries import locate
-from kubehoist.refresh import content_sha256
+from kubehoist.pivot.refresh import content_sha256
 from tests.e2e.conftest import LabHandle, kubehoist
 from tests.e2e.test_pivot import (
     COMPONENT,

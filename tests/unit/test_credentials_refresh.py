@@ -19,7 +19,7 @@ from kubehoist import certexpiry, hostfiles, kube
 from kubehoist.cli import cli
 from kubehoist.constants import CREDENTIALS_SHA256_ANNOTATION
 from kubehoist.manifest import load_static_pod
-from kubehoist.refresh import content_sha256
+from kubehoist.pivot.refresh import content_sha256
 from kubehoist.render import RenderOptions, render
 from kubehoist.render.kubeconfig import load
 from tests.unit.fakenode import ENDPOINT, FakeNode, Pki

@@ -14,6 +14,7 @@ import httpx2
 import pytest
 
 from kubehoist import kube
+from kubehoist.constants import label_selector
 from kubehoist.errors import KubehoistError
 from kubehoist.kube import objects, requests
 from kubehoist.kube.config import load_config
@@ -50,12 +51,10 @@ def api_for(handler: Callable[[httpx2.Request], httpx2.Response], tmp_path: Path
 
 
 def test_selectors_are_canonical() -> None:
-    assert requests.label_selector(within={"component": [SCHED, KCM]}) == (
+    assert label_selector(within={"component": [SCHED, KCM]}) == (
         "component in (kube-controller-manager,kube-scheduler)"
     )
-    assert (
-        requests.label_selector(equals={"b": "2", "a": "1"}, within={"c": ["x"]}) == "a=1,b=2,c=x"
-    )
+    assert label_selector(equals={"b": "2", "a": "1"}, within={"c": ["x"]}) == "a=1,b=2,c=x"
 
 
 def test_candidate_selectors_cover_kubeadm_and_kubehoist_pods() -> None:

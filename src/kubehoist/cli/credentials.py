@@ -1,4 +1,4 @@
-"""`kubehoist credentials refresh`: a thin wrapper around `kubehoist.refresh`."""
+"""`kubehoist credentials refresh`: a thin wrapper around `kubehoist.pivot.refresh`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from kubehoist import kube, refresh
+from kubehoist import kube
 from kubehoist.certexpiry import ClientCert
 from kubehoist.cli.options import kubeconfig_options, prog, resolve_components
-from kubehoist.pivot import events
+from kubehoist.pivot import events, refresh
 from kubehoist.pivot.workflow import Progress
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from kubehoist.cachedir import cache_root, locked
 from kubehoist.errors import KubehoistError
 from kubehoist.image.config import canonical_json
 from kubehoist.image.layers import GZIP_LEVEL, Layer, gzip_layer, sha256_file
-from kubehoist.lab.binaries import cache_root, locked
 
 FORMAT: Final = 1
 """Bumped whenever the writers' output changes, so that cached archives are rebuilt."""

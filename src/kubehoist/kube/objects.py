@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from kubehoist.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE, NAME_LABEL
+from kubehoist.constants import (
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    NAME_LABEL,
+    field_selector,
+    label_selector,
+)
 from kubehoist.election import Candidate, CandidateKind, LeaseRecord
-from kubehoist.kube.requests import field_selector, label_selector
 
 KUBEADM_COMPONENT_LABEL: Final = "component"
 """Set by kubeadm on its static pods, and by the article on its Deployment's pods."""

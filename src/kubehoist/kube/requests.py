@@ -7,9 +7,9 @@ and, through a mock transport, on the wire. No I/O here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from kubehoist.constants import field_selector as field_selector
 from kubehoist.kube.errors import Call
 
 
@@ -45,23 +45,6 @@ class ApiRequest:
     path: str
     params: tuple[tuple[str, str], ...]
     call: Call
-
-
-def label_selector(
-    *, equals: Mapping[str, str] | None = None, within: Mapping[str, Iterable[str]] | None = None
-) -> str:
-    """`k=v` and `k in (a,b)` terms, sorted so that the same question is the same string."""
-    terms = [f"{k}={v}" for k, v in sorted((equals or {}).items())]
-    for key, values in sorted((within or {}).items()):
-        ordered = sorted(set(values))
-        terms.append(
-            f"{key}={ordered[0]}" if len(ordered) == 1 else f"{key} in ({','.join(ordered)})"
-        )
-    return ",".join(terms)
-
-
-def field_selector(fields: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(fields.items()))
 
 
 def get(resource: Resource, *, name: str, namespace: str | None = None) -> ApiRequest:

@@ -15,7 +15,6 @@ place at the end, so two racing builds neither corrupt nor repeat each other's w
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -23,10 +22,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubehoist.cachedir import cache_root, locked
 from kubehoist.errors import KubehoistError
 from kubehoist.lab.spec import (
     CONTAINERD_VERSION,
@@ -69,13 +68,6 @@ def kube_module_dir(kubernetes_version: str) -> Path:
     """The consumer module that builds this Kubernetes version."""
     check_supported(kubernetes_version)
     return GOMOD_DIR / f"kubernetes-{kubernetes_version}"
-
-
-def cache_root() -> Path:
-    if env := os.environ.get("KUBEHOIST_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubehoist"
 
 
 @dataclass(frozen=True)
@@ -245,18 +237,6 @@ def _containerd_ldflags() -> str:
         f"-s -w -X {pkg}.Version={CONTAINERD_VERSION} "
         f"-X {pkg}.Package=github.com/containerd/containerd/v2"
     )
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive file lock held for the block (builds into the cache use it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _build_into(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
+from kubehoist.cachedir import locked
 from kubehoist.errors import KubehoistError
 from kubehoist.guard.manifest import DEFAULT_IMAGE as KUBEHOIST_IMAGE
 from kubehoist.image.archive import read_archive, write_archive
@@ -31,7 +32,7 @@ from kubehoist.image.layers import (
     tree_of,
     write_layer,
 )
-from kubehoist.lab.binaries import Binaries, locate, locked
+from kubehoist.lab.binaries import Binaries, locate
 from kubehoist.lab.images import (
     BUSYBOX_IMAGE,
     built_images,

@@ -39,14 +39,14 @@ from pathlib import Path
 
 from lightkube import Client
 
-from kubehoist import hostfiles, refresh
+from kubehoist import hostfiles
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.kubeversion import KubeVersion, from_image
 from kubehoist.kubeversion import parse as parse_version
 from kubehoist.manifest import StaticPod, load_static_pod
 from kubehoist.nodefiles.parking import MANIFESTS_DIR, PARK_DIR
-from kubehoist.pivot import phases, run
+from kubehoist.pivot import phases, refresh, run
 from kubehoist.pivot import state as statemod
 from kubehoist.pivot.state import PivotState
 from kubehoist.pivot.workflow import Phase, run_phases
