@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubehoist.election import node_of_host
 from kubehoist.guard import alerts as guardalerts
 from kubehoist.lab import leaders, oracle, podproc
-from kubehoist.pivot.phases import reconcile_probe
+from kubehoist.pivot.probes import reconcile_probe
 from tests.e2e.conftest import LabHandle, kubehoist, lab_root, node_files, start_lab
 
 pytestmark = pytest.mark.lab

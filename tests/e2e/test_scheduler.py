@@ -15,7 +15,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from kubehoist.lab import podproc
-from kubehoist.pivot.phases import schedule_probe
+from kubehoist.pivot.probes import schedule_probe
 from tests.e2e.conftest import LabHandle, kubehoist, lab_root, node_files, start_lab
 
 pytestmark = pytest.mark.lab

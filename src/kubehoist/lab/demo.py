@@ -39,7 +39,7 @@ from rich.table import Table
 from kubehoist.errors import KubehoistError
 from kubehoist.lab.podproc import kill_container
 from kubehoist.lab.spec import LabSpec
-from kubehoist.pivot.phases import reconcile_probe
+from kubehoist.pivot.probes import reconcile_probe
 
 KCM = "kube-controller-manager"
 NS = "kube-system"

@@ -1,7 +1,5 @@
-"""The phases of `pivot` and of `rollback`.
-
-pivot:    preflight, credentials, deploy, standby, retire, handover, verify
-rollback: restore, static-ready, handback, cleanup
+"""The phases of `pivot`: preflight, credentials, deploy, standby, retire, handover,
+verify (rollback's are in undo.py, what they run on in context.py).
 
 Each phase is idempotent and checks the cluster rather than trusting the record, so a
 run resumed after an interruption at any point finishes the job.
@@ -9,133 +7,48 @@ run resumed after an interruption at any point finishes the job.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime as dt
 import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
-from lightkube import Client, codecs
-from lightkube.core.exceptions import ApiError
-from lightkube.models.core_v1 import Container, PodSpec, Toleration
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apps_v1 import Deployment, ReplicaSet
-from lightkube.resources.core_v1 import Node, Pod, Secret
-from lightkube.resources.policy_v1 import PodDisruptionBudget
-from lightkube.types import CascadeType
+from lightkube import Client
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Node, Pod
 
-from kubehoist.components import Component
-from kubehoist.constants import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, selector_labels
 from kubehoist.errors import KubehoistError
 from kubehoist.kube import leases, retry
-from kubehoist.kube.client import absent_ok, get_or_none
 from kubehoist.kube.errors import transient
-from kubehoist.kube.probe import zero_replica_deployment
-from kubehoist.manifest import StaticPod
-from kubehoist.nodefiles import helperpod
-from kubehoist.nodefiles.parking import NodeFiles
 from kubehoist.pivot import handover
-from kubehoist.pivot import state as statemod
-from kubehoist.pivot.state import PivotState
-from kubehoist.pivot.workflow import Phase, Progress
-from kubehoist.render import Rendered
-
-NAMESPACE = "kube-system"
-CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
-
-
-@dataclass(kw_only=True)
-class Context:
-    client: Client
-    component: Component
-    pod: StaticPod | None
-    rendered: Rendered | None
-    files: NodeFiles
-    filename: str
-    progress: Progress
-    state: PivotState
-    timeout: float = 180
-    nodes: tuple[str, ...] = ()
-    warnings: list[str] = field(default_factory=list)
-    park_all: Any = None  # optional callable(nodes, filename) -> dict[node, ParkResult]
-    # retired nodes whose runtime showed the pod stopped (parking.STOPPED)
-    stopped: set[str] = field(default_factory=set)
-    unpark_all: Any = None
-
-    @property
-    def lease_name(self) -> str:
-        return self.component.lease_name
-
-    @property
-    def lease_namespace(self) -> str:
-        return self.component.lease_namespace
-
-    def save(self) -> None:
-        self.state = statemod.save(self.client, self.state)
-
-
-# --- cluster reads -----------------------------------------------------------------------
-def control_plane_nodes(client: Client) -> list[str]:
-    nodes = client.list(Node, labels={CONTROL_PLANE_LABEL: None})
-    return sorted(n.metadata.name for n in nodes if n.metadata and n.metadata.name)
-
-
-def mirror_pod(client: Client, component: str, node: str) -> Pod | None:
-    return get_or_none(client, Pod, f"{component}-{node}", namespace=NAMESPACE)
-
-
-def deployment_pods(client: Client, component: str) -> list[Pod]:
-    labels: dict[str, Any] = dict(selector_labels(component))
-    return [
-        p
-        for p in client.list(Pod, namespace=NAMESPACE, labels=labels)
-        if p.metadata and p.metadata.deletionTimestamp is None
-    ]
-
-
-def _ready(pod: Pod) -> bool:
-    for c in (pod.status.conditions if pod.status else None) or []:
-        if c.type == "Ready":
-            return c.status == "True"
-    return False
-
-
-def _name(obj: Any) -> str:
-    return str(obj.metadata.name) if obj.metadata and obj.metadata.name else "?"
-
-
-def _objects(rendered: Rendered | None, kinds: Sequence[str]) -> list[Mapping[str, Any]]:
-    if rendered is None:
-        return []
-    return [o for o in rendered.objects if o.get("kind") in kinds]
-
-
-def apply_objects(client: Client, objs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Server-side apply each object as kubehoist's field manager (pivot, refresh)."""
-    done = []
-    for obj in objs:
-        res = codecs.from_dict(dict(obj))
-        client.apply(res, field_manager=FIELD_MANAGER, force=True)
-        done.append(
-            f"{obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
-        )
-    return done
-
-
-def _describe(objs: Sequence[Mapping[str, Any]]) -> list[str]:
-    out = []
-    for o in objs:
-        meta = o["metadata"]
-        extra = ""
-        if o["kind"] == "Secret":
-            extra = f" ({len(o.get('data', {}))} keys: {', '.join(sorted(o.get('data', {})))})"
-        out.append(
-            f"server-side apply {o['kind']} {meta.get('namespace', '')}/{meta['name']}{extra}"
-        )
-    return out
+from kubehoist.pivot.context import (
+    CONTROL_PLANE_LABEL as CONTROL_PLANE_LABEL,
+)
+from kubehoist.pivot.context import (
+    NAMESPACE as NAMESPACE,
+)
+from kubehoist.pivot.context import (
+    Context as Context,
+)
+from kubehoist.pivot.context import (
+    apply_objects as apply_objects,
+)
+from kubehoist.pivot.context import (
+    control_plane_nodes as control_plane_nodes,
+)
+from kubehoist.pivot.context import (
+    deployment_pods as deployment_pods,
+)
+from kubehoist.pivot.context import (
+    describe,
+    name_of,
+    objects_of,
+    pod_ready,
+)
+from kubehoist.pivot.context import (
+    mirror_pod as mirror_pod,
+)
+from kubehoist.pivot.probes import reconcile_probe, schedule_probe
+from kubehoist.pivot.undo import ROLLBACK_PHASES as ROLLBACK_PHASES
+from kubehoist.pivot.workflow import Phase
 
 
 # --- pivot phases ------------------------------------------------------------------------
@@ -187,7 +100,7 @@ def _preflight_checks(ctx: Context) -> list[str]:
             f"static pods on {', '.join(sorted(commands))} agree" if not ctx.warnings else ""
         )
     if ctx.pod is not None and ctx.rendered is not None:
-        dep = _objects(ctx.rendered, ["Deployment"])[0]
+        dep = objects_of(ctx.rendered, ["Deployment"])[0]
         image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
         _check_image_policy(image, ctx.pod.image)
         replicas = int(dep["spec"].get("replicas", 1))
@@ -246,24 +159,24 @@ def plan_preflight(ctx: Context) -> list[str]:
 
 
 def credentials(ctx: Context) -> str:
-    objs = _objects(ctx.rendered, ["Secret"])
+    objs = objects_of(ctx.rendered, ["Secret"])
     if not objs:
         return "an existing Secret is used: nothing to apply"
     return "applied " + ", ".join(apply_objects(ctx.client, objs))
 
 
 def plan_credentials(ctx: Context) -> list[str]:
-    return _describe(_objects(ctx.rendered, ["Secret"])) or ["use the existing Secret"]
+    return describe(objects_of(ctx.rendered, ["Secret"])) or ["use the existing Secret"]
 
 
 def deploy(ctx: Context) -> str:
     return "applied " + ", ".join(
-        apply_objects(ctx.client, _objects(ctx.rendered, ["Deployment", "PodDisruptionBudget"]))
+        apply_objects(ctx.client, objects_of(ctx.rendered, ["Deployment", "PodDisruptionBudget"]))
     )
 
 
 def plan_deploy(ctx: Context) -> list[str]:
-    return _describe(_objects(ctx.rendered, ["Deployment", "PodDisruptionBudget"]))
+    return describe(objects_of(ctx.rendered, ["Deployment", "PodDisruptionBudget"]))
 
 
 def _desired_replicas(ctx: Context) -> int:
@@ -300,10 +213,10 @@ def standby(ctx: Context) -> str:
 def _standby_check(ctx: Context, want: int) -> tuple[str, str]:
     """(what is done, or "" while waiting; why it is not yet)."""
     pods = deployment_pods(ctx.client, ctx.component.name)
-    ready = [p for p in pods if _ready(p)]
+    ready = [p for p in pods if pod_ready(p)]
     view = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
     holder_host = leases.holder_node(view.holder) if view.holder else ""
-    holding = [p for p in ready if _name(p) == holder_host]
+    holding = [p for p in ready if name_of(p) == holder_host]
     if len(ready) >= want and not holding:
         return f"{len(ready)}/{want} replica(s) Ready, standing by (leader: {view.holder})", ""
     if holding:
@@ -317,9 +230,9 @@ def _not_ready_reason(pods: Sequence[Pod]) -> str:
         for cs in (p.status.containerStatuses if p.status else None) or []:
             if cs.state and cs.state.waiting and cs.state.waiting.reason:
                 msg = cs.state.waiting.message or ""
-                return f"pod {_name(p)}: {cs.state.waiting.reason} {msg}".strip()
+                return f"pod {name_of(p)}: {cs.state.waiting.reason} {msg}".strip()
             if cs.state and cs.state.terminated and cs.state.terminated.exitCode:
-                return f"pod {_name(p)}: exited {cs.state.terminated.exitCode}"
+                return f"pod {name_of(p)}: exited {cs.state.terminated.exitCode}"
     if not pods:
         return "no pod yet"
     return ""
@@ -387,7 +300,7 @@ def _deployment_leader(ctx: Context) -> str | None:
     view = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
     if not view.holder:
         return None
-    names = {_name(p) for p in deployment_pods(ctx.client, ctx.component.name)}
+    names = {name_of(p) for p in deployment_pods(ctx.client, ctx.component.name)}
     return view.holder if leases.holder_node(view.holder) in names else None
 
 
@@ -421,51 +334,6 @@ def verify(ctx: Context) -> str:
     return f"{leader[-1]} leads and renews (after {took:.1f}s){extra}"
 
 
-def schedule_probe(client: Client, *, timeout: float = 60) -> float:
-    """Create a pod without a node; seconds until the scheduler binds it. The pod is
-    deleted at once (it tolerates every taint and asks for nothing)."""
-    name = f"kubehoist-verify-{uuid.uuid4().hex[:6]}"
-    labels: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "kubehoist.io/verify": name}
-    pod = Pod(
-        metadata=ObjectMeta(name=name, namespace=NAMESPACE, labels=labels),
-        spec=PodSpec(
-            containers=[Container(name="verify", image="busybox:1.36", command=["true"])],
-            restartPolicy="Never",
-            tolerations=[Toleration(operator="Exists")],
-            terminationGracePeriodSeconds=0,
-        ),
-    )
-    client.create(pod)
-    try:
-        return leases.wait_until(
-            f"probe pod {NAMESPACE}/{name} to be scheduled",
-            lambda: bool(
-                (got := client.get(Pod, name, namespace=NAMESPACE)).spec and got.spec.nodeName
-            ),
-            timeout=timeout,
-        )
-    finally:
-        with absent_ok():
-            client.delete(Pod, name, namespace=NAMESPACE, grace_period=0)
-
-
-def reconcile_probe(client: Client, *, timeout: float = 60) -> float:
-    """Create a Deployment with 0 replicas; seconds until its ReplicaSet exists."""
-    name = f"kubehoist-verify-{uuid.uuid4().hex[:6]}"
-    labels: dict[str, Any] = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "kubehoist.io/verify": name}
-    dep = zero_replica_deployment(name, NAMESPACE, selector=labels)
-    client.create(dep)
-    try:
-        return leases.wait_until(
-            f"ReplicaSet of probe Deployment {NAMESPACE}/{name}",
-            lambda: any(True for _ in client.list(ReplicaSet, namespace=NAMESPACE, labels=labels)),
-            timeout=timeout,
-        )
-    finally:
-        with contextlib.suppress(ApiError, KubehoistError):
-            client.delete(Deployment, name, namespace=NAMESPACE, cascade=CascadeType.BACKGROUND)
-
-
 def plan_verify(ctx: Context) -> list[str]:
     return [
         "wait until a Deployment pod holds the Lease and renews it",
@@ -483,168 +351,3 @@ PIVOT_PHASES: tuple[Phase[Context], ...] = (
     Phase("verify", "a Deployment pod leads and the controllers work", verify, plan_verify),
 )
 RETIRE_INDEX = [p.name for p in PIVOT_PHASES].index("retire")
-
-
-# --- rollback phases --------------------------------------------------------------------
-def restore(ctx: Context) -> str:
-    nodes = sorted(ctx.state.parked) or list(ctx.nodes)
-    if not nodes:
-        return "nothing parked"
-    if ctx.unpark_all is not None:
-        results = ctx.unpark_all(nodes, ctx.filename)
-    else:
-        results = {n: ctx.files.unpark(n, ctx.filename) for n in nodes}
-    for node, r in results.items():
-        want = ctx.state.parked.get(node)
-        if want and r.sha256 != want:
-            raise KubehoistError(
-                f"node {node}: restored {ctx.filename} has sha256 {r.sha256}, parked was {want}"
-            )
-    ctx.nodes = tuple(nodes)
-    return "restored " + ", ".join(
-        f"{n} ({r.state}{', ' + r.cleared if r.cleared else ''})"
-        for n, r in sorted(results.items())
-    )
-
-
-def plan_restore(ctx: Context) -> list[str]:
-    nodes = sorted(ctx.state.parked) or list(ctx.nodes)
-    return [
-        f"put {node}:/etc/kubernetes/kubehoist/parked/{ctx.filename} back into "
-        f"/etc/kubernetes/manifests (checked against its sha256)"
-        for node in nodes
-    ] or ["nothing parked"]
-
-
-def static_ready(ctx: Context) -> str:
-    comp = ctx.component.name
-
-    def all_ready() -> bool:
-        for node in ctx.nodes:
-            pod = mirror_pod(ctx.client, comp, node)
-            if pod is None or not _ready(pod):
-                return False
-        return True
-
-    took = leases.wait_until(
-        f"the static {comp} pods on {', '.join(ctx.nodes)} to be Ready",
-        all_ready,
-        timeout=ctx.timeout,
-    )
-    return f"static pods Ready on {', '.join(ctx.nodes)} ({took:.1f}s)"
-
-
-def plan_static_ready(ctx: Context) -> list[str]:
-    return ["wait until the restored static pods are Ready"]
-
-
-def handback(ctx: Context) -> str:
-    """Stop the Deployment's pods, and once the leader among them is certainly gone,
-    release its lease so a static pod takes over at its next retry."""
-    comp = ctx.component.name
-    # Take the pods and the holder before scaling down: the leader may delete its own
-    # pods (and itself) the moment it sees the new replica count.
-    pods = {_name(p) for p in _all_pods(ctx.client, comp)}
-    with absent_ok():
-        ctx.client.patch(Deployment, comp, {"spec": {"replicas": 0}}, namespace=NAMESPACE)
-    for name in pods:
-        with absent_ok():
-            ctx.client.delete(Pod, name, namespace=NAMESPACE)
-
-    def gone() -> bool:
-        return not ({_name(p) for p in _all_pods(ctx.client, comp)} & pods)
-
-    leases.wait_until(f"the {comp} Deployment's pods to stop", gone, timeout=ctx.timeout)
-    # Every one of those pods is gone (their kubelets confirmed it): if one of them
-    # still holds the lease, it is certainly dead.
-    view = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
-    released = ""
-    if (
-        view.holder
-        and leases.holder_node(view.holder) in pods
-        and leases.release(
-            ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name, holder=view.holder
-        )
-    ):
-        released = f"; released the lease of {view.holder}"
-
-    def static_leads() -> bool:
-        v = leases.read_lease(ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name)
-        return bool(v.holder) and leases.holder_node(v.holder, ctx.nodes) in set(ctx.nodes)
-
-    took = leases.wait_until("a static pod to hold the lease", static_leads, timeout=ctx.timeout)
-    holder = leases.read_lease(
-        ctx.client, namespace=ctx.lease_namespace, name=ctx.lease_name
-    ).holder
-    return f"stopped {len(pods)} Deployment pod(s){released}; {holder} leads (after {took:.1f}s)"
-
-
-def _all_pods(client: Client, component: str) -> list[Pod]:
-    labels: dict[str, Any] = dict(selector_labels(component))
-    return list(client.list(Pod, namespace=NAMESPACE, labels=labels))
-
-
-def plan_handback(ctx: Context) -> list[str]:
-    return [
-        f"scale Deployment {NAMESPACE}/{ctx.component.name} to 0 and delete its pods",
-        "once they are gone, release the lease if one of them held it",
-        "wait until a static pod leads",
-    ]
-
-
-def cleanup(ctx: Context) -> str:
-    comp = ctx.component.name
-    removed = []
-    labels: dict[str, Any] = dict(selector_labels(comp))
-    # The Deployment first (so nothing recreates what follows), then what it owned:
-    # removed here rather than left to the garbage collector, so that nothing of
-    # kubehoist's is left when the command returns.
-    for kind, res in (
-        ("Deployment", Deployment),
-        ("ReplicaSet", ReplicaSet),
-        ("Pod", Pod),
-        ("PodDisruptionBudget", PodDisruptionBudget),
-        ("Secret", Secret),
-    ):
-        for obj in ctx.client.list(res, namespace=NAMESPACE, labels=labels):
-            with absent_ok():
-                ctx.client.delete(res, _name(obj), namespace=NAMESPACE)
-            if kind != "Pod":
-                removed.append(f"{kind} {_name(obj)}")
-    # Helper pods whose run was cut short (an API server away while their deletion was
-    # retried): finished, doing nothing, but kubehoist's all the same.
-    for obj in ctx.client.list(Pod, namespace=NAMESPACE, labels=helperpod.selector(comp)):
-        with absent_ok():
-            ctx.client.delete(Pod, _name(obj), namespace=NAMESPACE, grace_period=0)
-        removed.append(f"helper Pod {_name(obj)}")
-    leases.wait_until(
-        f"the pods of {comp}'s Deployment to be gone",
-        lambda: not _all_pods(ctx.client, comp),
-        timeout=ctx.timeout,
-    )
-    statemod.delete(ctx.client, comp)
-    return (
-        "removed "
-        + (", ".join(removed) if removed else "nothing of kubehoist's")
-        + ", and the pivot record"
-    )
-
-
-def plan_cleanup(ctx: Context) -> list[str]:
-    return [
-        f"delete kubehoist's Deployment, PodDisruptionBudget and Secret of {ctx.component.name} "
-        f"(label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}), helper pods an interrupted run left, "
-        "and the pivot record"
-    ]
-
-
-ROLLBACK_PHASES: tuple[Phase[Context], ...] = (
-    Phase("restore", "put the parked static pod manifests back", restore, plan_restore),
-    Phase("static-ready", "wait for the static pods", static_ready, plan_static_ready),
-    Phase("handback", "stop the Deployment and hand the lease back", handback, plan_handback),
-    Phase("cleanup", "remove what pivot created", cleanup, plan_cleanup),
-)
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
