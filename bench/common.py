@@ -25,6 +25,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 
 from kubehoist.constants import selector_labels
+from kubehoist.kube.objects import is_ready
 from kubehoist.measure import Sample, baseline_of, outage_of
 
 COMPONENT = "kube-controller-manager"
@@ -167,10 +168,7 @@ async def deployment_pods(client: AsyncClient) -> list[Pod]:
 
 
 def pod_ready(pod: Pod) -> bool:
-    return any(
-        c.type == "Ready" and c.status == "True"
-        for c in ((pod.status.conditions if pod.status else None) or [])
-    )
+    return is_ready(pod)
 
 
 # --- what the watches saw ------------------------------------------------------------------

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
+"""The kubelet's mark of a mirror pod (the API's copy of a static pod)."""
+
 FIELD_MANAGER: Final = "kubehoist"
 """The server-side apply field manager of every write kubehoist makes."""
 

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from kubehoist.constants import MIRROR_ANNOTATION as MIRROR_ANNOTATION
 from kubehoist.errors import KubehoistError
 from kubehoist.manifest import StaticPod, static_pod_from_dict
 
-MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 KUBELET_ANNOTATION_PREFIX: Final = "kubernetes.io/config."
 DEFAULT_API_PORT: Final = 6443
 

@@ -61,6 +61,7 @@ from kubehoist.guard.credentials import (
 )
 from kubehoist.kube import retry
 from kubehoist.kube.errors import Call, NotFoundError, api_errors, transient
+from kubehoist.kube.objects import is_ready
 from kubehoist.nodefiles import helperpod
 from kubehoist.nodefiles.parking import HOST_MOUNT, host_path
 
@@ -425,13 +426,6 @@ def _install_by_csr(
     return done
 
 
-def _ready(pod: Pod) -> bool:
-    return any(
-        cond.type == "Ready" and cond.status == "True"
-        for cond in ((pod.status.conditions if pod.status else None) or [])
-    )
-
-
 def _guard_pods(client: Client, component: Component, *, server: str) -> dict[str, Pod]:
     """The guards' mirror pods by node: one label-selected LIST."""
     labels: dict[str, Any] = {"app.kubernetes.io/name": guardmanifest.pod_name(component)}
@@ -476,7 +470,7 @@ def _installed(
 ) -> tuple[list[str], str]:
     """(nodes whose guard pod is not Ready, the holder of the guards' Lease or "")."""
     pods = _guard_pods(client, component, server=server)
-    missing = [n for n in nodes if n not in pods or not _ready(pods[n])]
+    missing = [n for n in nodes if n not in pods or not is_ready(pods[n])]
     lease_name = guard_lease_name(component.name)
     try:
         call = Call(verb="get", resource="leases", namespace=NAMESPACE, name=lease_name)

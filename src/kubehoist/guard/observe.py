@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubehoist.guard.decide import ContainerView, PodView
-from kubehoist.kube.objects import MIRROR_ANNOTATION, parse_time
+from kubehoist.kube.objects import MIRROR_ANNOTATION, is_ready, parse_time
 
 
 def _container(status: Mapping[str, Any], name: str) -> ContainerView | None:
@@ -35,10 +35,7 @@ def pod_view(obj: Mapping[str, Any], *, component: str, gone: bool = False) -> P
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    ready = any(
-        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or ()
-    )
+    ready = is_ready(obj)
     owners = [o for o in meta.get("ownerReferences") or () if isinstance(o, Mapping)]
     return PodView(
         name=str(meta.get("name") or ""),

@@ -24,11 +24,11 @@ from kubehoist.constants import (
     field_selector,
     label_selector,
 )
+from kubehoist.constants import MIRROR_ANNOTATION as MIRROR_ANNOTATION
 from kubehoist.election import Candidate, CandidateKind, LeaseRecord
 
 KUBEADM_COMPONENT_LABEL: Final = "component"
 """Set by kubeadm on its static pods, and by the article on its Deployment's pods."""
-MIRROR_ANNOTATION: Final = "kubernetes.io/config.mirror"
 GUARD_PREFIX: Final = "kubehoist-guard-"
 """`kubehoist-guard-<component>`: the guards' Lease and their pods' name label."""
 GUARD_EVENT_SOURCE: Final = "kubehoist-guard"
@@ -96,6 +96,31 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
+def ready_condition(obj: Any) -> tuple[bool, datetime | None]:
+    """PURE: whether a pod or a node (a lightkube object or its dict) has its condition
+    `Ready` True, and since when (its lastTransitionTime) when it has. The one
+    readiness rule of the project."""
+    if isinstance(obj, Mapping):
+        status = obj.get("status") or {}
+        conds: Any = status.get("conditions") if isinstance(status, Mapping) else None
+        for cond in conds or ():
+            if isinstance(cond, Mapping) and cond.get("type") == "Ready":
+                ready = cond.get("status") == "True"
+                return ready, parse_time(cond.get("lastTransitionTime")) if ready else None
+        return False, None
+    status = getattr(obj, "status", None)
+    for cond in (getattr(status, "conditions", None) if status else None) or ():
+        if cond.type == "Ready":
+            ready = cond.status == "True"
+            return ready, cond.lastTransitionTime if ready else None
+    return False, None
+
+
+def is_ready(obj: Any) -> bool:
+    """PURE: `ready_condition`'s first half."""
+    return ready_condition(obj)[0]
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -133,12 +158,7 @@ def candidate(obj: Mapping[str, Any], *, component: str) -> Candidate:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
-    ready = False
-    ready_since = None
-    for cond in status.get("conditions") or ():
-        if isinstance(cond, Mapping) and cond.get("type") == "Ready":
-            ready = cond.get("status") == "True"
-            ready_since = parse_time(cond.get("lastTransitionTime")) if ready else None
+    ready, ready_since = ready_condition(obj)
     restarts = sum(
         _int(cs.get("restartCount")) or 0
         for cs in status.get("containerStatuses") or ()

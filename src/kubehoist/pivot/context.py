@@ -13,6 +13,7 @@ from lightkube.resources.core_v1 import Node, Pod
 from kubehoist.components import Component
 from kubehoist.constants import FIELD_MANAGER, selector_labels
 from kubehoist.kube.client import get_or_none
+from kubehoist.kube.objects import is_ready
 from kubehoist.manifest import StaticPod
 from kubehoist.nodefiles.parking import NodeFiles
 from kubehoist.pivot import state as statemod
@@ -74,10 +75,7 @@ def deployment_pods(client: Client, component: str) -> list[Pod]:
 
 
 def pod_ready(pod: Pod) -> bool:
-    for c in (pod.status.conditions if pod.status else None) or []:
-        if c.type == "Ready":
-            return c.status == "True"
-    return False
+    return is_ready(pod)
 
 
 def name_of(obj: Any) -> str:

@@ -18,6 +18,7 @@ from lightkube.resources.core_v1 import Node, Pod
 from kubehoist.errors import KubehoistError
 from kubehoist.kube import leases, retry
 from kubehoist.kube.errors import transient
+from kubehoist.kube.objects import is_ready
 from kubehoist.pivot import handover
 from kubehoist.pivot.context import (
     CONTROL_PLANE_LABEL as CONTROL_PLANE_LABEL,
@@ -145,11 +146,7 @@ def _schedulable_nodes(client: Client) -> list[str]:
     for n in client.list(Node):
         if n.spec and n.spec.unschedulable:
             continue
-        ready = any(
-            c.type == "Ready" and c.status == "True"
-            for c in ((n.status.conditions if n.status else None) or [])
-        )
-        if ready and n.metadata and n.metadata.name:
+        if is_ready(n) and n.metadata and n.metadata.name:
             out.append(n.metadata.name)
     return out
 
