@@ -411,3 +411,30 @@ def test_informer_retries_refusals_of_a_restarting_api_server(tmp_path: Path) ->
         return out
 
     assert asyncio.run(run()) == ["Upsert", "Synced", "Interrupted", "Resumed", "Upsert"]
+
+
+def test_one_readiness_rule_for_objects_and_dicts() -> None:
+    """Pods and nodes, as lightkube objects or as dicts, by the same rule: Ready=True,
+    since its lastTransitionTime."""
+    from datetime import UTC, datetime
+
+    from lightkube.models.core_v1 import NodeCondition, NodeStatus, PodCondition, PodStatus
+    from lightkube.resources.core_v1 import Node, Pod
+
+    from kubehoist.kube.objects import is_ready, ready_condition
+
+    since = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    as_dict = {"status": {"conditions": [
+        {"type": "PodScheduled", "status": "True"},
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-02T03:04:05Z"},
+    ]}}  # fmt: skip
+    pod = Pod(status=PodStatus(conditions=[
+        PodCondition(type="PodScheduled", status="True"),
+        PodCondition(type="Ready", status="True", lastTransitionTime=since),
+    ]))  # fmt: skip
+    node = Node(status=NodeStatus(conditions=[NodeCondition(type="Ready", status="False")]))
+    assert ready_condition(as_dict) == ready_condition(pod) == (True, since)
+    assert ready_condition(node) == (False, None)
+    assert not is_ready({"status": {}}) and not is_ready(Pod()) and not is_ready({})
+    not_ready = {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}
+    assert ready_condition(not_ready) == (False, None)
