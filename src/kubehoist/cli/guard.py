@@ -21,7 +21,7 @@ from kubehoist.cli.options import kubeconfig_options, resolve_components
 from kubehoist.components import Component
 from kubehoist.errors import KubehoistError, UsageError
 from kubehoist.guard import alerts as guardalerts
-from kubehoist.guard import credentials
+from kubehoist.guard import credentials, signing
 from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
 from kubehoist.guard.decide import Policy
@@ -330,7 +330,7 @@ def install(
             click.echo(f"(dry run) {line}")
         return
     if issuer != "node":
-        ca = guardinstall.cluster_ca(client, server=where.server, fallback=_ca_fallback(where))
+        ca = signing.cluster_ca(client, server=where.server, fallback=_ca_fallback(where))
         options = replace(options, ca_pem=ca)
     guardinstall.install(client, options, server=where.server, say=click.echo, wait=not no_wait)
 

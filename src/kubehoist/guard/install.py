@@ -36,17 +36,9 @@ import yaml
 from cryptography import x509
 from lightkube import Client, codecs
 from lightkube.core.exceptions import ApiError
-from lightkube.models.certificates_v1 import (
-    CertificateSigningRequestCondition,
-    CertificateSigningRequestSpec,
-)
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.certificates_v1 import (
-    CertificateSigningRequest,
-    CertificateSigningRequestApproval,
-)
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import ConfigMap, Pod, Secret
+from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from kubehoist.components import Component
@@ -59,13 +51,13 @@ from kubehoist.guard.credentials import (
     kubeconfig_text,
     new_key_and_csr,
 )
+from kubehoist.guard.signing import SIGNER, issue_certificate
 from kubehoist.kube import retry
 from kubehoist.kube.errors import Call, NotFoundError, api_errors, transient
 from kubehoist.kube.objects import is_ready
 from kubehoist.nodefiles import helperpod
 from kubehoist.nodefiles.parking import HOST_MOUNT, host_path
 
-SIGNER = "kubernetes.io/kube-apiserver-client"
 INPUT_MOUNT = "/kubehoist-input"
 NAMESPACE = "kube-system"
 DEFAULT_VALIDITY_S = 365 * 24 * 3600
@@ -191,97 +183,6 @@ def apply_rbac(client: Client, component: Component, *, server: str) -> list[str
             client.apply(codecs.from_dict(dict(obj)), field_manager=FIELD_MANAGER, force=True)
         done.append(f"{obj['kind'].lower()}.rbac.authorization.k8s.io/{meta['name']}")
     return done
-
-
-def issue_certificate(
-    client: Client,
-    *,
-    node: str,
-    csr_pem: bytes,
-    validity_s: int,
-    server: str,
-    timeout_s: float = 60.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> bytes:
-    """Create, approve and wait for a CertificateSigningRequest; return the certificate
-    PEM. The request object is deleted afterwards."""
-    name = f"kubehoist-guard-{node}-{secrets.token_hex(3)}"[:253]
-    csr = CertificateSigningRequest(
-        metadata=ObjectMeta(name=name, labels=object_labels("kubehoist-guard")),
-        spec=CertificateSigningRequestSpec(
-            request=base64.b64encode(csr_pem).decode(),
-            signerName=SIGNER,
-            expirationSeconds=max(600, validity_s),
-            usages=["digital signature", "client auth"],
-        ),
-    )
-    call = Call(verb="create", resource="certificatesigningrequests", name=name)
-    try:
-        with api_errors(call, server=server):
-            client.create(csr)
-        call = Call(verb="update", resource="certificatesigningrequests/approval", name=name)
-        with api_errors(call, server=server):
-            current = client.get(CertificateSigningRequest, name)
-            approval = CertificateSigningRequestApproval(
-                metadata=current.metadata,
-                spec=current.spec,
-                status=current.status,
-            )
-            assert approval.status is not None
-            approval.status.conditions = [
-                *(approval.status.conditions or []),
-                CertificateSigningRequestCondition(
-                    type="Approved",
-                    status="True",
-                    reason="KubehoistGuardInstall",
-                    message=f"kubehoist guard install: the guard of node {node}",
-                ),
-            ]
-            client.replace(approval, name)
-        deadline = time.monotonic() + timeout_s
-        call = Call(verb="get", resource="certificatesigningrequests", name=name)
-        while True:
-            with retry.within(deadline - time.monotonic()), api_errors(call, server=server):
-                got = client.get(CertificateSigningRequest, name)
-            status = got.status
-            for cond in (status.conditions if status else None) or []:
-                if cond.type in ("Denied", "Failed") and cond.status == "True":
-                    raise KubehoistError(
-                        f"certificatesigningrequest/{name}: {cond.type}: "
-                        f"{cond.message or cond.reason or 'no reason given'}"
-                    )
-            if status is not None and status.certificate:
-                return base64.b64decode(str(status.certificate))
-            if time.monotonic() > deadline:
-                raise KubehoistError(
-                    f"certificatesigningrequest/{name}: approved but not signed after "
-                    f"{timeout_s:.0f}s (signer {SIGNER}: is a kube-controller-manager leading, "
-                    "with --cluster-signing-cert-file?)"
-                )
-            sleep(0.2)
-    finally:
-        with contextlib.suppress(ApiError, KubehoistError):
-            client.delete(CertificateSigningRequest, name)
-
-
-def cluster_ca(client: Client, *, server: str, fallback: bytes | None) -> bytes:
-    """The cluster CA bundle: ConfigMap kube-system/kube-root-ca.crt (published by the
-    controller manager), else the caller's kubeconfig's."""
-    call = Call(verb="get", resource="configmaps", namespace=NAMESPACE, name="kube-root-ca.crt")
-    try:
-        with api_errors(call, server=server):
-            cm = client.get(ConfigMap, "kube-root-ca.crt", namespace=NAMESPACE)
-        data = (cm.data or {}).get("ca.crt")
-        if data:
-            return str(data).encode()
-    except NotFoundError:
-        pass
-    if fallback:
-        return fallback
-    raise KubehoistError(
-        "no cluster CA: configmap kube-system/kube-root-ca.crt has no ca.crt and the "
-        "kubeconfig has no certificate-authority data"
-    )
 
 
 def _secret(run: str, confs: Mapping[str, str], manifest_text: str, component: str) -> Secret:
