@@ -18,7 +18,6 @@ from lightkube.resources.core_v1 import Secret
 
 from kubehoist.constants import CREDENTIALS_SHA256_ANNOTATION
 from kubehoist.lab import kubeadm
-from kubehoist.lab.binaries import locate
 from kubehoist.pivot.refresh import content_sha256
 from tests.e2e.conftest import LabHandle, kubehoist
 from tests.e2e.test_pivot import (
@@ -81,12 +80,8 @@ def test_status_shows_days_left_and_refresh_follows_kubeadm_certs_renew(
     assert cert["serialNumber"] == f"{before.serial_number:X}"
     assert cert["level"] == "ok" and 360 <= cert["daysLeft"] <= 365  # kubeadm: one year
 
-    # On the node, as an operator would (kubeadm from the lab's binaries, chrooted).
-    kubeadm.run(
-        locate(lab.spec.kubernetes_version),
-        node_root(lab),
-        "certs", "renew", "controller-manager.conf", "--config", kubeadm.CONFIG_IN_NODE,
-    )  # fmt: skip
+    # On the node, as an operator would (the node's kubeadm, in its namespaces).
+    kubeadm.run_in_node(lab.spec, lab.spec.api_node, "certs", "renew", "controller-manager.conf")
     renewed = client_cert(conf.read_bytes())
     assert renewed.serial_number != before.serial_number
     assert renewed.not_valid_after_utc > before.not_valid_after_utc

@@ -629,3 +629,43 @@ def test_a_record_write_that_never_left_fails_within_the_budget(tmp_path: Path) 
     assert not info.value.maybe_sent
     assert set(seen) == {"PUT"}  # no read-back: the write never left
     assert sum(clock.slept) == pytest.approx(20.0)
+
+
+def test_a_helper_pods_create_whose_answer_was_lost_is_sent_again_once_done() -> None:
+    """The connection breaks after the create left (it may have been done): the create
+    is sent again; "already exists" then means the lost one was done. A refusal is
+    not retried past the run's deadline."""
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import Pod
+
+    from kubehoist.kube.errors import ConflictError, ServerStatus, UnreachableError
+    from kubehoist.nodefiles import helperpod
+
+    class Flaky:
+        def __init__(self, answers: list[BaseException | None]) -> None:
+            self.answers, self.calls = answers, 0
+
+        def create(self, obj: object) -> object:
+            self.calls += 1
+            answer = self.answers.pop(0)
+            if answer is not None:
+                raise answer
+            return obj
+
+    pod = Pod(metadata=ObjectMeta(name="kubehoist-abc123-cp-1", namespace="kube-system"))
+    lost = UnreachableError("the connection was closed by the server", maybe_sent=True)
+    exists = ConflictError(
+        "exists", status=ServerStatus(code=409, reason="AlreadyExists", message="")
+    )
+    client = Flaky([lost, exists])
+    name = helperpod._create(client, pod, deadline=time.monotonic() + 5)  # type: ignore[arg-type]
+    assert (name, client.calls) == ("kubehoist-abc123-cp-1", 2)
+    refused = UnreachableError("connection refused", maybe_sent=False)
+    client = Flaky([refused] * 100)
+    started = time.monotonic()
+    with pytest.raises(UnreachableError):
+        helperpod._create(client, pod, deadline=time.monotonic() + 1.2)  # type: ignore[arg-type]
+    assert 1.0 <= time.monotonic() - started < 3.0
+    forbidden = ConflictError("x", status=ServerStatus(code=403, reason="Forbidden", message=""))
+    with pytest.raises(ConflictError):
+        helperpod._create(Flaky([forbidden]), pod, deadline=time.monotonic() + 5)  # type: ignore[arg-type]

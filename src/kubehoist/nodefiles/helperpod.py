@@ -35,7 +35,7 @@ from lightkube.resources.core_v1 import Pod
 from kubehoist.constants import object_labels
 from kubehoist.errors import KubehoistError
 from kubehoist.kube import retry
-from kubehoist.kube.errors import transient
+from kubehoist.kube.errors import maybe_done, status_code, transient
 from kubehoist.nodefiles import parking
 from kubehoist.nodefiles.parking import ParkResult
 
@@ -165,6 +165,10 @@ def run_scripts(
     stream when it prints one (`RESULT_PREFIX`), before the kubelet reports its exit."""
     out: dict[str, HelperOutcome] = {}
     todo = dict(scripts)
+    # One deadline for the whole run (creating the pods, waiting for them, running a
+    # helper again): an API server away for longer than `timeout` fails the run within
+    # it, however the outage falls across those steps.
+    deadline = time.monotonic() + timeout
     for attempt in range(1, attempts + 1):
         got = _run_once(
             client,
@@ -172,6 +176,7 @@ def run_scripts(
             image=image,
             component=component,
             namespace=namespace,
+            deadline=deadline,
             timeout=timeout,
             secret=secret,
             secret_mount=secret_mount,
@@ -193,13 +198,15 @@ def _run_once(
     image: str,
     component: str,
     namespace: str = "kube-system",
+    deadline: float,
     timeout: float = 120,
     secret: str | None = None,
     secret_mount: str = "/kubehoist-input",
     host_root: bool = False,
     follow_logs: bool = False,
 ) -> dict[str, HelperOutcome]:
-    """Run `scripts[node]` on each node at once; wait for all; delete the pods."""
+    """Run `scripts[node]` on each node at once; wait for all (until `deadline`, the
+    monotonic clock; `timeout` names it in errors); delete the pods."""
     run = uuid.uuid4().hex[:6]
     names: dict[str, str] = {}
     try:
@@ -215,13 +222,12 @@ def _run_once(
                 secret_mount=secret_mount,
                 host_root=host_root,
             )
-            created = client.create(pod)
-            assert created.metadata is not None and created.metadata.name is not None
-            names[node] = created.metadata.name
+            names[node] = _create(client, pod, deadline=deadline)
         return _wait(
             client,
             names,
             namespace=namespace,
+            deadline=deadline,
             timeout=timeout,
             image=image,
             follow_logs=follow_logs,
@@ -233,6 +239,25 @@ def _run_once(
             for name in names.values():
                 with contextlib.suppress(ApiError, KubehoistError):
                     client.delete(Pod, name, namespace=namespace, grace_period=0)
+
+
+def _create(client: Client, pod: Pod, *, deadline: float) -> str:
+    """Create a helper pod; through an API server that goes away, until `deadline`. A
+    create whose answer was lost is sent again: its name is this run's own, so "already
+    exists" means the lost one was done."""
+    assert pod.metadata is not None and pod.metadata.name is not None
+    name = pod.metadata.name
+    while True:
+        try:
+            with retry.within(deadline - time.monotonic()):
+                client.create(pod)
+            return name
+        except (ApiError, KubehoistError) as exc:
+            if status_code(exc) == 409:
+                return name
+            if not (transient(exc) or maybe_done(exc)) or time.monotonic() >= deadline:
+                raise
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
 RESULT_PREFIX = parking.RESULT + " "
@@ -284,11 +309,11 @@ def _wait(
     names: Mapping[str, str],
     *,
     namespace: str,
+    deadline: float,
     timeout: float,
     image: str,
     follow_logs: bool = False,
 ) -> dict[str, HelperOutcome]:
-    deadline = time.monotonic() + timeout
     done: dict[str, HelperOutcome] = {}
     logs = _LogResults(client, names, namespace) if follow_logs else None
     last = ""
