@@ -15,6 +15,7 @@ holder of its Lease at the end of each step.
 from __future__ import annotations
 
 import base64
+import os
 import hashlib
 import threading
 import time
@@ -47,7 +48,8 @@ def ulab() -> Iterator[LabHandle]:
     try:
         yield handle
     finally:
-        kubehoist("lab", "down", "--purge", "--root", str(handle.spec.root), check=False)
+        if not os.environ.get("KUBEHOIST_TEST_KEEP_LAB"):
+            kubehoist("lab", "down", "--purge", "--root", str(handle.spec.root), check=False)
 
 
 def k(lab: LabHandle, *args: str, check: bool = True, timeout: float = 900) -> str:

@@ -252,6 +252,9 @@ class Supervisor:
         # and the images built in this lab (`lab image build`), as a machine keeps them
         return archives + sorted(images.built_images(self.spec.root).values())
 
+    def _pause_image(self) -> str:
+        return images.kubeadm_images(self.binaries, self.spec.kubernetes_version)["pause"]
+
     async def _boot_nodes(self) -> None:
         """Boot every node: its init starts containerd, imports the lab's images and
         starts the kubelet, which registers the Node and keeps it Ready."""
@@ -266,6 +269,9 @@ class Supervisor:
             ctr=self.binaries.path("ctr"),
             crictl=self.binaries.path("crictl"),
             kubeadm=self.binaries.path("kubeadm"),
+            # containerd's sandbox image: the pause image this version's kubeadm names
+            # (and the lab builds), never one to pull: the lab has no registry.
+            pause_image=await loop.run_in_executor(None, self._pause_image),
         )
         for node in self.spec.nodes:
             labnode.write_config(self.spec, node, cfg)
