@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kubehoist.election import CandidateKind
 from kubehoist.guard.decide import ContainerView, PodView
-from kubehoist.kube.objects import MIRROR_ANNOTATION, is_ready, parse_time
+from kubehoist.kube.objects import candidate, parse_time
 
 
 def _container(status: Mapping[str, Any], name: str) -> ContainerView | None:
@@ -32,22 +33,20 @@ def _container(status: Mapping[str, Any], name: str) -> ContainerView | None:
 
 
 def pod_view(obj: Mapping[str, Any], *, component: str, gone: bool = False) -> PodView:
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    ready = is_ready(obj)
-    owners = [o for o in meta.get("ownerReferences") or () if isinstance(o, Mapping)]
+    """The guard's view of a pod: status's decoding (`kube.objects.candidate`, the one
+    pod decoder) and the component container's times, which only the guard reads."""
+    c = candidate(obj, component=component)
     return PodView(
-        name=str(meta.get("name") or ""),
-        uid=str(meta.get("uid") or ""),
-        node=spec.get("nodeName") or None,
-        static=MIRROR_ANNOTATION in (meta.get("annotations") or {}),
-        deployment=any(o.get("kind") == "ReplicaSet" for o in owners),
-        host_network=bool(spec.get("hostNetwork")),
-        spec_hostname=spec.get("hostname") or None,
-        ready=ready,
-        phase=str(status.get("phase") or ""),
-        deleting=meta.get("deletionTimestamp") is not None,
+        name=c.name,
+        uid=c.uid,
+        node=c.node,
+        static=c.kind is CandidateKind.STATIC,
+        deployment=c.kind is CandidateKind.DEPLOYMENT,
+        host_network=c.host_network,
+        spec_hostname=c.spec_hostname,
+        ready=c.ready,
+        phase=c.phase,
+        deleting=c.terminating,
         gone=gone,
-        container=_container(status, component),
+        container=_container(obj.get("status") or {}, component),
     )
