@@ -159,8 +159,9 @@ def upgrade_cluster(
             args = ["upgrade", "apply", version, "--yes"]
         else:
             args = ["upgrade", "node"]
-        # The checks the lab skips at `kubeadm init` too, each for a reason (docs/lab.md).
-        args.append(f"--ignore-preflight-errors={','.join(kubeadm.IGNORED_PREFLIGHT)}")
+        # The checks the lab skips, each for a reason (kubeadm.IGNORED_UPGRADE_PREFLIGHT).
+        skipped = ",".join(kubeadm.IGNORED_UPGRADE_PREFLIGHT)
+        args.append(f"--ignore-preflight-errors={skipped}")
         line(f"node {name}: kubeadm {' '.join(args)}")
         kubeadm.run_in_node(spec, node, *args, timeout=timeout)
         restart_kubelet(spec, node)

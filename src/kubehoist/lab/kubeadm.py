@@ -61,6 +61,19 @@ IGNORED_PREFLIGHT: dict[str, str] = {
 }
 """Preflight checks that cannot pass on a lab node, each with why (docs/lab.md)."""
 
+_NO_COREDNS = (
+    "the lab disables the DNS addon (it builds no CoreDNS image), yet `kubeadm upgrade` "
+    "runs its CoreDNS migration checks unconditionally (kubeadm v1.36 "
+    "phases/upgrade/preflight.go, RunCoreDNSMigrationCheck): with no CoreDNS deployed "
+    "the installed version reads as '' and the check fails"
+)
+IGNORED_UPGRADE_PREFLIGHT: dict[str, str] = {
+    **IGNORED_PREFLIGHT,
+    "CoreDNSUnsupportedPlugins": _NO_COREDNS,
+    "CoreDNSMigration": _NO_COREDNS,
+}
+"""The same for `kubeadm upgrade apply|node` (docs/lab.md)."""
+
 KUBELET_CONFIGURATION = {
     "apiVersion": "kubelet.config.k8s.io/v1beta1",
     "kind": "KubeletConfiguration",
