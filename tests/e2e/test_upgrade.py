@@ -15,8 +15,8 @@ holder of its Lease at the end of each step.
 from __future__ import annotations
 
 import base64
-import os
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -181,9 +181,13 @@ def test_kubeadm_upgrade_of_a_pivoted_guarded_ha_cluster(ulab: LabHandle) -> Non
         assert dep.spec is not None and dep.spec.template.spec is not None
         assert dep.spec.template.spec.containers[0].image == f"registry.k8s.io/{comp}:{NEW}"
         assert deployment_leads(lab, comp), holder(lab, comp)
-        # no static pod of it runs; every node parked kubeadm's new manifest
-        assert not [p for p in pods(lab, component=comp) if p.metadata and
-                    p.metadata.name in {f"{comp}-{n}" for n in cps}]  # fmt: skip
+        # no static pod of it runs (the kubelets delete the mirror pods once the pods
+        # stopped); every node parked kubeadm's new manifest
+        mirrors = {f"{comp}-{n}" for n in cps}
+        deadline = time.monotonic() + 60
+        while [p for p in pods(lab, component=comp) if p.metadata and p.metadata.name in mirrors]:
+            assert time.monotonic() < deadline, f"mirror pods of {comp} still there"
+            time.sleep(1)
         for node in cps:
             parked = node_root(lab, node) / PARK_DIR / f"{comp}.yaml"
             doc = yaml.safe_load(parked.read_text())
