@@ -144,8 +144,8 @@ def complete(
         release_lease_on_exit=release_lease_on_exit, no_rollback=no_rollback, dry_run=dry_run,
     )  # fmt: skip
     states = upgrade.pivoted(client, resolve_components(components), named=bool(components))
-    apiservers = upgrade.static_versions(
-        client, upgrade.API_SERVER, phases.control_plane_nodes(client)
+    apiservers = upgrade.settled_versions(
+        client, upgrade.API_SERVER, phases.control_plane_nodes(client), timeout=min(timeout, 120)
     )
     planned = []
     for st in states:  # every check before anything changes

@@ -33,6 +33,7 @@ So an upgrade is three steps, kubeadm's own in the middle:
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,19 @@ def static_versions(client: Client, component: str, nodes: Sequence[str]) -> dic
             image = (images or [pod.spec.containers[0].image])[0]
         out[node] = image
     return out
+
+
+def settled_versions(
+    client: Client, component: str, nodes: Sequence[str], *, timeout: float
+) -> dict[str, str | None]:
+    """`static_versions`, waiting up to `timeout` while a node has no mirror pod yet: a
+    kubelet that the upgrade restarted makes its mirror pods again within seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = static_versions(client, component, nodes)
+        if all(v is not None for v in got.values()) or time.monotonic() >= deadline:
+            return got
+        time.sleep(1.0)
 
 
 def check_skew(
@@ -246,7 +260,7 @@ def plan_complete(
     pod = new_manifest(comp, o.host_root)
     # A node parked by an interrupted `complete` was checked by it already.
     cps = [n for n in apiservers if n not in st.parked]
-    statics = static_versions(t.client, comp.name, cps)
+    statics = settled_versions(t.client, comp.name, cps, timeout=min(t.timeout, 120))
     new = check_skew(comp.name, pod.image, statics, apiservers, kubernetes_version=override)
     asked = dict(st.options)
     if asked.get("image") and not o.image:
