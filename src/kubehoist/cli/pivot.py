@@ -21,28 +21,37 @@ from kubehoist.pivot import run as pivotrun
 from kubehoist.pivot.workflow import Progress
 
 
+def run_options(what: str) -> list[Any]:
+    """--manifests-dir, --helper-image, --dry-run, --timeout: how a run reaches the
+    nodes and waits (pivot, rollback, upgrade prepare/complete). `what`: "phase" or
+    "step", for --dry-run's help."""
+    return [
+        click.option(
+            "--manifests-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Run on the node itself: its kubelet's static pod directory (single node).",
+        ),
+        click.option(
+            "--helper-image",
+            default=helperpod.DEFAULT_IMAGE,
+            show_default=True,
+            help="Image of the node-pinned helper pods (a small shell image).",
+        ),
+        click.option(
+            "--dry-run", is_flag=True, help=f"Print what each {what} would do; change nothing."
+        ),
+        click.option(
+            "--timeout", type=float, default=180, show_default=True, help="Seconds per wait."
+        ),
+    ]
+
+
 def _common(func: Any) -> Any:
     for opt in reversed(
         [
             click.argument("component", required=False, default="kube-controller-manager"),
             kubeconfig_options,
-            click.option(
-                "--manifests-dir",
-                type=click.Path(file_okay=False, path_type=Path),
-                help="Run on the node itself: its kubelet's static pod directory (single node).",
-            ),
-            click.option(
-                "--helper-image",
-                default=helperpod.DEFAULT_IMAGE,
-                show_default=True,
-                help="Image of the node-pinned helper pods (a small shell image).",
-            ),
-            click.option(
-                "--dry-run", is_flag=True, help="Print what each phase would do; change nothing."
-            ),
-            click.option(
-                "--timeout", type=float, default=180, show_default=True, help="Seconds per wait."
-            ),
+            *run_options("phase"),
             click.option("--skip-phases", default="", metavar="P1,P2", help="Phases to skip."),
         ]
     ):

@@ -10,8 +10,7 @@ import click
 
 from kubehoist import kube
 from kubehoist.cli.options import kubeconfig_options, prog, resolve_components
-from kubehoist.cli.pivot import target
-from kubehoist.nodefiles import helperpod
+from kubehoist.cli.pivot import run_options, target
 from kubehoist.pivot import phases, upgrade
 from kubehoist.pivot.workflow import Progress
 
@@ -33,23 +32,7 @@ def _shared(func: Any) -> Any:
         [
             click.argument("components", nargs=-1, metavar="[COMPONENT]..."),
             kubeconfig_options,
-            click.option(
-                "--manifests-dir",
-                type=click.Path(file_okay=False, path_type=Path),
-                help="Run on the node itself: its kubelet's static pod directory (single node).",
-            ),
-            click.option(
-                "--helper-image",
-                default=helperpod.DEFAULT_IMAGE,
-                show_default=True,
-                help="Image of the node-pinned helper pods (a small shell image).",
-            ),
-            click.option(
-                "--dry-run", is_flag=True, help="Print what each step would do; change nothing."
-            ),
-            click.option(
-                "--timeout", type=float, default=180, show_default=True, help="Seconds per wait."
-            ),
+            *run_options("step"),
         ]
     ):
         func = opt(func)
