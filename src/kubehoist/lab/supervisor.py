@@ -33,7 +33,9 @@ import yaml
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
+from kubehoist.constants import MIRROR_ANNOTATION
 from kubehoist.errors import KubehoistError
+from kubehoist.kube.objects import is_ready
 from kubehoist.lab import forward, images, kubeadm, netns
 from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import Binaries
@@ -394,6 +396,44 @@ class Supervisor:
             f"(see {self.spec.root}/nodes/<node>/var/log/kubelet.log)"
         )
 
+    def _static_pods_wanted(self) -> set[str]:
+        """The mirror pods the control planes' kubelets are to make: one per manifest in
+        each control plane's manifests directory (a parked component has none)."""
+        wanted: set[str] = set()
+        for node in self.spec.control_planes:
+            for path in node.manifests_dir(self.spec.root).glob("*.yaml"):
+                wanted.add(f"{path.stem}-{node.name}")
+        return wanted
+
+    async def _wait_static_pods(self, timeout: float) -> None:
+        """Until every control plane's static pods have Ready mirror pods: a control
+        plane that just joined has its API server and etcd up while the kubelet may
+        still be making the controller manager's and the scheduler's mirror pods."""
+        from lightkube.resources.core_v1 import Pod
+
+        client = self._client_for(self.spec.admin_kubeconfig)
+        deadline = time.monotonic() + timeout
+        missing: set[str] = set()
+        while time.monotonic() < deadline:
+            self._check_inits()
+            want = await asyncio.to_thread(self._static_pods_wanted)
+            ready: set[str] = set()
+            with contextlib.suppress(Exception):
+                async for pod in client.list(Pod, namespace="kube-system"):
+                    meta = pod.metadata
+                    if meta and MIRROR_ANNOTATION in (meta.annotations or {}) and is_ready(pod):
+                        ready.add(meta.name or "")
+            missing = want - ready
+            if not missing:
+                return
+            self.message = f"waiting for static pods: {', '.join(sorted(missing))}"
+            self.write_state()
+            await asyncio.sleep(0.5)
+        raise KubehoistError(
+            f"static pods without a Ready mirror pod after {timeout:.0f}s: "
+            f"{', '.join(sorted(missing))} (see {self.spec.root}/nodes/<node>/var/log/pods/)"
+        )
+
     def _start_log_keepers(self) -> None:
         for node in self.spec.nodes:
             keeper = LogKeeper.for_node(self.spec, node, self.binaries.path("crictl"))
@@ -431,6 +471,7 @@ class Supervisor:
             self.write_state()
             await self.wait_ready()
             await self._wait_nodes_ready(timeout=240)
+            await self._wait_static_pods(timeout=240)
             self.phase, self.message = "ready", ""
             self.write_state()
             log.info("lab ready")
