@@ -31,6 +31,7 @@ from kubehoist.constants import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     NAME_LABEL,
+    Selector,
     label_selector,
 )
 from kubehoist.errors import KubehoistError
@@ -93,7 +94,7 @@ class CredentialsExpiry:
     """What could not be read (an unparsable kubeconfig, a missing key), one line each."""
 
 
-def deployment_selector(components: Iterable[str]) -> str:
+def deployment_selector(components: Iterable[str]) -> Selector:
     """kubehoist's Deployments of `components` (one LIST for all)."""
     return label_selector(
         equals={MANAGED_BY_LABEL: MANAGED_BY_VALUE}, within={NAME_LABEL: sorted(set(components))}

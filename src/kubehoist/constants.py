@@ -53,19 +53,41 @@ def guard_lease_name(component: str) -> str:
     return f"kubehoist-guard-{component}"
 
 
+Term = tuple[str, str | tuple[str, ...]]
+
+
+class Selector(str):
+    """A label or field selector: its canonical text (what the API server is sent, what
+    tests compare) that also keeps its terms, `key=value` or `key in (values)`, in the
+    order of the text (lightkube builds the query from them)."""
+
+    terms: tuple[Term, ...]
+
+    def __new__(cls, terms: Iterable[Term]) -> Selector:
+        kept = tuple(terms)
+        text = ",".join(
+            f"{k}={v}" if isinstance(v, str) else f"{k} in ({','.join(v)})" for k, v in kept
+        )
+        obj = super().__new__(cls, text)
+        obj.terms = kept
+        return obj
+
+    def pairs(self) -> list[tuple[str, str | list[str]]]:
+        """The terms as lightkube's `labels=` / `fields=` take them."""
+        return [(k, v if isinstance(v, str) else list(v)) for k, v in self.terms]
+
+
 def label_selector(
     *, equals: Mapping[str, str] | None = None, within: Mapping[str, Iterable[str]] | None = None
-) -> str:
-    """`k=v` and `k in (a,b)` terms, sorted so that the same question is the same string."""
-    terms = [f"{k}={v}" for k, v in sorted((equals or {}).items())]
+) -> Selector:
+    """`k=v` and `k in (a,b)` terms, sorted so that the same question is the same text."""
+    terms: list[Term] = [(k, v) for k, v in sorted((equals or {}).items())]
     for key, values in sorted((within or {}).items()):
-        ordered = sorted(set(values))
-        terms.append(
-            f"{key}={ordered[0]}" if len(ordered) == 1 else f"{key} in ({','.join(ordered)})"
-        )
-    return ",".join(terms)
+        ordered = tuple(sorted(set(values)))
+        terms.append((key, ordered[0]) if len(ordered) == 1 else (key, ordered))
+    return Selector(terms)
 
 
-def field_selector(fields: Mapping[str, str]) -> str:
+def field_selector(fields: Mapping[str, str]) -> Selector:
     """`k=v` terms, sorted: a field selector."""
-    return ",".join(f"{k}={v}" for k, v in sorted(fields.items()))
+    return Selector(sorted(fields.items()))

@@ -24,11 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event as KubeEvent
+from lightkube.resources.core_v1 import Pod
+
 from kubehoist.components import Component
+from kubehoist.constants import field_selector
 from kubehoist.kube import objects
-from kubehoist.kube.api import Api
+from kubehoist.kube.api import Api, plural
 from kubehoist.kube.errors import ApiServerError
-from kubehoist.kube.requests import EVENTS, LEASES, PODS, field_selector
 from kubehoist.kube.watch import (
     Delete,
     Interrupted,
@@ -72,7 +76,7 @@ def streams(components: Sequence[Component], *, namespace: str | None) -> tuple[
             component=c.name,
             lease=True,
             source=Source(
-                resource=LEASES,
+                resource=Lease,
                 namespace=namespace or c.lease_namespace,
                 fields=field_selector({"metadata.name": c.lease_name}),
             ),
@@ -81,7 +85,7 @@ def streams(components: Sequence[Component], *, namespace: str | None) -> tuple[
     ]
     out += [
         Stream(
-            component=ALL, lease=False, source=Source(resource=PODS, namespace=pod_ns, labels=sel)
+            component=ALL, lease=False, source=Source(resource=Pod, namespace=pod_ns, labels=sel)
         )
         for sel in objects.candidate_selectors(names)
     ]
@@ -91,7 +95,7 @@ def streams(components: Sequence[Component], *, namespace: str | None) -> tuple[
             lease=False,
             optional=True,
             source=Source(
-                resource=EVENTS, namespace=pod_ns, fields=objects.guard_event_fields(names)
+                resource=KubeEvent, namespace=pod_ns, fields=objects.guard_event_fields(names)
             ),
         )
     )
@@ -164,7 +168,7 @@ def _unavailable(stream: Stream, got: Unavailable, *, now: float, wall: datetime
         component=stream.component,
         at=now,
         wall=wall,
-        data={"resource": stream.source.resource.plural, "error": got.error},
+        data={"resource": plural(stream.source.resource), "error": got.error},
     )
 
 
@@ -181,7 +185,7 @@ def _apply(tl: Timeline, stream: Stream, item: Item, *, now: float, wall: dateti
                 at=now,
                 wall=wall,
                 data={
-                    "resource": stream.source.resource.plural,
+                    "resource": plural(stream.source.resource),
                     "error": item.error,
                     "retry_in_s": item.retry_in_s,
                 },
@@ -198,10 +202,10 @@ def _apply(tl: Timeline, stream: Stream, item: Item, *, now: float, wall: dateti
                 component=stream.component,
                 at=now,
                 wall=wall,
-                data={"resource": stream.source.resource.plural},
+                data={"resource": plural(stream.source.resource)},
             )
         ]
-    if isinstance(item, Upsert) and stream.source.resource is EVENTS:
+    if isinstance(item, Upsert) and stream.source.resource is KubeEvent:
         involved = item.obj.get("involvedObject") or {}
         component = involved.get("name") if isinstance(involved, dict) else None
         if component not in tl.components or not str(item.obj.get("reason")).startswith(
@@ -212,7 +216,7 @@ def _apply(tl: Timeline, stream: Stream, item: Item, *, now: float, wall: dateti
         return tl.guard_event_seen(event, now=now, wall=wall)
     if isinstance(item, Upsert | Delete):
         obj = item.obj
-        if stream.source.resource is EVENTS:
+        if stream.source.resource is KubeEvent:
             return []  # an Event that expired (the API server keeps them an hour)
         if stream.lease:
             lease = objects.lease_record(obj) if isinstance(item, Upsert) else None

@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
+from lightkube.resources.coordination_v1 import Lease
+
 from kubehoist import certexpiry
 from kubehoist.certexpiry import CredentialsExpiry
 from kubehoist.components import Component
+from kubehoist.constants import field_selector
 from kubehoist.election import (
     Assessment,
     Candidate,
@@ -47,7 +50,6 @@ from kubehoist.kube.reads import (
     read_lease,
     read_pods,
 )
-from kubehoist.kube.requests import LEASES, field_selector
 from kubehoist.kube.watch import Delete, Source, Synced, Upsert, informer
 
 T = TypeVar("T")
@@ -281,7 +283,7 @@ async def _observe(
     async def one(ns: str, name: str) -> Observation | None:
         obs: Observation | None = None
         source = Source(
-            resource=LEASES, namespace=ns, fields=field_selector({"metadata.name": name})
+            resource=Lease, namespace=ns, fields=field_selector({"metadata.name": name})
         )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(observe_s):
@@ -317,7 +319,7 @@ async def _observe_guards(
     seen: dict[str, Observation] = {}
     synced = False
     source = Source(
-        resource=LEASES, namespace=namespace, labels=objects.guard_lease_selector(components)
+        resource=Lease, namespace=namespace, labels=objects.guard_lease_selector(components)
     )
     try:
         with contextlib.suppress(TimeoutError):

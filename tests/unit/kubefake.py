@@ -4,7 +4,9 @@ request, and plugs into httpx2.MockTransport."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,9 +164,18 @@ def pod(
     }
     if static:
         meta["annotations"] = {"kubernetes.io/config.mirror": "abc"}
-        meta["ownerReferences"] = [{"kind": "Node", "name": node}]
+        meta["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Node", "name": node, "uid": f"uid-{node}"}
+        ]
     else:
-        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": f"{component}-rs"}]
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": f"{component}-rs",
+                "uid": "uid-rs",
+            }
+        ]
     return {
         "kind": "Pod",
         "apiVersion": "v1",
@@ -172,6 +183,7 @@ def pod(
         "spec": {
             "nodeName": node,
             "hostNetwork": static if host_network is None else host_network,
+            "containers": [{"name": component, "image": f"registry.k8s.io/{component}:v1.36.3"}],
         },
         "status": {
             "phase": "Running",
@@ -183,7 +195,15 @@ def pod(
                     "lastTransitionTime": "2026-01-01T00:00:05Z",
                 }
             ],
-            "containerStatuses": [{"name": component, "restartCount": restarts}],
+            "containerStatuses": [
+                {
+                    "name": component,
+                    "restartCount": restarts,
+                    "ready": ready,
+                    "image": f"registry.k8s.io/{component}:v1.36.3",
+                    "imageID": "",
+                }
+            ],
         },
     }
 
@@ -229,6 +249,18 @@ def _matches(selector: str, labels: dict[str, str]) -> bool:
     return True
 
 
+def held_open(*events: dict[str, Any]) -> httpx2.Response:
+    """A WATCH answer as a real API server gives it: the events, then a stream held
+    open (until the client closes it; the server's timeoutSeconds is not modelled)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for event in events:
+            yield (json.dumps(event) + "\n").encode()
+        await asyncio.Event().wait()
+
+    return httpx2.Response(200, content=body())
+
+
 @dataclass
 class FakeCluster:
     leases: list[dict[str, Any]] = field(default_factory=list)
@@ -260,7 +292,7 @@ class FakeCluster:
                     f'"{plural}" in API group "" in the namespace "kube-system"',
                 )
         if params.get("watch") == "true":
-            return httpx2.Response(200, content=b"")  # a stream the server ends at once
+            return held_open()  # no change: the server holds the stream open
         if "/leases" in path:
             ns = path.split("/namespaces/")[1].split("/")[0]
             items = [x for x in self.leases if x["metadata"]["namespace"] == ns]

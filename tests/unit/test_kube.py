@@ -12,11 +12,13 @@ from urllib.parse import parse_qsl
 
 import httpx2
 import pytest
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Pod
 
 from kubehoist import kube
-from kubehoist.constants import label_selector
+from kubehoist.constants import field_selector, label_selector
 from kubehoist.errors import KubehoistError
-from kubehoist.kube import objects, requests
+from kubehoist.kube import objects
 from kubehoist.kube.config import load_config
 from kubehoist.kube.errors import Call, ServerStatus, server_error, translate
 from kubehoist.kube.reads import read_election
@@ -25,7 +27,6 @@ from kubehoist.kube.watch import (
     Delete,
     Interrupted,
     Item,
-    Resumed,
     Source,
     Synced,
     Upsert,
@@ -65,22 +66,15 @@ def test_candidate_selectors_cover_kubeadm_and_kubehoist_pods() -> None:
     )
 
 
-def test_watch_request_asks_for_bookmarks_from_a_resource_version() -> None:
-    req = requests.watch(
-        requests.LEASES,
-        namespace="kube-system",
-        fields="metadata.name=kube-scheduler",
-        resource_version="42",
-        timeout_s=290,
-    )
-    assert req.path == "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases"
-    assert dict(req.params) == {
-        "watch": "true",
-        "fieldSelector": "metadata.name=kube-scheduler",
-        "resourceVersion": "42",
-        "allowWatchBookmarks": "true",
-        "timeoutSeconds": "290",
-    }
+def test_selectors_keep_their_terms_for_lightkube() -> None:
+    """lightkube builds the query from the terms: the same text as the canonical one."""
+    from lightkube.core.selector import build_selector
+
+    sel = label_selector(equals={"a": "1"}, within={"c": ["y", "x"], "d": ["z"]})
+    assert sel == "a=1,c in (x,y),d=z"
+    assert build_selector(sel.pairs()) == sel
+    fields = field_selector({"metadata.name": "kube-scheduler", "b": "2"})
+    assert build_selector(fields.pairs(), for_fields=True) == fields
 
 
 # --- reads: exact HTTP, bounded ------------------------------------------------------
@@ -164,7 +158,7 @@ def test_lists_follow_continue_tokens(tmp_path: Path) -> None:
 
     async def run() -> Any:
         async with api_for(handler, tmp_path) as api:
-            return await api.list(requests.list_(requests.PODS, namespace="ns", limit=1))
+            return await api.list(Pod, namespace="ns", chunk_size=1)
 
     result = asyncio.run(run())
     assert [i["metadata"]["name"] for i in result.items] == ["a", "b"]
@@ -180,7 +174,7 @@ def test_forbidden_names_verb_resource_namespace_and_user(tmp_path: Path) -> Non
 
     async def run() -> Any:
         async with api_for(fake.handler, tmp_path) as api:
-            return await api.list(requests.list_(requests.PODS, namespace="kube-system"))
+            return await api.list(Pod, namespace="kube-system")
 
     with pytest.raises(kube.ForbiddenError) as info:
         asyncio.run(run())
@@ -205,7 +199,7 @@ def test_unreachable_server(tmp_path: Path) -> None:
 
     async def run() -> Any:
         async with api_for(handler, tmp_path) as api:
-            return await api.get(requests.get(requests.LEASES, namespace="a", name="b"))
+            return await api.get(Lease, namespace="a", name="b")
 
     with pytest.raises(kube.UnreachableError) as info:
         asyncio.run(run())
@@ -292,7 +286,9 @@ def _lines(*events: dict[str, Any]) -> httpx2.Response:
     return httpx2.Response(200, content=body)
 
 
-def test_informer_resumes_follows_bookmarks_relists_on_410_and_backs_off(tmp_path: Path) -> None:
+def test_informer_resumes_relists_on_410_and_after_a_failure_and_backs_off(
+    tmp_path: Path,
+) -> None:
     l100 = lease(KCM, rv="100")
     l101 = lease(KCM, rv="101", renew="2026-01-01T00:00:12.000000Z")
     l200 = lease(KCM, holder="other_" + UUID_A, rv="200", transitions=1)
@@ -305,8 +301,7 @@ def test_informer_resumes_follows_bookmarks_relists_on_410_and_backs_off(tmp_pat
         lambda r: _lines(
             {"type": "MODIFIED", "object": l101},
             {"type": "MODIFIED", "object": l101},  # a duplicate: never reported twice
-            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "150"}}},
-        ),
+        ),  # the server ends the stream: resumed from 101
         lambda r: _lines(
             {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
         ),
@@ -314,7 +309,9 @@ def test_informer_resumes_follows_bookmarks_relists_on_410_and_backs_off(tmp_pat
             200, json={"metadata": {"resourceVersion": "200"}, "items": [l200]}
         ),
         lambda r: (_ for _ in ()).throw(httpx2.ConnectError("Connection refused", request=r)),
-        lambda r: _lines({"type": "MODIFIED", "object": l201}),
+        lambda r: httpx2.Response(
+            200, json={"metadata": {"resourceVersion": "201"}, "items": [l201]}
+        ),
     ]
     sent: list[httpx2.Request] = []
 
@@ -330,12 +327,12 @@ def test_informer_resumes_follows_bookmarks_relists_on_410_and_backs_off(tmp_pat
     async def run() -> list[Item]:
         out: list[Item] = []
         async with api_for(handler, tmp_path) as api:
-            source = Source(resource=requests.LEASES, namespace="kube-system")
+            source = Source(resource=Lease, namespace="kube-system")
             async for item in informer(
-                api, source, backoff=Backoff(), sleep=no_sleep, rand=lambda: 0.5, min_stream_s=0
+                api, source, backoff=Backoff(), sleep=no_sleep, rand=lambda: 0.5
             ):
                 out.append(item)
-                if len(sent) == len(script) and isinstance(item, Upsert):
+                if len(sent) == len(script) and isinstance(item, Synced):
                     break
         return out
 
@@ -358,16 +355,50 @@ def test_informer_resumes_follows_bookmarks_relists_on_410_and_backs_off(tmp_pat
         "Interrupted",
         "Resumed",
         f"Upsert:{KCM}@201",
+        "Synced",
     ]
     assert isinstance(items[7], Interrupted) and items[7].retry_in_s == 0.5
     assert isinstance(items[6], Synced) and items[6].relist
-    assert isinstance(items[8], Resumed)
     assert sleeps == [0.5]
     rvs = [params(r).get("resourceVersion") for r in sent]
     watches = [params(r).get("watch") == "true" for r in sent]
-    assert rvs == [None, "100", "150", None, "200", "200"]
-    assert watches == [False, True, True, False, True, True]
-    assert all(params(r)["allowWatchBookmarks"] == "true" for r in sent if params(r).get("watch"))
+    assert rvs == [None, "100", "101", None, "200", None]
+    assert watches == [False, True, True, False, True, False]
+    assert all(params(r)["timeoutSeconds"] == "290" for r in sent if params(r).get("watch"))
+
+
+def test_informer_reopens_a_watch_that_hangs_from_its_resource_version(tmp_path: Path) -> None:
+    """lightkube's watch has no read timeout: a stream that stays open and silent (a
+    connection dead without a FIN) is closed after `resync_s` and opened again."""
+    l5, l6 = lease(KCM, rv="5"), lease(KCM, rv="6", renew="2026-01-01T00:00:12.000000Z")
+
+    async def silence() -> Any:
+        yield b""
+        await asyncio.Event().wait()
+
+    script: list[Callable[[], httpx2.Response]] = [
+        lambda: httpx2.Response(200, json={"metadata": {"resourceVersion": "5"}, "items": [l5]}),
+        lambda: httpx2.Response(200, content=silence()),
+        lambda: _lines({"type": "MODIFIED", "object": l6}),
+    ]
+    sent: list[httpx2.Request] = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return script[len(sent) - 1]()
+
+    async def run() -> list[str]:
+        out: list[str] = []
+        async with api_for(handler, tmp_path) as api:  # type: ignore[arg-type]
+            source = Source(resource=Lease, namespace="kube-system")
+            async for item in informer(api, source, resync_s=0.3):
+                out.append(type(item).__name__)
+                if isinstance(item, Upsert) and item.obj["metadata"]["resourceVersion"] == "6":
+                    break
+        return out
+
+    assert asyncio.run(run()) == ["Upsert", "Synced", "Upsert"]
+    assert [params(r).get("resourceVersion") for r in sent] == [None, "5", "5"]
 
 
 def test_informer_raises_rbac_errors(tmp_path: Path) -> None:
@@ -375,7 +406,7 @@ def test_informer_raises_rbac_errors(tmp_path: Path) -> None:
 
     async def run() -> None:
         async with api_for(fake.handler, tmp_path) as api:
-            async for _ in informer(api, Source(resource=requests.LEASES, namespace="x")):
+            async for _ in informer(api, Source(resource=Lease, namespace="x")):
                 pass
 
     with pytest.raises(kube.ForbiddenError, match="cannot list leases in namespace x"):
@@ -389,7 +420,7 @@ def test_informer_retries_refusals_of_a_restarting_api_server(tmp_path: Path) ->
     script = [
         httpx2.Response(200, json={"metadata": {"resourceVersion": "1"}, "items": [l1]}),
         httpx2.Response(403, json=refused),
-        _lines({"type": "MODIFIED", "object": l2}),
+        httpx2.Response(200, json={"metadata": {"resourceVersion": "2"}, "items": [l2]}),
     ]
     sent: list[httpx2.Request] = []
 
@@ -403,8 +434,8 @@ def test_informer_retries_refusals_of_a_restarting_api_server(tmp_path: Path) ->
     async def run() -> list[str]:
         out: list[str] = []
         async with api_for(handler, tmp_path) as api:
-            source = Source(resource=requests.LEASES, namespace="kube-system")
-            async for item in informer(api, source, sleep=no_sleep, min_stream_s=0):
+            source = Source(resource=Lease, namespace="kube-system")
+            async for item in informer(api, source, sleep=no_sleep):
                 out.append(type(item).__name__)
                 if isinstance(item, Upsert) and item.obj["metadata"]["resourceVersion"] == "2":
                     break

@@ -54,6 +54,7 @@ def deployment(secret: str = SECRET) -> dict[str, Any]:
     return {
         "metadata": {"name": KCM, "namespace": "kube-system", "labels": object_labels(KCM)},
         "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": KCM}},
             "template": {
                 "spec": {
                     "containers": [
@@ -68,7 +69,7 @@ def deployment(secret: str = SECRET) -> dict[str, Any]:
                         {"name": "kubehoist-credentials", "secret": {"secretName": secret}}
                     ],
                 }
-            }
+            },
         },
     }
 

@@ -26,6 +26,7 @@ from tests.unit.kubefake import (
     event,
     guard_lease,
     guard_pod,
+    held_open,
     lease,
     pod,
     write_kubeconfig,
@@ -152,8 +153,7 @@ def test_guards_lease_seen_to_change_is_valid(tmp_path: Path) -> None:
     async def handler(request: httpx2.Request) -> httpx2.Response:
         query = str(request.url)
         if "watch=true" in query and "kubehoist" in query and "/leases" in query:
-            line = json.dumps({"type": "MODIFIED", "object": renewed}) + "\n"
-            return httpx2.Response(200, content=line.encode())
+            return held_open({"type": "MODIFIED", "object": renewed})
         return fake.handler(request)
 
     report = status(
@@ -196,7 +196,9 @@ def test_what_a_guard_writes_is_what_status_reads(tmp_path: Path) -> None:
     mirror["spec"]["nodeName"] = "cp-1"
     mirror["status"] = {
         "conditions": [{"type": "Ready", "status": "True"}],
-        "containerStatuses": [{"name": "guard", "restartCount": 2}],
+        "containerStatuses": [
+            {"name": "guard", "restartCount": 2, "image": "guard", "imageID": "", "ready": True}
+        ],
     }
     fake = FakeCluster(
         leases=[lease(KCM, holder=f"cp-1_{UUID_A}"), *api.leases.values()],

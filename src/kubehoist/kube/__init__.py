@@ -3,15 +3,15 @@
 config     kubeconfig precedence like kubectl (--kubeconfig, KUBECONFIG, --context)
 transport  TLS and the request tally (`-v` prints every request)
 errors     the one error strategy: failures -> KubehoistError in kubectl's words
-requests   PURE request builders (paths, selectors, watch parameters)
-api        sends requests: GET, paged LIST, WATCH streams (async)
+api        status's and watch's reads on lightkube's AsyncClient: GET, paged LIST,
+           WATCH, objects as dicts, failures as KubehoistError
 retry      when a request is sent again (API server outages), back-off, deadlines
-client     Target, open_api (kubehoist's reader), connect/connect_async (lightkube),
+client     Target, open_api (the async reader), connect/connect_async (lightkube),
            session (lightkube, retried and mapped: the verbs that change a cluster)
 objects    PURE decoding of Pods and Leases into `election` types
 reads      status's bounded reads
 controlplane  render --from-cluster's reads: mirror pods, kubeadm-config (lightkube)
-watch      list-then-watch with bookmarks, resume, relist on 410, back-off
+watch      list-then-watch: bounded watches, relist on 410 and after failures, back-off
 """
 
 from kubehoist.kube.api import Api, ListResult

@@ -1,34 +1,46 @@
-"""Sends `ApiRequest`s and returns decoded JSON: GET, paged LIST, WATCH streams.
+"""kubehoist's async reads on lightkube's `AsyncClient`: GET, paged LIST, WATCH.
 
-The only code that performs HTTP for kubehoist's own reads. Every failure leaves
-this module as a `KubehoistError` from `kube.errors` (never an httpx exception), so
-callers handle one kind of error. Async, because watch follows several streams at
-once; status uses it too, to send its few requests concurrently.
+Objects come back as JSON-shaped dicts, the form `kube.objects` decodes (the same
+decoders serve the guard's lightkube reads and status's); every failure leaves as a
+`KubehoistError` from `kube.errors` naming the call, never as an httpx or lightkube
+exception. Selectors are `constants.Selector`s: one canonical text, and the terms
+lightkube builds its query from.
+
+What lightkube's watch does not do, and `kube.watch.informer` does around it: a
+watch's read has no timeout there (`GenericClient._watch_timeout.read = None`) and
+bookmarks cannot be asked for, so a connection that dies without a FIN on a quiet
+selection would hang forever; the informer bounds every watch (`RESYNC_S`) and
+resumes it. lightkube resumes a watch the server closed (`timeoutSeconds`) by itself,
+from the last resourceVersion it decoded; an ERROR event (410 Gone) is raised here
+as `GoneError`, and the informer lists again.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx2
+import msgspec
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import api_info
+from lightkube.types import on_error_raise
 
+from kubehoist.constants import Selector
 from kubehoist.errors import KubehoistError
-from kubehoist.kube.errors import (
-    NotFoundError,
-    server_error,
-    status_from_body,
-    translate,
-)
-from kubehoist.kube.requests import ApiRequest
+from kubehoist.kube.errors import Call, NotFoundError, api_errors, translate
 from kubehoist.kube.transport import RequestLog
 
 Json = dict[str, Any]
+Kind = type[Any]
+"""A lightkube resource class (`Pod`, `Lease` ...): lightkube's overloads type `get`,
+`list` and `watch` per namespaced or global class; here one signature serves both."""
 
-WATCH_SLACK_S: Final = 30.0
-"""How long past the server's own `timeoutSeconds` we wait before calling a stream dead."""
+LIST_CHUNK: Final = 500
+"""Objects per LIST page, so that no single answer is unbounded."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,16 +49,37 @@ class ListResult:
     resource_version: str
 
 
-class Api:
-    """An async connection to one API server."""
+def plural(res: Kind) -> str:
+    """The resource's plural name, as kubectl prints it (pods, leases)."""
+    return str(api_info(res).plural)
 
-    def __init__(self, *, http: httpx2.AsyncClient, server: str, log: RequestLog) -> None:
-        self._http = http
+
+def _selector(sel: Selector | None) -> Any:
+    return sel.pairs() if sel else None
+
+
+@contextmanager
+def _decoded(call: Call) -> Iterator[None]:
+    """lightkube decodes into typed models: an answer that does not fit them (a field
+    missing that the API always sends) is one line naming the call, not a traceback."""
+    try:
+        yield
+    except msgspec.ValidationError as exc:
+        raise KubehoistError(
+            f"{call.verb} {call.resource}: the server's answer does not decode: {exc}"
+        ) from None
+
+
+class Api:
+    """Reads from one API server through a lightkube `AsyncClient`."""
+
+    def __init__(self, client: AsyncClient, *, server: str, log: RequestLog) -> None:
+        self.client = client
         self.server = server
         self.log = log
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.client.close()
 
     async def __aenter__(self) -> Api:
         return self
@@ -54,86 +87,72 @@ class Api:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def get(self, request: ApiRequest) -> Json:
+    async def get(self, res: Kind, *, name: str, namespace: str | None = None) -> Json:
         """The object, or `NotFoundError`/another `KubehoistError`."""
-        try:
-            response = await self._http.request(request.method, request.path, params=request.params)
-        except httpx2.HTTPError as exc:
-            raise translate(exc, call=request.call, server=self.server) from None
-        return self._decode(request, response)
+        call = Call(verb="get", resource=plural(res), namespace=namespace, name=name)
+        with _decoded(call), api_errors(call, server=self.server):
+            obj = await self.client.get(res, name, namespace=namespace)
+        return dict(obj.to_dict())
 
-    async def get_optional(self, request: ApiRequest) -> Json | None:
+    async def get_optional(
+        self, res: Kind, *, name: str, namespace: str | None = None
+    ) -> Json | None:
         """The object, or None when it does not exist."""
         try:
-            return await self.get(request)
+            return await self.get(res, name=name, namespace=namespace)
         except NotFoundError:
             return None
 
-    async def list(self, request: ApiRequest) -> ListResult:
+    async def list(
+        self,
+        res: Kind,
+        *,
+        namespace: str | None = None,
+        labels: Selector | None = None,
+        fields: Selector | None = None,
+        chunk_size: int = LIST_CHUNK,
+    ) -> ListResult:
         """All pages of a LIST, and the resourceVersion of the collection."""
-        items: list[Json] = []
-        params = list(request.params)
-        while True:
-            try:
-                response = await self._http.request(
-                    request.method, request.path, params=tuple(params)
-                )
-            except httpx2.HTTPError as exc:
-                raise translate(exc, call=request.call, server=self.server) from None
-            body = self._decode(request, response)
-            items.extend(item for item in body.get("items") or () if isinstance(item, dict))
-            meta = body.get("metadata") or {}
-            token = meta.get("continue")
-            if not token:
-                return ListResult(
-                    items=tuple(items), resource_version=str(meta.get("resourceVersion") or "")
-                )
-            params = [(k, v) for k, v in params if k != "continue"] + [("continue", str(token))]
+        call = Call(verb="list", resource=plural(res), namespace=namespace)
+        listing = self.client.list(
+            res,
+            namespace=namespace,
+            labels=_selector(labels),
+            fields=_selector(fields),
+            chunk_size=chunk_size,
+        )
+        with _decoded(call), api_errors(call, server=self.server):
+            items = tuple([dict(obj.to_dict()) async for obj in listing])
+            version = str(listing.resourceVersion or "")
+        return ListResult(items=items, resource_version=version)
 
-    async def stream(self, request: ApiRequest, *, read_timeout_s: float) -> AsyncIterator[Json]:
-        """The decoded lines of a WATCH; ends when the server ends the stream.
-
-        The first item is always `{"type": "OPEN"}` once the server has accepted the
-        watch (HTTP 200), so that a caller knows the stream is live before any event.
-        """
-        timeout = httpx2.Timeout(10.0, read=read_timeout_s)
+    async def watch(
+        self,
+        res: Kind,
+        *,
+        namespace: str | None = None,
+        labels: Selector | None = None,
+        fields: Selector | None = None,
+        resource_version: str,
+        timeout_s: int,
+    ) -> AsyncGenerator[tuple[str, Json]]:
+        """(event type, object) from `resource_version` on, forever (lightkube resumes a
+        stream the server ends); a failure or an ERROR event is raised."""
+        call = Call(verb="watch", resource=plural(res), namespace=namespace)
+        stream = self.client.watch(
+            res,
+            namespace=namespace,
+            labels=_selector(labels),
+            fields=_selector(fields),
+            server_timeout=timeout_s,
+            resource_version=resource_version,
+            on_error=on_error_raise,
+        )
         try:
-            async with self._http.stream(
-                request.method, request.path, params=request.params, timeout=timeout
-            ) as response:
-                if response.status_code != 200:
-                    body = await response.aread()
-                    raise server_error(
-                        status_from_body(response.status_code, body), call=request.call
-                    )
-                yield {"type": "OPEN"}
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        raise KubehoistError(
-                            f"watch {request.call.resource}: undecodable event from the server"
-                        ) from None
-                    if isinstance(event, dict):
-                        yield event
-        except httpx2.HTTPError as exc:
-            raise translate(exc, call=request.call, server=self.server) from None
-
-    def _decode(self, request: ApiRequest, response: httpx2.Response) -> Json:
-        if response.status_code >= 400:
-            raise server_error(
-                status_from_body(response.status_code, response.content), call=request.call
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            raise KubehoistError(
-                f"{request.call.verb} {request.call.resource}: the server's answer is not JSON"
-            ) from None
-        if not isinstance(body, dict):
-            raise KubehoistError(
-                f"{request.call.verb} {request.call.resource}: unexpected answer from the server"
-            )
-        return body
+            with _decoded(call):
+                async for kind, obj in stream:
+                    yield str(kind), dict(obj.to_dict())
+        except (httpx2.HTTPError, OSError, ApiError) as exc:
+            raise translate(exc, call=call, server=self.server) from None
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]  # an async generator

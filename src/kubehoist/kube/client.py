@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import httpx2
 from lightkube import AsyncClient, Client
-from lightkube.config import client_adapter
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
@@ -72,15 +71,9 @@ def target(
 
 
 def open_api(where: Target, *, transport: httpx2.AsyncBaseTransport | None = None) -> Api:
-    """kubehoist's async reader. `transport` replaces TLS (tests pass a MockTransport)."""
-    inner = transport if transport is not None else async_tls_transport(where.config)
-    params = client_adapter.ConnectionParams(
-        timeout=httpx2.Timeout(where.timeout_s),
-        trust_env=False,
-        transport=AsyncCountingTransport(inner, where.log),  # type: ignore[arg-type]
-    )
-    http = client_adapter.AsyncClient(where.config, params)
-    return Api(http=http, server=where.server, log=where.log)
+    """kubehoist's async reader (status, watch): a lightkube `AsyncClient`, counted in
+    `where.log`. `transport` replaces TLS (tests pass a MockTransport)."""
+    return Api(connect_async(where, transport=transport), server=where.server, log=where.log)
 
 
 def connect(

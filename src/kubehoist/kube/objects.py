@@ -21,6 +21,7 @@ from kubehoist.constants import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     NAME_LABEL,
+    Selector,
     field_selector,
     label_selector,
 )
@@ -43,7 +44,9 @@ def guard_name(component: str) -> str:
     return GUARD_PREFIX + component
 
 
-def candidate_selectors(components: Iterable[str], *, with_guards: bool = False) -> tuple[str, ...]:
+def candidate_selectors(
+    components: Iterable[str], *, with_guards: bool = False
+) -> tuple[Selector, ...]:
     """The label selectors that find every candidate of `components` (two LISTs in all).
 
     `with_guards` widens the second one to the guard pods of `components` too (they
@@ -60,14 +63,14 @@ def candidate_selectors(components: Iterable[str], *, with_guards: bool = False)
     )
 
 
-def guard_lease_selector(components: Iterable[str]) -> str:
+def guard_lease_selector(components: Iterable[str]) -> Selector:
     """The guards' Leases carry kubehoist's labels of their component (one LIST for all)."""
     return label_selector(
         equals={MANAGED_BY_LABEL: MANAGED_BY_VALUE}, within={NAME_LABEL: sorted(set(components))}
     )
 
 
-def guard_event_fields(components: Iterable[str]) -> str:
+def guard_event_fields(components: Iterable[str]) -> Selector:
     """Events a guard wrote on a Deployment; on the one Deployment when one component."""
     fields = {"involvedObject.kind": "Deployment", "source": GUARD_EVENT_SOURCE}
     names = sorted(set(components))

@@ -14,17 +14,20 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event, Pod, Secret
+
 from kubehoist import certexpiry
 from kubehoist.election import Candidate, LeaseRecord
 from kubehoist.kube import objects
 from kubehoist.kube.api import Api
 from kubehoist.kube.objects import GuardEvent, GuardPod
-from kubehoist.kube.requests import DEPLOYMENTS, EVENTS, LEASES, PODS, SECRETS, get, list_
 
 
 async def read_lease(api: Api, *, namespace: str, name: str) -> LeaseRecord | None:
     """The Lease, or None when it does not exist."""
-    obj = await api.get_optional(get(LEASES, namespace=namespace, name=name))
+    obj = await api.get_optional(Lease, namespace=namespace, name=name)
     return objects.lease_record(obj) if obj is not None else None
 
 
@@ -35,7 +38,7 @@ async def read_pods(
     either way (`with_guards` widens a selector; without it, no guard pod is read)."""
     results = await asyncio.gather(
         *(
-            api.list(list_(PODS, namespace=namespace, labels=selector))
+            api.list(Pod, namespace=namespace, labels=selector)
             for selector in objects.candidate_selectors(components, with_guards=with_guards)
         )
     )
@@ -57,7 +60,7 @@ async def read_guard_leases(
 ) -> dict[str, LeaseRecord]:
     """component -> its guards' Lease `kubehoist-guard-<component>`, when there is one."""
     result = await api.list(
-        list_(LEASES, namespace=namespace, labels=objects.guard_lease_selector(components))
+        Lease, namespace=namespace, labels=objects.guard_lease_selector(components)
     )
     return objects.guard_leases(result.items, components=components)
 
@@ -67,7 +70,7 @@ async def read_guard_events(
 ) -> dict[str, list[GuardEvent]]:
     """component -> the `Guard*` Events on its Deployment, newest first (one LIST)."""
     result = await api.list(
-        list_(EVENTS, namespace=namespace, fields=objects.guard_event_fields(components))
+        Event, namespace=namespace, fields=objects.guard_event_fields(components)
     )
     return objects.guard_events(result.items, components=components)
 
@@ -91,10 +94,10 @@ async def read_credentials_secrets(
     (None: named but missing), for the components that have such a Deployment: one
     label-selected LIST of Deployments, then one GET per Secret."""
     result = await api.list(
-        list_(DEPLOYMENTS, namespace=namespace, labels=certexpiry.deployment_selector(components))
+        Deployment, namespace=namespace, labels=certexpiry.deployment_selector(components)
     )
     names = certexpiry.credentials_secret_names(result.items, components=components)
     found = await asyncio.gather(
-        *(api.get_optional(get(SECRETS, namespace=namespace, name=n)) for n in names.values())
+        *(api.get_optional(Secret, namespace=namespace, name=n) for n in names.values())
     )
     return {c: (n, obj) for (c, n), obj in zip(names.items(), found, strict=True)}

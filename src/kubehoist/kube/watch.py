@@ -1,13 +1,19 @@
 """List-then-watch of one selection of objects, that survives everything but RBAC.
 
-`informer` is kubehoist's watch loop (after kopf's and client-go's reflector): LIST,
-then WATCH from the list's resourceVersion with bookmarks; when the stream ends
-(server timeout, API server restart, network error) resume from the last
-resourceVersion seen, backing off on errors; on 410 Gone (our resourceVersion fell
-out of the server's history — normal after a long disconnect or an etcd compaction)
-LIST again and report the difference against what we had, so the consumer sees
-every object that appeared, changed or vanished exactly once, with no duplicate: an
-object whose resourceVersion we already have is never reported again.
+`informer` is kubehoist's watch loop (after kopf's and client-go's reflector), on
+lightkube's async watch (`kube.api`): LIST, then WATCH from the list's
+resourceVersion. lightkube resumes a stream the server ends (`timeoutSeconds`) from
+the last resourceVersion it saw; every `resync_s` the informer closes the watch and
+opens it again from its own, which bounds how long a connection that died without
+a FIN (a load balancer's fail-over, a partition) can hang on a quiet selection:
+lightkube's watch has no read timeout and cannot ask for bookmarks, so silence
+alone says nothing. On a failure (the API server away, a network error) it backs
+off and LISTs again; on 410 Gone (our resourceVersion fell out of the server's
+history: normal after a long disconnect or an etcd compaction) it LISTs at once. A
+LIST after the first one reports the difference against what we had, so the
+consumer sees every object that appeared, changed or vanished exactly once, with
+no duplicate: an object whose resourceVersion we already have is never reported
+again.
 
 Errors the server means (403, 401, 404 on the collection) are raised: retrying
 cannot fix RBAC. The exception: once a LIST has succeeded, 401/403 are retried with
@@ -18,24 +24,21 @@ that has just restarted refuses everyone until its RBAC caches are filled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kubehoist.kube.api import WATCH_SLACK_S, Api, Json
-from kubehoist.kube.errors import (
-    ApiServerError,
-    GoneError,
-    UnreachableError,
-    server_error,
-    status_from_body,
-)
-from kubehoist.kube.requests import Resource, list_, watch
+from kubehoist.constants import Selector
+from kubehoist.kube.api import Api, Json, Kind
+from kubehoist.kube.errors import ApiServerError, GoneError, UnreachableError
 from kubehoist.kube.retry import RETRY_STATUS, Backoff
 
 DEFAULT_WATCH_TIMEOUT_S: Final = 290
+"""The server-side timeout asked for each WATCH request."""
+RESYNC_S: Final = 300.0
+"""How long one watch runs before it is closed and opened again from our resourceVersion."""
 _RETRYABLE_CODES: Final = RETRY_STATUS
 
 
@@ -43,10 +46,10 @@ _RETRYABLE_CODES: Final = RETRY_STATUS
 class Source:
     """What to list and watch."""
 
-    resource: Resource
+    resource: Kind
     namespace: str | None
-    labels: str = ""
-    fields: str = ""
+    labels: Selector | None = None
+    fields: Selector | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +83,7 @@ class Interrupted:
 
 @dataclass(frozen=True, kw_only=True)
 class Resumed:
-    """A stream is open again after an `Interrupted` (resumed or relisted)."""
+    """The selection is listed again after an `Interrupted`; the changes follow."""
 
 
 Item = Upsert | Delete | Synced | Interrupted | Resumed
@@ -110,11 +113,10 @@ async def informer(
     source: Source,
     *,
     watch_timeout_s: int = DEFAULT_WATCH_TIMEOUT_S,
+    resync_s: float = RESYNC_S,
     backoff: Backoff | None = None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rand: Callable[[], float] = random.random,
-    clock: Callable[[], float] = time.monotonic,
-    min_stream_s: float = 1.0,
     max_refusals: int = 8,
 ) -> AsyncIterator[Item]:
     """Forever: the changes to `source`, as `Item`s (see the module docstring)."""
@@ -128,12 +130,10 @@ async def informer(
         try:
             if rv is None:
                 result = await api.list(
-                    list_(
-                        source.resource,
-                        namespace=source.namespace,
-                        labels=source.labels,
-                        fields=source.fields,
-                    )
+                    source.resource,
+                    namespace=source.namespace,
+                    labels=source.labels,
+                    fields=source.fields,
                 )
                 fresh = {key(o): o for o in result.items}
                 changes = diff(store, fresh)
@@ -145,8 +145,7 @@ async def informer(
                     yield change
                 yield Synced(relist=listed_once)
                 listed_once = True
-                attempt = 0
-            request = watch(
+            stream = api.watch(
                 source.resource,
                 namespace=source.namespace,
                 labels=source.labels,
@@ -154,35 +153,25 @@ async def informer(
                 resource_version=rv,
                 timeout_s=watch_timeout_s,
             )
-            opened = clock()
-            async for event in api.stream(request, read_timeout_s=watch_timeout_s + WATCH_SLACK_S):
-                kind = event.get("type")
-                obj = event.get("object") or {}
-                if kind == "OPEN":  # kube.api: the server accepted the watch
-                    attempt = 0
-                    if interrupted:
-                        interrupted = False
-                        yield Resumed()
-                    continue
-                if kind == "ERROR":
-                    raise server_error(status_from_body(410, obj), call=request.call)
-                new_rv = resource_version(obj)
-                if kind == "BOOKMARK":
-                    rv = new_rv or rv
-                    continue
-                k = key(obj)
-                if kind in ("ADDED", "MODIFIED"):
-                    prev = store.get(k)
-                    if prev is None or resource_version(prev) != new_rv:
-                        store[k] = obj
-                        yield Upsert(obj=obj)
-                elif kind == "DELETED" and store.pop(k, None) is not None:
-                    yield Delete(obj=obj)
-                rv = new_rv or rv
-            # The server ended the stream (timeoutSeconds): resume from rv. A stream that
-            # ends at once (a proxy cutting it) must not turn this loop into a spin.
-            if clock() - opened < min_stream_s:
-                await sleep(min_stream_s)
+            # Bounded: on expiry the loop opens a new watch from `rv` (see module doc).
+            # The back-off starts again once a watch delivers or lasts its period: a
+            # LIST that succeeds before a watch that fails does not reset it.
+            try:
+                async with contextlib.aclosing(stream), asyncio.timeout(resync_s):
+                    async for kind, obj in stream:
+                        new_rv = resource_version(obj)
+                        k = key(obj)
+                        if kind in ("ADDED", "MODIFIED"):
+                            prev = store.get(k)
+                            if prev is None or resource_version(prev) != new_rv:
+                                store[k] = obj
+                                yield Upsert(obj=obj)
+                        elif kind == "DELETED" and store.pop(k, None) is not None:
+                            yield Delete(obj=obj)
+                        rv = new_rv or rv
+                        attempt = 0
+            except TimeoutError:
+                attempt = 0
         except GoneError:
             rv = None  # too old: relist (a 410 is normal, not a failure)
         except (UnreachableError, ApiServerError) as exc:
@@ -197,5 +186,6 @@ async def informer(
             delay = backoff.delay(attempt, rand=rand())
             attempt += 1
             interrupted = True
+            rv = None  # what changed meanwhile comes from a LIST and its difference
             yield Interrupted(error=exc.message, retry_in_s=round(delay, 3))
             await sleep(delay)
