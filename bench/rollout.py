@@ -13,7 +13,8 @@ the same rolling update as a changed flag or image, maxSurge 1, maxUnavailable 0
 while a reconcile probe (`kubehoist.kube.probe`) runs, and waits until the rollout is
 done and a new pod leads; the variant ends with `kubehoist rollback`.
 
-Variants: `no-gate` on every version; `gate` where the version has
+Variants: `no-gate` and `reaper` (the guard installed: `guard install`, defaults) on
+every version; `gate` where the version has
 ControllerManagerReleaseLeaderElectionLockOnExit. The figure is the outage (the
 longest probe latency from the change until 2 s after the rollout is complete, minus
 the quiet baseline), and the Lease's gap: from the old leader's last renewal seen (or
@@ -53,10 +54,13 @@ ANNOTATION = "kubehoist.io/bench-rollout"
 
 
 def variants(version: str) -> list[str]:
+    """`no-gate` (neither), `reaper` (the guard installed: it releases the Lease of a
+    leader whose container is certainly dead) on every version; `gate` where the
+    version's controller manager can release its Lease on exit."""
     found = kubeversion.parse(version)
     since = KUBE_CONTROLLER_MANAGER.release_gate_since
     has_gate = found is not None and since is not None and found.at_least(*since)
-    return ["no-gate", "gate"] if has_gate else ["no-gate"]
+    return ["no-gate", "reaper", "gate"] if has_gate else ["no-gate", "reaper"]
 
 
 @dataclass
@@ -165,9 +169,19 @@ def pivot(lab: common.Lab, variant: str) -> None:
     if variant == "gate":
         args.append("--release-lease-on-exit")
     common.run(common.kubehoist_cmd(*args))
+    if variant == "reaper":
+        common.run(
+            common.kubehoist_cmd(
+                "guard", "install", "--kubeconfig", str(lab.kubeconfig), "--timeout", "180"
+            )
+        )
 
 
 def rollback(lab: common.Lab) -> None:
+    common.run(
+        common.kubehoist_cmd("guard", "uninstall", "--kubeconfig", str(lab.kubeconfig)),
+        check=False,
+    )
     common.run(
         common.kubehoist_cmd("rollback", "--kubeconfig", str(lab.kubeconfig), "--timeout", "180"),
         check=False,
