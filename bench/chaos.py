@@ -82,7 +82,7 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod
 
 from kubehoist.kube import leases
 from kubehoist.kube.probe import ReconcileProbe, zero_replica_deployment
-from kubehoist.lab import leaders, oracle, podproc
+from kubehoist.lab import freezes, instances, leaderlogs, leaders, oracle, podproc
 from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import locate
 from kubehoist.lab.spec import LabNode, LabSpec
@@ -422,7 +422,7 @@ class Chaos:
     # --- the faults ------------------------------------------------------------------------
     def _fault_start(self, r: Round) -> None:
         r.t0 = time.monotonic()
-        r.t0_wall = leaders.iso(_now_wall()) or ""
+        r.t0_wall = instances.iso(_now_wall()) or ""
 
     async def _leader(self, r: Round) -> tuple[Pod, str]:
         holder = self.recorder.holder()
@@ -434,7 +434,7 @@ class Chaos:
     def _exit_recorded(self, container_id: str) -> bool:
         return any(
             i.container_id == container_id and i.finished_at is not None
-            for i in leaders.find_instances(self.spec.root, COMPONENT)
+            for i in instances.find_instances(self.spec.root, COMPONENT)
         )
 
     async def _await_exit(self, container_id: str, timeout: float = 60) -> None:
@@ -462,7 +462,7 @@ class Chaos:
         kill_wall = _now_wall()
         self._fault_start(r)
         r.detail = f"{_pod_of(holder)} on {r.node}, container {cid[:12]}"
-        r.killed_container, r.killed_at = cid, leaders.iso(kill_wall) or ""
+        r.killed_container, r.killed_at = cid, instances.iso(kill_wall) or ""
         return {holder}
 
     async def f_leader_freeze(self, r: Round) -> set[str]:
@@ -470,8 +470,8 @@ class Chaos:
         cid = podproc.container_id(pod, COMPONENT)
         pid = await asyncio.to_thread(podproc.container_pid, self.spec, pod, COMPONENT)
         stopped = _now_wall()
-        freeze = leaders.Freeze(container_id=cid, stopped=stopped, node=r.node, pod=_pod_of(holder))
-        leaders.record_freeze(self.spec.root, freeze)
+        freeze = freezes.Freeze(container_id=cid, stopped=stopped, node=r.node, pod=_pod_of(holder))
+        freezes.record_freeze(self.spec.root, freeze)
         os.kill(pid, signal.SIGSTOP)
         self._fault_start(r)
         try:
@@ -481,9 +481,9 @@ class Chaos:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
             resumed = _now_wall()
-            leaders.record_freeze(
+            freezes.record_freeze(
                 self.spec.root,
-                leaders.Freeze(
+                freezes.Freeze(
                     container_id=cid,
                     stopped=stopped,
                     resumed=resumed,
@@ -810,7 +810,7 @@ class Chaos:
             killed_at = datetime.fromisoformat(r.killed_at)
             ended = [
                 i.finished_at
-                for i in leaders.find_instances(self.spec.root, COMPONENT)
+                for i in instances.find_instances(self.spec.root, COMPONENT)
                 if i.container_id == r.killed_container
                 and i.finished_at
                 and not i.finished_at_estimated
@@ -828,7 +828,7 @@ class Chaos:
             oracle.judge, self.spec.root, COMPONENT, tolerance=r.tolerance_ms / 1000
         )
         for o in (*judged.leaders.overlaps, *judged.leaders.frozen):
-            key = (o.first.instance.name, o.second.instance.name, leaders.iso(o.start) or "")
+            key = (o.first.instance.name, o.second.instance.name, instances.iso(o.start) or "")
             if key in self.seen_overlaps:
                 continue
             self.seen_overlaps.add(key)
@@ -913,9 +913,9 @@ def line_stamp_lateness(
     catching up (`outages`) are counted apart: they wait in the pipe."""
     late: list[float] = []
     during = 0
-    for instance in leaders.find_instances(root, COMPONENT):
+    for instance in instances.find_instances(root, COMPONENT):
         with open(instance.log, encoding="utf-8", errors="replace") as fh:
-            for line in leaders.read_cri_log(fh):
+            for line in leaderlogs.read_cri_log(fh):
                 m = _KLOG_STAMP.match(line.text)
                 if m is None:
                     continue

@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubehoist.election import node_of_host
 from kubehoist.guard import alerts as guardalerts
-from kubehoist.lab import leaders, oracle, podproc
+from kubehoist.lab import leaderlogs, leaders, oracle, podproc
 from kubehoist.pivot.probes import reconcile_probe
 from tests.e2e.conftest import LabHandle, kubehoist, lab_root, node_files, start_lab
 
@@ -98,7 +98,7 @@ def guard_log(lab: LabHandle, node: str) -> list[dict[str, Any]]:
     lines: list[dict[str, Any]] = []
     for log in sorted(root.glob(f"kube-system_{GUARD}-{node}_*/guard/*.log")):
         with open(log, errors="replace") as fh:
-            for line in leaders.read_cri_log(fh):
+            for line in leaderlogs.read_cri_log(fh):
                 if line.text.startswith("{"):
                     lines.append(json.loads(line.text))
     return lines

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from kubehoist.cli import cli
-from kubehoist.lab import leaders, logkeeper
+from kubehoist.lab import freezes, instances, leaderlogs, leaders, logarchive
 
 KCM = "kube-controller-manager"
 SCHED = "kube-scheduler"
@@ -100,7 +100,7 @@ def write_instance(
     container_id = container_id or f"{pod}-{restart}".encode().hex().ljust(64, "0")[:64]
     pod_dir = f"kube-system_{pod}_{uid}"
     node_root = root / "nodes" / node
-    directory = node_root / logkeeper.ARCHIVE_DIR / pod_dir / container
+    directory = node_root / logarchive.ARCHIVE_DIR / pod_dir / container
     directory.mkdir(parents=True, exist_ok=True)
     name = f"{restart}.log"
     if (directory / name).exists():
@@ -114,9 +114,9 @@ def write_instance(
         live_log.write_text("".join(lines))
     if state:
         assert started is not None
-        record = logkeeper.ContainerRecord(
+        record = logarchive.ContainerRecord(
             container_id=container_id,
-            state=logkeeper.EXITED if finished else logkeeper.RUNNING,
+            state=logarchive.EXITED if finished else logarchive.RUNNING,
             namespace="kube-system",
             pod=pod,
             pod_uid=uid,
@@ -128,8 +128,8 @@ def write_instance(
             exit_code=exit_code,
             reason=reason or "",
         )
-        logkeeper.write_json_atomic(
-            logkeeper.state_path(log), logkeeper.state_document(record, node)
+        logarchive.write_json_atomic(
+            logarchive.state_path(log), logarchive.state_document(record, node)
         )
     return log
 
@@ -340,7 +340,7 @@ def test_the_identity_comes_from_the_became_leader_event(tmp_path: Path) -> None
     (interval,) = leaders.analyze(root, now=NOW).intervals
     assert interval.identity == "cp-1_abc"
     other = became(T0, "x_1", lease="kube-system/other").split(" ", 3)[3]
-    assert leaders.classify(leaders.parse_klog(other).message, KCM_LEASE) is None  # type: ignore[union-attr]
+    assert leaderlogs.classify(leaderlogs.parse_klog(other).message, KCM_LEASE) is None  # type: ignore[union-attr]
 
 
 # --- a frozen leader: client-go's allowance, shown apart ---------------------------------
@@ -367,13 +367,13 @@ def frozen_handover(
         root, node="w-1", pod=f"{KCM}-x-1", lines=[acquired(T0 + s(30))], started=T0 + s(3)
     )
     if record:
-        leaders.record_freeze(
-            root, leaders.Freeze(container_id="f" * 64, stopped=T0 + s(10), node="cp-1")
+        freezes.record_freeze(
+            root, freezes.Freeze(container_id="f" * 64, stopped=T0 + s(10), node="cp-1")
         )
         if resumed is not None:
-            leaders.record_freeze(
+            freezes.record_freeze(
                 root,
-                leaders.Freeze(
+                freezes.Freeze(
                     container_id="f" * 64,
                     stopped=T0 + s(10),
                     resumed=T0 + s(resumed),
@@ -422,20 +422,20 @@ def test_without_a_recorded_freeze_the_same_overlap_is_two_leaders(tmp_path: Pat
 def test_a_freeze_after_the_successor_acquired_explains_nothing(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
     handover(root, new_acquires_at=30)  # cp-1 exits at T0+60
-    (cp1,) = [i for i in leaders.find_instances(root) if i.node == "cp-1"]
-    leaders.record_freeze(root, leaders.Freeze(container_id=cp1.container_id, stopped=T0 + s(35)))
+    (cp1,) = [i for i in instances.find_instances(root) if i.node == "cp-1"]
+    freezes.record_freeze(root, freezes.Freeze(container_id=cp1.container_id, stopped=T0 + s(35)))
     report = leaders.analyze(root, now=NOW)
     assert report.frozen == () and len(report.overlaps) == 1
 
 
 def test_a_bad_freeze_journal_line_is_named(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
-    (root / leaders.FREEZES).parent.mkdir(parents=True)
-    (root / leaders.FREEZES).write_text(
+    (root / freezes.FREEZES).parent.mkdir(parents=True)
+    (root / freezes.FREEZES).write_text(
         '{"containerID": "a", "stopped": "2026-11-25T07:00:00Z"}\n{"stopped": 1}\n'
     )
-    with pytest.raises(leaders.LeadersError, match=r"freezes.jsonl:2: needs containerID"):
-        leaders.read_freezes(root)
+    with pytest.raises(instances.LeadersError, match=r"freezes.jsonl:2: needs containerID"):
+        freezes.read_freezes(root)
 
 
 def test_without_finished_at_the_instance_leads_until_now(tmp_path: Path) -> None:
@@ -518,7 +518,9 @@ def test_read_cri_log_joins_each_streams_fragments_and_skips_what_is_not_cri() -
         cri(T0 + s(3), "c"),
         cri(T0 + s(4), "tail", stream="stdout", tag="P"),
     ]
-    out = [(line.time, line.stream, line.text, line.number) for line in leaders.read_cri_log(lines)]
+    out = [
+        (line.time, line.stream, line.text, line.number) for line in leaderlogs.read_cri_log(lines)
+    ]
     assert out == [
         (T0 + s(1), "stdout", "x", 2),
         (T0, "stderr", "abc", 1),
@@ -575,25 +577,27 @@ def test_a_later_container_with_the_same_pod_uid_and_restart_count_is_its_own_in
 
 def test_messages_of_other_leases_and_the_migration_lock_do_not_count() -> None:
     assert (
-        leaders.classify('"Successfully acquired lease" lock="kube-system/other"', KCM_LEASE)
+        leaderlogs.classify('"Successfully acquired lease" lock="kube-system/other"', KCM_LEASE)
         is None
     )
-    assert leaders.classify('"migration leaderelection lost/stopped"', KCM_LEASE) is None
-    assert leaders.classify('"Attempting to acquire leader lease..." lock="x/y"', KCM_LEASE) is None
-    assert leaders.classify('"Failed to acquire lease" lock="kube-system/x"', KCM_LEASE) is None
-    assert leaders.classify(f'"Successfully acquired lease" lock="{KCM_LEASE}"', KCM_LEASE) == (
-        leaders.ACQUIRED,
+    assert leaderlogs.classify('"migration leaderelection lost/stopped"', KCM_LEASE) is None
+    assert (
+        leaderlogs.classify('"Attempting to acquire leader lease..." lock="x/y"', KCM_LEASE) is None
+    )
+    assert leaderlogs.classify('"Failed to acquire lease" lock="kube-system/x"', KCM_LEASE) is None
+    assert leaderlogs.classify(f'"Successfully acquired lease" lock="{KCM_LEASE}"', KCM_LEASE) == (
+        leaderlogs.ACQUIRED,
         "Successfully acquired lease",
     )
     # client-go before the structured messages
-    assert leaders.classify(f"successfully acquired lease {KCM_LEASE}", KCM_LEASE) == (
-        leaders.ACQUIRED,
+    assert leaderlogs.classify(f"successfully acquired lease {KCM_LEASE}", KCM_LEASE) == (
+        leaderlogs.ACQUIRED,
         f"successfully acquired lease {KCM_LEASE}",
     )
     old_renew = f"failed to renew lease {KCM_LEASE}: timed out waiting for the condition"
-    assert leaders.classify(old_renew, KCM_LEASE) == (leaders.RENEW_FAILED, old_renew)
-    assert leaders.classify('"Leaderelection lost"', "kube-system/kube-scheduler") == (
-        leaders.LOST,
+    assert leaderlogs.classify(old_renew, KCM_LEASE) == (leaderlogs.RENEW_FAILED, old_renew)
+    assert leaderlogs.classify('"Leaderelection lost"', "kube-system/kube-scheduler") == (
+        leaderlogs.LOST,
         "Leaderelection lost",
     )
     event = (
@@ -601,18 +605,21 @@ def test_messages_of_other_leases_and_the_migration_lock_do_not_count() -> None:
         'apiVersion="coordination.k8s.io/v1" type="Normal" reason="LeaderElection" '
         'message="cp-1_0a1b stopped leading"'
     )
-    assert leaders.classify(event, KCM_LEASE) == (leaders.STOPPED, "cp-1_0a1b stopped leading")
+    assert leaderlogs.classify(event, KCM_LEASE) == (
+        leaderlogs.STOPPED,
+        "cp-1_0a1b stopped leading",
+    )
 
 
 def test_parse_klog_takes_the_message_after_the_header() -> None:
-    line = leaders.parse_klog(
+    line = leaderlogs.parse_klog(
         'I1125 07:00:00.123456    1234 leaderelection.go:272] "Successfully acquired lease" '
         'lock="kube-system/kube-controller-manager"\n'
     )
     assert line is not None
     assert (line.severity, line.source) == ("I", "leaderelection.go:272")
     assert line.message.startswith('"Successfully acquired lease" lock=')
-    assert leaders.parse_klog("Flag --foo has been deprecated") is None
+    assert leaderlogs.parse_klog("Flag --foo has been deprecated") is None
 
 
 def test_only_the_components_containers_count(tmp_path: Path) -> None:
@@ -706,7 +713,7 @@ def test_a_rotated_live_log_means_the_container_is_still_there(tmp_path: Path) -
     log = write_instance(
         root, node="cp-1", pod=f"{KCM}-cp-1", lines=[acquired(T0 + s(1))], started=T0, live=False
     )
-    instance = leaders.find_instances(root)[0]
+    instance = instances.find_instances(root)[0]
     assert instance.live_log is not None and instance.container_gone
     rotated = instance.live_log.with_name(f"{instance.live_log.name}.20261125-070100")
     rotated.parent.mkdir(parents=True)
@@ -725,8 +732,8 @@ def test_the_keepers_estimated_end_is_read_as_such(tmp_path: Path) -> None:
         started=T0,
         live=False,
     )
-    assert logkeeper.finish_unknown(log)
-    assert not logkeeper.finish_unknown(log)  # once only
+    assert logarchive.finish_unknown(log)
+    assert not logarchive.finish_unknown(log)  # once only
     report = leaders.analyze(root, now=NOW)
     assert report.warnings == ()  # the end is recorded now
     (interval,) = report.intervals

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from kubehoist.errors import KubehoistError
-from kubehoist.lab import leaders, logkeeper
-from kubehoist.lab.logkeeper import CREATED, EXITED, RUNNING, LogKeeper
+from kubehoist.lab import instances, logarchive, logkeeper
+from kubehoist.lab.logarchive import CREATED, EXITED, RUNNING
+from kubehoist.lab.logkeeper import LogKeeper
 
 SAMPLES = Path(__file__).parent / "crictl"
 T0 = datetime(2026, 12, 1, 17, 37, 9, 123456, tzinfo=UTC)
@@ -152,11 +153,11 @@ def node_root(tmp_path: Path) -> Path:
 
 
 def archive(node_root: Path, name: str = KCM, file: str = "0.log") -> Path:
-    return node_root / logkeeper.ARCHIVE_DIR / POD_DIR / name / file
+    return node_root / logarchive.ARCHIVE_DIR / POD_DIR / name / file
 
 
 def state(log: Path) -> dict[str, Any]:
-    doc = json.loads(logkeeper.state_path(log).read_text())
+    doc = json.loads(logarchive.state_path(log).read_text())
     assert isinstance(doc, dict)
     return doc
 
@@ -173,9 +174,9 @@ def exit_box(box: Box, at: datetime, code: int = 137, reason: str = "Error") -> 
 
 
 def test_the_recorded_samples_parse() -> None:
-    listed = logkeeper.parse_ps((SAMPLES / "ps.json").read_text())
+    listed = logarchive.parse_ps((SAMPLES / "ps.json").read_text())
     assert sorted(listed.values()) == [EXITED, RUNNING]
-    running_ = logkeeper.parse_inspect((SAMPLES / "inspect-running.json").read_text())
+    running_ = logarchive.parse_inspect((SAMPLES / "inspect-running.json").read_text())
     ((cid, rec),) = running_.items()
     assert rec is not None and rec.container_id == cid
     assert (rec.namespace, rec.pod, rec.pod_uid, rec.container, rec.restart_count) == (
@@ -188,37 +189,37 @@ def test_the_recorded_samples_parse() -> None:
     assert rec.log_path == f"/var/log/pods/{POD_DIR}/{KCM}/0.log"
     assert rec.started_at == datetime(2026, 12, 1, 17, 47, 35, 241925, tzinfo=UTC)
     assert (rec.finished_at, rec.exit_code, rec.reason) == (None, None, "")
-    (exited,) = logkeeper.parse_inspect((SAMPLES / "inspect-exited.json").read_text()).values()
+    (exited,) = logarchive.parse_inspect((SAMPLES / "inspect-exited.json").read_text()).values()
     assert exited is not None and exited.state == EXITED
     assert exited.finished_at == datetime(2026, 12, 1, 17, 48, 6, 251779, tzinfo=UTC)
     assert (exited.exit_code, exited.reason) == (3, "Error")
-    (created,) = logkeeper.parse_inspect((SAMPLES / "inspect-created.json").read_text()).values()
+    (created,) = logarchive.parse_inspect((SAMPLES / "inspect-created.json").read_text()).values()
     assert created is not None and created.started_at is None and created.finished_at is None
-    two = logkeeper.parse_inspect((SAMPLES / "inspect-two.json").read_text())
+    two = logarchive.parse_inspect((SAMPLES / "inspect-two.json").read_text())
     assert len(two) == 2
     assert [r is None for r in two.values()] == [False, True]  # the second is not the kubelet's
 
 
 def test_rfc3339_in_any_zone_and_precision() -> None:
     want = datetime(2026, 12, 1, 17, 37, 9, 123456, tzinfo=UTC)
-    assert logkeeper.parse_rfc3339("2026-12-01T17:37:09.123456789Z") == want
-    assert logkeeper.parse_rfc3339("2026-12-01T18:37:09.1234567+01:00") == want
-    assert logkeeper.parse_rfc3339("2026-12-01T17:37:09Z") == want.replace(microsecond=0)
-    assert logkeeper.parse_rfc3339("2026-12-01T17:37:09.5Z").microsecond == 500000
+    assert logarchive.parse_rfc3339("2026-12-01T17:37:09.123456789Z") == want
+    assert logarchive.parse_rfc3339("2026-12-01T18:37:09.1234567+01:00") == want
+    assert logarchive.parse_rfc3339("2026-12-01T17:37:09Z") == want.replace(microsecond=0)
+    assert logarchive.parse_rfc3339("2026-12-01T17:37:09.5Z").microsecond == 500000
     with pytest.raises(ValueError):
-        logkeeper.parse_rfc3339("2026-12-01 17:37:09Z")
+        logarchive.parse_rfc3339("2026-12-01 17:37:09Z")
 
 
 def test_cri_lines() -> None:
-    line = logkeeper.parse_cri_line("2026-12-01T17:37:09.12345Z stdout P a b  c\n")
-    assert line == logkeeper.CriLine(
+    line = logarchive.parse_cri_line("2026-12-01T17:37:09.12345Z stdout P a b  c\n")
+    assert line == logarchive.CriLine(
         datetime(2026, 12, 1, 17, 37, 9, 123450, tzinfo=UTC), "stdout", True, "a b  c"
     )
-    empty = logkeeper.parse_cri_line("2026-12-01T17:37:09Z stderr F")
+    empty = logarchive.parse_cri_line("2026-12-01T17:37:09Z stderr F")
     assert empty is not None and empty.content == "" and not empty.partial
-    assert logkeeper.parse_cri_line("I1201 17:37:09.123456 1 x.go:1] hello") is None
-    assert logkeeper.parse_cri_line("2026-12-01T17:37:09Z stdin F x") is None
-    assert logkeeper.parse_cri_line("2026-12-01T17:37:09Z stdout X x") is None
+    assert logarchive.parse_cri_line("I1201 17:37:09.123456 1 x.go:1] hello") is None
+    assert logarchive.parse_cri_line("2026-12-01T17:37:09Z stdin F x") is None
+    assert logarchive.parse_cri_line("2026-12-01T17:37:09Z stdout X x") is None
 
 
 # --- following containers -------------------------------------------------------------------
@@ -236,7 +237,7 @@ def test_a_container_from_start_to_exit(node_root: Path) -> None:
     log = archive(node_root)
     assert log.read_bytes() == cri(T0, "hello")
     doc = state(log)
-    assert set(doc) == set(logkeeper.STATE_FIELDS)
+    assert set(doc) == set(logarchive.STATE_FIELDS)
     assert doc["containerID"] == box.id and doc["node"] == "cp-1"
     assert doc["startedAt"] == "2026-12-01T17:37:09.123456Z"
     assert doc["finishedAt"] is None and doc["exitCode"] is None and doc["reason"] is None
@@ -364,7 +365,7 @@ def test_a_second_container_for_a_taken_archive_file_gets_its_own(node_root: Pat
     assert second.read_bytes() == cri(T0 + s(31), "new")
     assert state(first)["reason"] == "Completed"
     assert state(second)["containerID"] == "b" * 64
-    names = [i.name for i in leaders.find_instances(node_root.parent.parent)]
+    names = [i.name for i in instances.find_instances(node_root.parent.parent)]
     assert names == [f"{POD}/cp-1/0", f"{POD}/cp-1/0.{'b' * 12}"]
 
 
@@ -375,7 +376,7 @@ def test_containers_the_kubelet_did_not_create_are_inspected_once(node_root: Pat
     keeper.sweep_once()
     keeper.sweep_once()
     assert cri_.inspects() == [["d" * 64]]
-    assert not (node_root / logkeeper.ARCHIVE_DIR).joinpath(POD_DIR).exists()
+    assert not (node_root / logarchive.ARCHIVE_DIR).joinpath(POD_DIR).exists()
 
 
 def test_changed_containers_are_inspected_in_one_call_else_one_by_one(node_root: Path) -> None:
@@ -431,7 +432,7 @@ def test_without_a_checkpoint_a_keeper_continues_its_own_archive_file(node_root:
     box = cri_.add(running())
     cri_.write(box, cri(T0, "a"))
     LogKeeper("cp-1", node_root, cri_).sweep_once()
-    (node_root / logkeeper.ARCHIVE_DIR / logkeeper.CHECKPOINT_NAME).unlink()
+    (node_root / logarchive.ARCHIVE_DIR / logkeeper.CHECKPOINT_NAME).unlink()
     cri_.write(box, cri(T0 + s(1), "b"))
     LogKeeper("cp-1", node_root, cri_).sweep_once()
     assert archive(node_root).read_bytes() == cri(T0, "a") + cri(T0 + s(1), "b")

@@ -7,7 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from kubehoist.lab import kubeadm, node
+from kubehoist.lab import kubeadm, node, nodeconfig
 from kubehoist.lab.spec import plan
 
 
@@ -39,14 +39,14 @@ def test_kubelet_argv_without_env_files() -> None:
 
 
 def test_containerd_config_is_valid_toml_with_what_this_machine_needs() -> None:
-    cfg = node.NodeConfig(
+    cfg = nodeconfig.NodeConfig(
         containerd_bin_dir=Path("/c"),
         kubelet=Path("/k"),
         containerd=Path("/c/containerd"),
         ctr=Path("/c/ctr"),
         crictl=Path("/c/crictl"),
     )
-    data = tomllib.loads(node.containerd_config(cfg))
+    data = tomllib.loads(nodeconfig.containerd_config(cfg))
     assert data["version"] == 3
     runtime = data["plugins"]["io.containerd.cri.v1.runtime"]
     assert runtime["restrict_oom_score_adj"] is True
@@ -55,13 +55,13 @@ def test_containerd_config_is_valid_toml_with_what_this_machine_needs() -> None:
     assert runtime["cni"]["bin_dirs"] == ["/usr/lib/cni"]
     images = data["plugins"]["io.containerd.cri.v1.images"]
     assert images["pinned_images"]["sandbox"] == cfg.pause_image
-    assert data["grpc"]["address"] == node.CONTAINERD_SOCKET
+    assert data["grpc"]["address"] == nodeconfig.CONTAINERD_SOCKET
 
 
 def test_cni_config_uses_the_node_pod_cidr() -> None:
     spec = plan(Path("/tmp/x"), control_planes=1, workers=1)
     worker = spec.workers[0]
-    conf = json.loads(node.cni_config(worker))
+    conf = json.loads(nodeconfig.cni_config(worker))
     bridge = conf["plugins"][0]
     assert bridge["type"] == "bridge"
     assert bridge["ipam"]["ranges"] == [[{"subnet": worker.pod_cidr}]]

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from kubehoist.cli import cli
-from kubehoist.lab import leaders, logkeeper, oracle
+from kubehoist.lab import freezes, logarchive, oracle
 from tests.unit.test_lab_leaders import (
     KCM,
     NOW,
@@ -40,7 +40,7 @@ def guard_line(t: datetime, node: str, action: str, **extra: object) -> str:
 
 def write_guard(root: Path, node: str, lines: list[str]) -> None:
     pod = f"kube-system_kubehoist-guard-{KCM}-{node}_uid-g-{node}"
-    directory = root / "nodes" / node / logkeeper.ARCHIVE_DIR / pod / "guard"
+    directory = root / "nodes" / node / logarchive.ARCHIVE_DIR / pod / "guard"
     directory.mkdir(parents=True, exist_ok=True)
     noise = cri(T0, '{"event": "start"}', stream="stdout")
     (directory / "0.log").write_text(noise + "".join(lines))
@@ -85,7 +85,7 @@ def test_a_fallback_while_a_leader_runs_is_a_violation(tmp_path: Path) -> None:
 def test_a_fallback_while_the_leader_is_frozen_is_fine(tmp_path: Path) -> None:
     root = lab_root(tmp_path)
     leader(root, until=None)
-    leaders.record_freeze(root, leaders.Freeze(container_id="d" * 64, stopped=T0 + s(5)))
+    freezes.record_freeze(root, freezes.Freeze(container_id="d" * 64, stopped=T0 + s(5)))
     write_guard(root, "cp-2", [guard_line(T0 + s(40), "cp-2", "Fallback", result="unparked")])
     assert oracle.judge(root, now=NOW).violations == ()
 
@@ -180,8 +180,8 @@ def test_cli_shows_a_frozen_leader_apart_and_exits_0(tmp_path: Path) -> None:
     write_instance(
         root, node="w-2", pod=f"{KCM}-dep-b", lines=[acquired(T0 + s(30))], started=T0 + s(2)
     )
-    leaders.record_freeze(
-        root, leaders.Freeze(container_id="d" * 64, stopped=T0 + s(10), resumed=T0 + s(40))
+    freezes.record_freeze(
+        root, freezes.Freeze(container_id="d" * 64, stopped=T0 + s(10), resumed=T0 + s(40))
     )
     result = CliRunner().invoke(cli, ["lab", "leaders", "--root", str(root)])
     assert result.exit_code == 0, result.output

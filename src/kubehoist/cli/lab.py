@@ -20,8 +20,8 @@ import click
 from kubehoist.cli.options import prog
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
+from kubehoist.lab import labstate, supervisor
 from kubehoist.lab import spec as specmod
-from kubehoist.lab import supervisor
 from kubehoist.lab.spec import LabSpec
 
 ROOT_HELP = "Lab root directory [env KUBEHOIST_LAB_ROOT; default /var/lib/kubehoist/lab]."
@@ -127,7 +127,7 @@ def up(
                 f"lab at {root} runs Kubernetes {spec.kubernetes_version}, not "
                 f"{kubernetes_version}; `{prog()} lab down --purge` it first"
             )
-        if supervisor.is_running(spec):
+        if labstate.is_running(spec):
             click.echo(f"lab at {root} is already running", err=True)
             _print_usage(spec)
             return
@@ -156,7 +156,7 @@ def up(
     binmod.ensure(spec.kubernetes_version, spec.etcd_version)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     spec.logs_dir.mkdir(parents=True, exist_ok=True)
-    supervisor.state_path(spec).unlink(missing_ok=True)
+    labstate.state_path(spec).unlink(missing_ok=True)
     with open(spec.logs_dir / "supervisor.log", "ab") as logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kubehoist", "lab", "supervise", "--root", str(spec.root)],
@@ -173,7 +173,7 @@ def _wait_up(spec: LabSpec, proc: subprocess.Popen[bytes], timeout: float) -> No
     deadline = time.monotonic() + timeout
     shown = ""
     while time.monotonic() < deadline:
-        state = supervisor.read_state(spec)
+        state = labstate.read_state(spec)
         phase = state.get("phase", "")
         message = state.get("message", "")
         if message and message != shown:
@@ -205,15 +205,15 @@ def _print_usage(spec: LabSpec) -> None:
 
 def _stop(spec: LabSpec, *, quiet: bool = False, timeout: float = 90) -> None:
     pid_file = spec.run_dir / "supervisor.pid"
-    if supervisor.is_running(spec) and pid_file.exists():
+    if labstate.is_running(spec) and pid_file.exists():
         pid = int(pid_file.read_text().strip() or 0)
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while supervisor.is_running(spec) and time.monotonic() < deadline:
+            while labstate.is_running(spec) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if supervisor.is_running(spec):
+            if labstate.is_running(spec):
                 if not quiet:
                     click.echo(
                         f"supervisor {pid} did not stop in {timeout:.0f}s; killing", err=True
@@ -270,8 +270,8 @@ def status(root: Path, output: str) -> None:
 
 
 def lab_status(spec: LabSpec) -> dict[str, Any]:
-    running = supervisor.is_running(spec)
-    state = supervisor.read_state(spec) if running else {}
+    running = labstate.is_running(spec)
+    state = labstate.read_state(spec) if running else {}
     nodes: dict[str, str] = {}
     readyz = False
     pods: dict[str, Any] = {}
@@ -280,7 +280,7 @@ def lab_status(spec: LabSpec) -> dict[str, Any]:
         readyz = supervisor.Supervisor(spec, bins)._readyz()
         if readyz:
             nodes = _node_readiness(spec)
-        pods = supervisor.static_pods(spec, bins.path("crictl"))
+        pods = labstate.static_pods(spec, bins.path("crictl"))
     return {
         "root": str(spec.root),
         "phase": state.get("phase", "down") if running else "down",

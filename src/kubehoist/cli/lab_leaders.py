@@ -14,7 +14,7 @@ import click
 from kubehoist.cli.options import prog
 from kubehoist.components import COMPONENTS
 from kubehoist.errors import KubehoistError, UsageError
-from kubehoist.lab import leaders, oracle
+from kubehoist.lab import instances, leaders, oracle
 from kubehoist.lab import spec as specmod
 
 ALIASES = {"kcm": "kube-controller-manager", "scheduler": "kube-scheduler"}
@@ -60,7 +60,7 @@ def render_table(report: leaders.LeaderReport) -> list[str]:
 @click.option(
     "-c",
     "--component",
-    default=leaders.DEFAULT_COMPONENT,
+    default=instances.DEFAULT_COMPONENT,
     show_default=True,
     help="kube-controller-manager (kcm) or kube-scheduler (scheduler).",
 )
@@ -87,7 +87,7 @@ def leaders_command(root: Path, component: str, tolerance: float, output: str) -
         raise KubehoistError(f"no lab at {root} (run `{prog()} lab up --root {root}`)")
     try:
         judged = oracle.judge(root, name, tolerance=tolerance)
-    except leaders.LeadersError as exc:
+    except instances.LeadersError as exc:
         raise KubehoistError(str(exc)) from exc
     report = judged.leaders
     if output == "json":

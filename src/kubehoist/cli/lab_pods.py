@@ -18,7 +18,7 @@ from kubehoist.cli.options import prog
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
 from kubehoist.lab import dockerfile as labdockerfile
-from kubehoist.lab import images
+from kubehoist.lab import images, nodeconfig
 from kubehoist.lab import node as labnode
 from kubehoist.lab import spec as specmod
 from kubehoist.lab.spec import LabNode, LabSpec
@@ -86,9 +86,9 @@ def exec_(node: str, command: tuple[str, ...], root: Path) -> None:
     env = dict(
         os.environ,
         PATH=f"{bins.path('crictl').parent}:{bins.path('ctr').parent}:{os.environ.get('PATH', '')}",
-        CONTAINER_RUNTIME_ENDPOINT=f"unix://{labnode.CONTAINERD_SOCKET}",
-        IMAGE_SERVICE_ENDPOINT=f"unix://{labnode.CONTAINERD_SOCKET}",
-        CONTAINERD_ADDRESS=labnode.CONTAINERD_SOCKET,
+        CONTAINER_RUNTIME_ENDPOINT=f"unix://{nodeconfig.CONTAINERD_SOCKET}",
+        IMAGE_SERVICE_ENDPOINT=f"unix://{nodeconfig.CONTAINERD_SOCKET}",
+        CONTAINERD_ADDRESS=nodeconfig.CONTAINERD_SOCKET,
         CONTAINERD_NAMESPACE="k8s.io",
     )
     sys.exit(subprocess.run(argv, env=env, check=False).returncode)

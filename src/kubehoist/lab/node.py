@@ -17,11 +17,15 @@ What a machine is made of, and what stands for it here:
 | the kubeadm/kubelet/cri-tools pkgs  | kubeadm, kubelet, crictl bound into /usr/local/sbin       |
 | the machine's cgroup tree           | `/kubehoist-<lab>/<node>` in every cgroup v1 hierarchy:   |
 |                                     |   `system/` for init, containerd and the kubelet, the     |
-|                                     |   kubelet's pods below (its `--cgroup-root`)              |
-| power off                           | every process of that cgroup tree killed (cleanup())      |
+|                                     |   kubelet's pods below (its `--cgroup-root`; cgroups.py)  |
+| power off                           | every process of that cgroup tree killed                  |
+|                                     |   (cgroups.cleanup())                                     |
 
 Everything else of the host (its /usr, /bin, /tmp, …) is seen as it is, so the
-binaries and the Python that runs this module are found at their usual paths.
+binaries and the Python that runs this module are found at their usual paths. The
+node's own paths and the configuration files the host writes before it boots
+(containerd's, the CNI's) are in nodeconfig.py; this module holds the names of the
+node's run files, the command that boots it, and its init.
 """
 
 from __future__ import annotations
@@ -36,33 +40,16 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import systemctl
+from kubehoist.lab.cgroups import cgroup_rel, join_system_cgroup, kill_cgroup_tree
+from kubehoist.lab.nodeconfig import CONTAINERD_SOCKET, NODE_DIRS
 from kubehoist.lab.procs import die_with_parent
 from kubehoist.lab.spec import LabNode, LabSpec
 
-CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
-"""containerd's socket as seen inside the node (the kubelet's and crictl's endpoint)."""
-
-CGROUP_FS = Path("/sys/fs/cgroup")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-NODE_DIRS = (
-    "/etc/kubernetes",
-    "/etc/containerd",
-    "/etc/cni/net.d",
-    "/var/lib/kubelet",
-    "/var/lib/containerd",
-    "/var/lib/etcd",
-    "/var/lib/cni",
-    "/var/log/pods",
-    "/var/log/containers",
-    "/usr/libexec/kubernetes",
-)
-"""Paths that are the node's own (bound from its root directory); the rest is the host's."""
 
 KUBELET_RESTART_S = 10.0  # kubeadm's kubelet.service: Restart=always, RestartSec=10
 CONTAINERD_RESTART_S = 5.0  # containerd.service: Restart=always, RestartSec=5
@@ -108,225 +95,9 @@ def enter_argv(spec: LabSpec, node: LabNode) -> list[str]:
     return ["nsenter", "-t", str(init_pid(spec, node)), "-m", "-u", "-n", "--"]
 
 
-def cgroup_rel(spec: LabSpec, node: LabNode) -> str:
-    """The node's cgroup, relative to each hierarchy's root (the kubelet's cgroupRoot)."""
-    return f"/kubehoist-{spec.lab_id}/{node.name}"
-
-
 def log_dir(spec: LabSpec, node: LabNode) -> Path:
     """Where the node's init, containerd and kubelet write their logs (its journal)."""
     return node.root(spec.root) / "var" / "log"
-
-
-# --- cgroups ------------------------------------------------------------------------
-def _hierarchies(*, with_v2: bool = False) -> list[Path]:
-    """Every mounted cgroup v1 hierarchy (cpu, memory, …, name=systemd); `with_v2`: and
-    the cgroup2 mount beside them (no controllers here, but runc and the kubelet make
-    their cgroups there too, so a clean-up must remove them there as well)."""
-    out = []
-    if CGROUP_FS.is_dir():
-        for p in sorted(CGROUP_FS.iterdir()):
-            if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists():
-                if (p / "cgroup.controllers").exists() and not with_v2:
-                    continue
-                out.append(p)
-    return out
-
-
-def _mkdir_cgroup(hier: Path, rel: str) -> Path:
-    path = hier
-    for part in rel.strip("/").split("/"):
-        parent, path = path, path / part
-        if not path.exists():
-            path.mkdir()
-        if hier.name == "cpuset":  # a new cpuset is empty: it must inherit cpus and mems
-            for f in ("cpuset.cpus", "cpuset.mems"):
-                if not (path / f).read_text().strip():
-                    (path / f).write_text((parent / f).read_text())
-    return path
-
-
-def make_cgroups(spec: LabSpec, node: LabNode) -> None:
-    for hier in _hierarchies():
-        _mkdir_cgroup(hier, cgroup_rel(spec, node) + "/system")
-
-
-def join_system_cgroup(spec: LabSpec, node: LabNode) -> None:
-    for hier in _hierarchies():
-        path = _mkdir_cgroup(hier, cgroup_rel(spec, node) + "/system")
-        (path / "cgroup.procs").write_text(f"{os.getpid()}\n")
-
-
-def _tree(path: Path) -> list[Path]:
-    """A cgroup and its descendants, deepest first."""
-    if not path.is_dir():
-        return []
-    out: list[Path] = []
-    for dirpath, _dirs, _files in os.walk(path, topdown=False):
-        out.append(Path(dirpath))
-    return out
-
-
-def _pids(path: Path) -> set[int]:
-    pids: set[int] = set()
-    for cg in _tree(path):
-        with contextlib.suppress(OSError):
-            pids |= {int(x) for x in (cg / "cgroup.procs").read_text().split()}
-    return pids
-
-
-def kill_cgroup_tree(rel: str, timeout: float = 10.0) -> int:
-    """Kill every process in the cgroup `rel` and below (frozen first, so nothing forks
-    away), then remove the cgroups. Returns how many processes were killed."""
-    freezer = CGROUP_FS / "freezer" / rel.strip("/")
-    killed: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while True:
-        pids: set[int] = set()
-        for hier in _hierarchies(with_v2=True):
-            pids |= _pids(hier / rel.strip("/"))
-        pids.discard(os.getpid())
-        if not pids:
-            break
-        if freezer.is_dir():
-            with contextlib.suppress(OSError):
-                (freezer / "freezer.state").write_text("FROZEN")
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        killed |= pids
-        if freezer.is_dir():
-            with contextlib.suppress(OSError):
-                (freezer / "freezer.state").write_text("THAWED")
-        if time.monotonic() > deadline:
-            raise KubehoistError(
-                f"cgroup {rel}: processes left after {timeout:.0f}s: {sorted(pids)}"
-            )
-        time.sleep(0.05)
-    # A cgroup whose last task just exited may refuse rmdir (EBUSY) for a few seconds.
-    left: list[Path] = []
-    until = time.monotonic() + 15
-    while True:
-        left = []
-        for hier in _hierarchies(with_v2=True):
-            for cg in _tree(hier / rel.strip("/")):
-                try:
-                    cg.rmdir()
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    left.append(cg)
-        if not left or time.monotonic() > until:
-            break
-        time.sleep(0.2)
-    if left:
-        raise KubehoistError(f"cgroup {rel}: could not remove {', '.join(map(str, left[:3]))}")
-    return len(killed)
-
-
-def cleanup(spec: LabSpec) -> int:
-    """Power every node of the lab off: kill everything in the lab's cgroup trees."""
-    return kill_cgroup_tree(f"/kubehoist-{spec.lab_id}")
-
-
-# --- the node's configuration files (written from the host before boot) ----------------
-@dataclass(frozen=True)
-class NodeConfig:
-    containerd_bin_dir: Path
-    kubelet: Path
-    containerd: Path
-    ctr: Path
-    crictl: Path
-    kubeadm: Path | None = None  # on the node's PATH, as the kubeadm package installs it
-    runc: Path = Path("/usr/sbin/runc")
-    cni_bin_dir: Path = Path("/usr/lib/cni")
-    pause_image: str = "registry.k8s.io/pause:3.10.2"
-
-
-def containerd_config(cfg: NodeConfig) -> str:
-    """containerd's config.toml (version 3) for a lab node."""
-    return f"""\
-# Written by the kubehoist lab. containerd 2.x, CRI for the kubelet, runc with cgroupfs.
-version = 3
-root = "/var/lib/containerd"
-state = "/run/containerd"
-
-[grpc]
-  address = "{CONTAINERD_SOCKET}"
-
-[plugins."io.containerd.cri.v1.runtime"]
-  # This machine has no CAP_SYS_RESOURCE: a sandbox may not lower its oom_score_adj.
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  disable_hugetlb_controller = true
-  tolerate_missing_hugetlb_controller = true
-  netns_mounts_under_state_dir = true
-
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-
-      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-        BinaryName = "{cfg.runc}"
-        SystemdCgroup = false
-
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["{cfg.cni_bin_dir}"]
-    conf_dir = "/etc/cni/net.d"
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = "{cfg.pause_image}"
-"""
-
-
-def cni_config(node: LabNode) -> str:
-    """The node's pod network: a bridge with addresses from its podCIDR (host-local)."""
-    conf = {
-        "cniVersion": "1.0.0",
-        "name": "kubehoist",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": "cni0",
-                "isGateway": True,
-                "ipMasq": False,
-                "hairpinMode": True,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": node.pod_cidr}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                },
-            },
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }
-    return json.dumps(conf, indent=2) + "\n"
-
-
-def write_config(spec: LabSpec, node: LabNode, cfg: NodeConfig) -> None:
-    root = node.root(spec.root)
-    for d in NODE_DIRS:
-        (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    (root / "etc/containerd/config.toml").write_text(containerd_config(cfg))
-    (root / "etc/cni/net.d/10-kubehoist.conflist").write_text(cni_config(node))
-    (spec.run_dir / f"node-{node.name}.json").write_text(
-        json.dumps(
-            {
-                "containerd_bin_dir": str(cfg.containerd_bin_dir),
-                "kubelet": str(cfg.kubelet),
-                "containerd": str(cfg.containerd),
-                "ctr": str(cfg.ctr),
-                "crictl": str(cfg.crictl),
-                "kubeadm": str(cfg.kubeadm) if cfg.kubeadm else "",
-            }
-        )
-        + "\n"
-    )
 
 
 # --- starting a node (host side) ------------------------------------------------------

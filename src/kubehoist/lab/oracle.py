@@ -31,16 +31,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from kubehoist.lab import leaders
-from kubehoist.lab.leaders import (
-    DEFAULT_COMPONENT,
-    DEFAULT_TOLERANCE_S,
-    Freeze,
-    LeaderReport,
-    LeadInterval,
-    frozen_at,
-)
-from kubehoist.lab.logkeeper import ARCHIVE_DIR, ARCHIVE_LOG
+from kubehoist.lab import instances, leaderlogs, leaders
+from kubehoist.lab.freezes import Freeze, frozen_at
+from kubehoist.lab.instances import DEFAULT_COMPONENT
+from kubehoist.lab.leaders import DEFAULT_TOLERANCE_S, LeaderReport, LeadInterval
+from kubehoist.lab.logarchive import ARCHIVE_DIR, ARCHIVE_LOG
 
 FALLBACK_WHILE_LED: Final = "fallback-while-led"
 REAP_ALIVE: Final = "reap-of-live-holder"
@@ -68,7 +63,7 @@ class GuardAction:
         return {
             "node": self.node,
             "action": self.action,
-            "time": leaders.iso(self.time),
+            "time": instances.iso(self.time),
             "holder": self.holder or None,
             "result": self.record.get("result"),
             "reason": self.record.get("reason"),
@@ -82,7 +77,7 @@ class Violation:
     time: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "time": leaders.iso(self.time), "text": self.text}
+        return {"kind": self.kind, "time": instances.iso(self.time), "text": self.text}
 
 
 def _record_time(record: Mapping[str, Any], fallback: datetime) -> datetime:
@@ -103,14 +98,14 @@ def read_guard_actions(root: Path, component: str = DEFAULT_COMPONENT) -> list[G
     out: list[GuardAction] = []
     nodes_dir = root / "nodes"
     if not nodes_dir.is_dir():
-        raise leaders.LeadersError(f"{root}: not a lab root (no nodes/ directory)")
+        raise instances.LeadersError(f"{root}: not a lab root (no nodes/ directory)")
     for node_dir in sorted(p for p in nodes_dir.iterdir() if p.is_dir()):
         archive = node_dir / ARCHIVE_DIR
         for log in sorted(archive.glob(f"kube-system_{prefix}*/{GUARD_CONTAINER}/*.log")):
             if not ARCHIVE_LOG.fullmatch(log.name):
                 continue
             with open(log, encoding="utf-8", errors="replace") as fh:
-                for line in leaders.read_cri_log(fh):
+                for line in leaderlogs.read_cri_log(fh):
                     if not line.text.startswith("{"):
                         continue
                     try:
@@ -152,9 +147,9 @@ def check_fallbacks(
             out.append(
                 Violation(
                     FALLBACK_WHILE_LED,
-                    f"the guard on {a.node} fell back at {leaders.iso(a.time)} while "
-                    f"{i.instance.name} led ({leaders.iso(i.acquired)} to "
-                    f"{leaders.iso(i.until)}, {i.describe_end()})",
+                    f"the guard on {a.node} fell back at {instances.iso(a.time)} while "
+                    f"{i.instance.name} led ({instances.iso(i.acquired)} to "
+                    f"{instances.iso(i.until)}, {i.describe_end()})",
                     a.time,
                 )
             )
@@ -179,7 +174,7 @@ def check_reaps(
         held = [i for i in intervals if i.identity == a.holder and i.acquired <= a.time]
         if not held:
             warnings.append(
-                f"reap by the guard on {a.node} at {leaders.iso(a.time)}: no instance "
+                f"reap by the guard on {a.node} at {instances.iso(a.time)}: no instance "
                 f"with identity {a.holder} in the archives (not judged)"
             )
             continue
@@ -187,18 +182,18 @@ def check_reaps(
         instance = interval.instance
         end = instance.finished_at
         if end is None or end > a.time + slack:
-            state = "still running" if end is None else f"exited at {leaders.iso(end)}"
+            state = "still running" if end is None else f"exited at {instances.iso(end)}"
             violations.append(
                 Violation(
                     REAP_ALIVE,
-                    f"the guard on {a.node} reaped {a.holder} at {leaders.iso(a.time)} "
+                    f"the guard on {a.node} reaped {a.holder} at {instances.iso(a.time)} "
                     f"but {instance.name} was alive ({state})",
                     a.time,
                 )
             )
         elif instance.finished_at_estimated:
             warnings.append(
-                f"reap of {a.holder} at {leaders.iso(a.time)}: {instance.name}'s end is "
+                f"reap of {a.holder} at {instances.iso(a.time)}: {instance.name}'s end is "
                 "only estimated (its last log line); not judged"
             )
     return violations, warnings

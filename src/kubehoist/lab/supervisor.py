@@ -8,7 +8,9 @@ nodes to be Ready, and tears all of it down on SIGTERM (`lab down`). etcd and
 kube-apiserver are kubeadm's static pods on each control plane's kubelet. It holds an exclusive lock
 on `run/supervisor.lock` for its whole life: that lock is how other commands know a
 lab is running, and it is released by the kernel even if the supervisor is killed.
-Its progress and the pids it runs go to `run/state.json`.
+Its progress and the pids it runs go to `run/state.json`. What other commands read of
+it (that lock, that state file, the host's kubeconfigs, the control planes' static
+pods) is in `kubehoist.lab.labstate`.
 """
 
 from __future__ import annotations
@@ -27,108 +29,22 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import yaml
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
 from kubehoist.constants import MIRROR_ANNOTATION
 from kubehoist.errors import KubehoistError
 from kubehoist.kube.objects import is_ready
-from kubehoist.lab import forward, images, kubeadm, netns
+from kubehoist.lab import cgroups, forward, images, kubeadm, netns, nodeconfig
 from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import Binaries
-from kubehoist.lab.logkeeper import LogKeeper, node_crictl
+from kubehoist.lab.labstate import host_kubeconfig, lock_path, state_path
+from kubehoist.lab.logkeeper import LogKeeper
 from kubehoist.lab.procs import die_with_parent
 from kubehoist.lab.spec import API_PORT, LabNode, LabSpec
 
 log = logging.getLogger("kubehoist.lab")
-
-STATIC_COMPONENTS = ("etcd", "kube-apiserver")
-"""The static pods `lab status` shows on every control plane."""
-
-
-# --- files shared with the CLI -------------------------------------------------------
-def lock_path(spec: LabSpec) -> Path:
-    return spec.run_dir / "supervisor.lock"
-
-
-def state_path(spec: LabSpec) -> Path:
-    return spec.run_dir / "state.json"
-
-
-def read_state(spec: LabSpec) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(state_path(spec).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
-
-
-def is_running(spec: LabSpec) -> bool:
-    """True while a supervisor holds this lab's lock."""
-    try:
-        fh = open(lock_path(spec), "a")  # noqa: SIM115
-    except OSError:
-        return False
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
-
-
-def host_kubeconfig(spec: LabSpec, source: Path, dest: Path) -> None:
-    """Copy a kubeconfig with its server pointed at the host's port (the load balancer)."""
-    data: Any = yaml.safe_load(source.read_text())
-    for cluster in data.get("clusters", []):
-        cluster["cluster"]["server"] = f"https://127.0.0.1:{spec.host_port}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.chmod(tmp, 0o600)
-    tmp.replace(dest)
-
-
-def node_kubeconfig(spec: LabSpec, node: LabNode) -> Path:
-    """The host-side copy of a node's kubelet.conf (identity system:node:<name>)."""
-    return spec.run_dir / f"kubelet-{node.name}.conf"
-
-
-def static_pods(spec: LabSpec, crictl: Path) -> dict[str, dict[str, Any]]:
-    """etcd's and kube-apiserver's containers on every control plane, from the node's
-    CRI: `<component>-<node>` (the mirror pod's name) -> pid (None unless running),
-    restarts (the kubelet's attempt count) and state."""
-    out: dict[str, dict[str, Any]] = {}
-    for node in spec.control_planes:
-        run = node_crictl(spec, node, crictl, timeout=20)
-        try:
-            doc = json.loads(run(["ps", "-a", "-o", "json"]))
-        except (KubehoistError, ValueError):
-            continue
-        newest: dict[str, dict[str, Any]] = {}
-        for c in doc.get("containers") or []:
-            name = c.get("metadata", {}).get("name", "")
-            if name in STATIC_COMPONENTS and int(c.get("createdAt", 0)) >= int(
-                newest.get(name, {}).get("createdAt", 0)
-            ):
-                newest[name] = c
-        for name, c in newest.items():
-            pid = None
-            if c.get("state") == "CONTAINER_RUNNING":
-                try:
-                    pid = json.loads(run(["inspect", c["id"]])).get("info", {}).get("pid")
-                except (KubehoistError, ValueError):
-                    pid = None
-            out[f"{name}-{node.name}"] = {
-                "pid": pid,
-                "restarts": c.get("metadata", {}).get("attempt", 0),
-                "state": c.get("state", ""),
-            }
-    return out
 
 
 # --- the supervisor ------------------------------------------------------------------
@@ -181,7 +97,7 @@ class Supervisor:
     def _network(self) -> None:
         self._inotify()
         try:  # what a crashed lab left behind
-            labnode.cleanup(self.spec)
+            cgroups.cleanup(self.spec)
         except KubehoistError as exc:
             log.warning("leftovers of an earlier run: %s", exc.message)
         netns.teardown(self.spec)
@@ -264,7 +180,7 @@ class Supervisor:
         self._booted = datetime.now(UTC).replace(microsecond=0)  # conditions: whole seconds
         archives = await loop.run_in_executor(None, self._node_images)
         labnode.images_file(self.spec).write_text("".join(f"{a}\n" for a in archives))
-        cfg = labnode.NodeConfig(
+        cfg = nodeconfig.NodeConfig(
             containerd_bin_dir=self.binaries.path("containerd").parent,
             kubelet=self.binaries.path("kubelet"),
             containerd=self.binaries.path("containerd"),
@@ -276,8 +192,8 @@ class Supervisor:
             pause_image=await loop.run_in_executor(None, self._pause_image),
         )
         for node in self.spec.nodes:
-            labnode.write_config(self.spec, node, cfg)
-            labnode.make_cgroups(self.spec, node)
+            nodeconfig.write_config(self.spec, node, cfg)
+            cgroups.make_cgroups(self.spec, node)
             labnode.pid_file(self.spec, node).unlink(missing_ok=True)
             labnode.booted_file(self.spec, node).unlink(missing_ok=True)
             logf = open(self.spec.logs_dir / f"node-{node.name}.log", "ab")  # noqa: SIM115
@@ -543,7 +459,7 @@ async def cleanup_leftovers(spec: LabSpec) -> None:
     shims and the containers outlive containerd), their cgroups, the namespaces."""
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(None, labnode.cleanup, spec)
+        await loop.run_in_executor(None, cgroups.cleanup, spec)
     except Exception as exc:
         log.warning("cleanup of the nodes: %r", exc)
     netns.teardown(spec)
