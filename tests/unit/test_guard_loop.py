@@ -15,8 +15,9 @@ import pytest
 
 from kubehoist import kube
 from kubehoist.components import KUBE_CONTROLLER_MANAGER
+from kubehoist.guard.config import GuardConfig, marker_path
 from kubehoist.guard.decide import Kind, Policy
-from kubehoist.guard.loop import Guard, GuardConfig, marker_path
+from kubehoist.guard.loop import Guard
 from kubehoist.guard.metrics import GuardMetrics
 from tests.unit.kubefake import UUID_A, write_kubeconfig
 

@@ -13,7 +13,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import ConfigMap
 
 from kubehoist.errors import KubehoistError
-from kubehoist.nodefiles import parking
+from kubehoist.nodefiles import parking, scripts
 from kubehoist.pivot.phases import _check_image_policy
 from kubehoist.pivot.state import PivotState
 
@@ -74,7 +74,7 @@ def test_local_park_missing(tmp_path: Path) -> None:
 
 
 def _run_script(script: str, host: Path, msg: Path) -> tuple[int, str]:
-    script = script.replace(parking.HOST_MOUNT, str(host)).replace("/dev/termination-log", str(msg))
+    script = script.replace(scripts.HOST_MOUNT, str(host)).replace("/dev/termination-log", str(msg))
     proc = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, check=False)
     return proc.returncode, msg.read_text() if msg.exists() else ""
 
@@ -82,7 +82,7 @@ def _run_script(script: str, host: Path, msg: Path) -> tuple[int, str]:
 def test_helper_scripts_round_trip(tmp_path: Path) -> None:
     etc = _node(tmp_path)
     msg = tmp_path / "msg"
-    code, out = _run_script(parking.park_script("kube-controller-manager.yaml"), etc, msg)
+    code, out = _run_script(scripts.park_script("kube-controller-manager.yaml"), etc, msg)
     digest = hashlib.sha256(MANIFEST).hexdigest()
     assert (code, out.strip()) == (0, f"parked {digest} -")
     assert not (etc / "manifests/kube-controller-manager.yaml").exists()
@@ -90,39 +90,39 @@ def test_helper_scripts_round_trip(tmp_path: Path) -> None:
         (etc / "kubehoist/parked/kube-controller-manager.yaml.kubehoist.json").read_text()
     )
     assert record["sha256"] == digest and record["size"] == len(MANIFEST)
-    code, out = _run_script(parking.park_script("kube-controller-manager.yaml"), etc, msg)
+    code, out = _run_script(scripts.park_script("kube-controller-manager.yaml"), etc, msg)
     assert (code, out.split()[0]) == (0, "already-parked")
-    code, out = _run_script(parking.unpark_script("kube-controller-manager.yaml"), etc, msg)
+    code, out = _run_script(scripts.unpark_script("kube-controller-manager.yaml"), etc, msg)
     assert (code, out.strip()) == (0, f"unparked {digest} -")
     assert (etc / "manifests/kube-controller-manager.yaml").read_bytes() == MANIFEST
     assert sorted(p.name for p in (etc / "manifests").iterdir()) == ["kube-controller-manager.yaml"]
-    code, out = _run_script(parking.unpark_script("kube-controller-manager.yaml"), etc, msg)
+    code, out = _run_script(scripts.unpark_script("kube-controller-manager.yaml"), etc, msg)
     assert (code, out.split()[0]) == (0, "already-in-place")
 
 
 def test_helper_unpark_refuses_a_changed_copy(tmp_path: Path) -> None:
     etc = _node(tmp_path)
     msg = tmp_path / "msg"
-    _run_script(parking.park_script("kube-controller-manager.yaml"), etc, msg)
+    _run_script(scripts.park_script("kube-controller-manager.yaml"), etc, msg)
     (etc / "kubehoist/parked/kube-controller-manager.yaml").write_bytes(b"tampered")
-    code, out = _run_script(parking.unpark_script("kube-controller-manager.yaml"), etc, msg)
+    code, out = _run_script(scripts.unpark_script("kube-controller-manager.yaml"), etc, msg)
     assert code == 4 and out.startswith("record-differs")
     assert not (etc / "manifests/kube-controller-manager.yaml").exists()
 
 
 def test_parse_result() -> None:
-    ok = parking.parse_result("cp-1", "f.yaml", "parked abc\n", 0)
+    ok = scripts.parse_result("cp-1", "f.yaml", "parked abc\n", 0)
     assert (ok.state, ok.sha256, ok.stopped) == ("parked", "abc", False)
-    assert parking.parse_result("cp-1", "f.yaml", "parked abc -", 0).stopped is False
-    assert parking.parse_result("cp-1", "f.yaml", "parked abc stopped", 0).stopped is True
+    assert scripts.parse_result("cp-1", "f.yaml", "parked abc -", 0).stopped is False
+    assert scripts.parse_result("cp-1", "f.yaml", "parked abc stopped", 0).stopped is True
     assert (
-        parking.parse_result("cp-1", "f.yaml", "unparked abc cleared-1", 0).cleared == "cleared-1"
+        scripts.parse_result("cp-1", "f.yaml", "unparked abc cleared-1", 0).cleared == "cleared-1"
     )
-    assert parking.parse_result("cp-1", "f.yaml", "", 0).state == "done"
+    assert scripts.parse_result("cp-1", "f.yaml", "", 0).state == "done"
     with pytest.raises(KubehoistError, match=r"node cp-1: .*exit 3.*missing"):
-        parking.parse_result("cp-1", "f.yaml", "", 3)
+        scripts.parse_result("cp-1", "f.yaml", "", 3)
     with pytest.raises(KubehoistError, match="copy-differs"):
-        parking.parse_result("cp-1", "f.yaml", "copy-differs", 4)
+        scripts.parse_result("cp-1", "f.yaml", "copy-differs", 4)
 
 
 def test_image_policy() -> None:
@@ -298,23 +298,23 @@ def test_helper_park_script_watches_the_nodes_runtime(
     )
     (shim / "chroot").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}:/usr/bin:/bin")
-    script = parking.park_script("kube-controller-manager.yaml", "cp-1", 1.0)
-    code, out = _run_script(script.replace(parking.HOST_ROOT, str(root)), etc, tmp_path / "msg")
+    script = scripts.park_script("kube-controller-manager.yaml", "cp-1", 1.0)
+    code, out = _run_script(script.replace(scripts.HOST_ROOT, str(root)), etc, tmp_path / "msg")
     digest = hashlib.sha256(MANIFEST).hexdigest()
     assert (code, out.strip()) == (0, f"parked {digest} {said}")
     assert not (etc / "manifests/kube-controller-manager.yaml").exists()
-    assert parking.parse_result("cp-1", "f", out).stopped is (said == "stopped")
+    assert scripts.parse_result("cp-1", "f", out).stopped is (said == "stopped")
 
 
 def test_helper_scripts_print_their_result_last_on_stdout(tmp_path: Path) -> None:
     """What the pivot reads from the helper's log stream is the termination message."""
     etc = _node(tmp_path)
     msg = tmp_path / "msg"
-    for script in (parking.park_script, parking.unpark_script):
-        text = script("kube-controller-manager.yaml").replace(parking.HOST_MOUNT, str(etc))
+    for script in (scripts.park_script, scripts.unpark_script):
+        text = script("kube-controller-manager.yaml").replace(scripts.HOST_MOUNT, str(etc))
         text = text.replace("/dev/termination-log", str(msg))
         proc = subprocess.run(["/bin/sh", "-c", text], capture_output=True, text=True, check=True)
-        assert proc.stdout.splitlines()[-1] == f"{parking.RESULT} {msg.read_text().strip()}"
+        assert proc.stdout.splitlines()[-1] == f"{scripts.RESULT} {msg.read_text().strip()}"
 
 
 def test_crictl_is_pointed_at_the_kubelets_runtime(
@@ -342,7 +342,6 @@ def test_crictl_is_pointed_at_the_kubelets_runtime(
         .startswith("-r unix:///var/run/containerd/containerd.sock pods --namespace ^kube-system$")
     )
     # the helper's script reads the same line of the node's file
-    monkeypatch.setattr(parking, "KUBELET_CONFIG", "/var/lib/kubelet/config.yaml")
     etc = _node(tmp_path)
     hr = tmp_path / "host-root"
     _fake_crictl(hr / "usr/bin", tmp_path / "calls2", ready_for=1)
@@ -355,8 +354,8 @@ def test_crictl_is_pointed_at_the_kubelets_runtime(
     )
     (shim / "chroot").chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim}:/usr/bin:/bin")
-    script = parking.park_script("kube-controller-manager.yaml", "cp-1", 1.0)
-    code, out = _run_script(script.replace(parking.HOST_ROOT, str(hr)), etc, tmp_path / "msg")
+    script = scripts.park_script("kube-controller-manager.yaml", "cp-1", 1.0)
+    code, out = _run_script(script.replace(scripts.HOST_ROOT, str(hr)), etc, tmp_path / "msg")
     assert code == 0 and out.split()[2] == "stopped", out
     first = (tmp_path / "calls2").read_text().splitlines()[0]
     assert first.startswith("-r unix:///var/run/containerd/containerd.sock pods "), first

@@ -17,7 +17,8 @@ from kubehoist.constants import guard_lease_name
 from kubehoist.guard import manifest as guard_manifest
 from kubehoist.guard.decide import Decision, Kind
 from kubehoist.kube import objects
-from kubehoist.status import StatusReport, collect, to_dict
+from kubehoist.status import StatusReport, collect
+from kubehoist.statusdoc import to_dict
 from kubehoist.views import status_tables
 from tests.unit.kubefake import (
     UUID_A,

@@ -24,8 +24,9 @@ from kubehoist.guard import alerts as guardalerts
 from kubehoist.guard import credentials, signing
 from kubehoist.guard import install as guardinstall
 from kubehoist.guard import manifest as guardmanifest
+from kubehoist.guard.config import GuardConfig, pod_selectors
 from kubehoist.guard.decide import Policy
-from kubehoist.guard.loop import Guard, GuardConfig, pod_selectors
+from kubehoist.guard.loop import Guard
 from kubehoist.guard.metrics import GuardMetrics, start_exporter
 from kubehoist.guard.nudge import Nudges
 from kubehoist.guard.podcache import PodCache

@@ -17,7 +17,8 @@ import yaml
 from kubehoist import kube
 from kubehoist.cli.options import cluster_options, resolve_components
 from kubehoist.kube.transport import stderr_echo
-from kubehoist.status import StatusReport, collect, to_dict
+from kubehoist.status import StatusReport, collect
+from kubehoist.statusdoc import to_dict
 from kubehoist.views import credentials_messages, status_tables
 
 

@@ -5,5 +5,6 @@ releases the Lease of a holder that is certainly dead (reaper).
 decide    PURE decision engine (snapshot -> action, with the reason)
 observe   PURE Pod JSON -> the views decide reads
 manifest  PURE the guard's static pod manifest and its minimal RBAC
+config    the runner's configuration; the fallback marker, pod selectors, log lines
 loop      the runner: reads, guards' Lease, actions, Events, logs, metrics
 """

@@ -56,7 +56,7 @@ from kubehoist.kube import retry
 from kubehoist.kube.errors import Call, NotFoundError, api_errors, transient
 from kubehoist.kube.objects import is_ready
 from kubehoist.nodefiles import helperpod
-from kubehoist.nodefiles.parking import HOST_MOUNT, host_path
+from kubehoist.nodefiles.scripts import HOST_MOUNT, host_path
 
 INPUT_MOUNT = "/kubehoist-input"
 NAMESPACE = "kube-system"

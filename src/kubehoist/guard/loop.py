@@ -3,7 +3,7 @@ whose number and size do not grow with the cluster (one GET of the component's L
 its pods from `guard/podcache.py`'s watches; every `guard_retry` a GET and an update of
 the guards' own Lease, `guard/guardlease.py`), builds a `Snapshot`, asks `decide`, and
 performs the action through the pieces pivot uses (`LocalNodeFiles` on this node's
-manifests, `leases.release`).
+manifests, `leases.release`). Its configuration is a `GuardConfig` (guard/config.py).
 
 Every action is recorded (history, a JSON log line, a Kubernetes Event on the
 Deployment, Prometheus counters). A failed read makes the snapshot unreachable: the
@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import secrets
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from lightkube import Client
@@ -33,16 +30,10 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event, Pod
 
-from kubehoist.components import Component
-from kubehoist.constants import (
-    MANAGED_BY_LABEL,
-    MANAGED_BY_VALUE,
-    NAME_LABEL,
-    guard_lease_name,
-    object_labels,
-)
+from kubehoist.constants import guard_lease_name, object_labels
 from kubehoist.election import LeaseRecord, Validity
 from kubehoist.errors import KubehoistError
+from kubehoist.guard.config import GuardConfig, gist, json_line, marker_path, pod_selectors
 from kubehoist.guard.decide import (
     Baseline,
     Decision,
@@ -51,7 +42,6 @@ from kubehoist.guard.decide import (
     LeaseTiming,
     Manifest,
     PodView,
-    Policy,
     Snapshot,
     decide,
     holder_pods,
@@ -64,66 +54,11 @@ from kubehoist.guard.podcache import PodCache
 from kubehoist.kube import leases
 from kubehoist.kube.client import get_or_none
 from kubehoist.kube.errors import Call, NotFoundError, api_errors
-from kubehoist.kube.objects import KUBEADM_COMPONENT_LABEL, lease_record
+from kubehoist.kube.objects import lease_record
 from kubehoist.nodefiles.parking import LocalNodeFiles
 
 GONE_RETENTION_S = 120.0
 """How long the last state of a vanished pod is kept (its final status is evidence)."""
-
-
-def marker_path(files: LocalNodeFiles, filename: str) -> Path:
-    """The node's record that the manifest in place is a guard's fallback."""
-    return files.manifests_dir.parent / "kubehoist" / "guard" / f"{filename}.fallback.json"
-
-
-# --- the runner ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class GuardConfig:
-    component: Component
-    node: str
-    manifests_dir: Path
-    host_root: Path | None = None
-    """The node's `/` (read-only), to run its crictl before a fallback; None: not mounted."""
-    filename: str = ""
-    """Default `<component>.yaml`."""
-    namespace: str = "kube-system"
-    deployment: str = ""
-    """Default the component's name."""
-    interval_s: float = 1.0
-    guard_lease_duration_s: int = 15
-    guard_retry_s: float = 2.0
-    policy: Policy = field(default_factory=Policy)
-
-    @property
-    def manifest_name(self) -> str:
-        return self.filename or f"{self.component.name}.yaml"
-
-    @property
-    def deployment_name(self) -> str:
-        return self.deployment or self.component.name
-
-
-_NUMBER = re.compile(r"\d+(\.\d+)?")
-
-
-def _gist(reason: str) -> str:
-    """A reason without its figures: a Wait is logged when its gist changes, not every
-    round while a count of seconds goes up."""
-    return _NUMBER.sub("#", reason)
-
-
-def json_line(record: dict[str, Any]) -> None:
-    print(json.dumps(record, sort_keys=True, default=str), file=sys.stdout, flush=True)
-
-
-def pod_selectors(component: str) -> tuple[dict[str, Any], ...]:
-    """The component's pods: its static pods (kubeadm's label) and its Deployment's."""
-    return (
-        {KUBEADM_COMPONENT_LABEL: component},
-        {MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: component},
-    )
 
 
 class Guard:
@@ -350,9 +285,7 @@ class Guard:
         self._account(snap, now)
         if decision.kind is not Kind.WAIT:
             self.act(decision, now)
-        elif self.last_decision is None or _gist(self.last_decision.reason) != _gist(
-            decision.reason
-        ):
+        elif self.last_decision is None or gist(self.last_decision.reason) != gist(decision.reason):
             self.log({"event": "decision", "action": "Wait", "reason": decision.reason,
                       **self._tags()})  # fmt: skip
         self.last_decision = decision

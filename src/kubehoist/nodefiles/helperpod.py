@@ -36,8 +36,16 @@ from kubehoist.constants import object_labels
 from kubehoist.errors import KubehoistError
 from kubehoist.kube import retry
 from kubehoist.kube.errors import maybe_done, status_code, transient
-from kubehoist.nodefiles import parking
 from kubehoist.nodefiles.parking import ParkResult
+from kubehoist.nodefiles.scripts import (
+    HOST_MOUNT,
+    HOST_ROOT,
+    RESULT,
+    park_script,
+    parse_result,
+    probe_script,
+    unpark_script,
+)
 
 DEFAULT_IMAGE = "busybox:1.36"
 ROLE_LABEL = "kubehoist.io/role"
@@ -65,7 +73,7 @@ def helper_pod(
     host_root: bool = False,
 ) -> Pod:
     """`secret`: a Secret mounted read-only at `secret_mount` (files to write on the node).
-    `host_root`: the node's `/` at `parking.HOST_ROOT` (to run the node's crictl)."""
+    `host_root`: the node's `/` at `scripts.HOST_ROOT` (to run the node's crictl)."""
     labels = object_labels(component, extra={ROLE_LABEL: "node-helper", RUN_LABEL: run})
     # Helper pods must never be selected as the component's own pods.
     labels["app.kubernetes.io/name"] = f"{component}-helper"
@@ -88,13 +96,9 @@ def helper_pod(
                     terminationMessagePolicy="File",
                     securityContext=SecurityContext(runAsUser=0),
                     volumeMounts=[
-                        VolumeMount(name="etc-kubernetes", mountPath=parking.HOST_MOUNT),
+                        VolumeMount(name="etc-kubernetes", mountPath=HOST_MOUNT),
                         *(
-                            [
-                                VolumeMount(
-                                    name="host-root", mountPath=parking.HOST_ROOT, readOnly=True
-                                )
-                            ]
+                            [VolumeMount(name="host-root", mountPath=HOST_ROOT, readOnly=True)]
                             if host_root
                             else []
                         ),
@@ -260,7 +264,7 @@ def _create(client: Client, pod: Pod, *, deadline: float) -> str:
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
 
-RESULT_PREFIX = parking.RESULT + " "
+RESULT_PREFIX = RESULT + " "
 """A script's last line on stdout, `RESULT_PREFIX` + what it also wrote to its
 termination message, once its work is done and checked: read from the container's log
 stream, the result arrives as it is printed. The termination message reaches the API
@@ -405,9 +409,7 @@ class PodNodeFiles:
             follow_logs=True,
             timeout=self.timeout,
         )
-        return {
-            n: parking.parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()
-        }
+        return {n: parse_result(n, filename, o.message, o.exit_code) for n, o in outs.items()}
 
     def park(self, node: str, filename: str) -> ParkResult:
         return self.park_all([node], filename)[node]
@@ -417,23 +419,23 @@ class PodNodeFiles:
 
     def park_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
         if self.stop_wait_s <= 0:
-            return self._run(nodes, lambda f, _n: parking.park_script(f), filename)
+            return self._run(nodes, lambda f, _n: park_script(f), filename)
         # The node's `/` too: its crictl tells when the parked pod has stopped.
         return self._run(
             nodes,
-            lambda f, n: parking.park_script(f, n, self.stop_wait_s),
+            lambda f, n: park_script(f, n, self.stop_wait_s),
             filename,
             host_root=True,
         )
 
     def unpark_all(self, nodes: Sequence[str], filename: str) -> dict[str, ParkResult]:
         # The node's `/` too: its crictl clears the kubelet's memory of the pod first.
-        return self._run(nodes, parking.unpark_script, filename, host_root=True)
+        return self._run(nodes, unpark_script, filename, host_root=True)
 
     def parked(self, node: str, filename: str) -> str | None:
         out = run_scripts(
             self.client,
-            {node: parking.probe_script(filename)},
+            {node: probe_script(filename)},
             image=self.image,
             component=self.component,
         )[node]
