@@ -113,6 +113,13 @@ def actions(lab: LabHandle, kind: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def new_actions(lab: LabHandle, kind: str, before: int) -> list[tuple[str, dict[str, Any]]]:
+    """Every `kind` action once the log keeper's archive holds more than `before` of them
+    (it copies the guard's log a sweep behind the kubelet, longer on a loaded machine)."""
+    wait_for(f"a {kind} action in the guards' logs", lambda: len(actions(lab, kind)) > before, 30)
+    return actions(lab, kind)
+
+
 def guard_events(lab: LabHandle) -> list[str]:
     out = lab.kubectl(
         "get", "events", "-n", "kube-system",
@@ -324,33 +331,37 @@ def _total_loss(
         for n in lab.spec.control_planes
     }
     fallbacks_before = len(actions(lab, "Fallback"))
-    with LeaseTracker(lab) as tracker:
-        t0 = time.monotonic()
-        break_it()
-        wait_for("no Deployment replica Ready", lambda: ready_deployment_pods(lab) == 0, 120)
-        t_gone = time.monotonic()
-        back = wait_for(
-            "a fallback manifest", lambda: manifests_in_place(lab), GRACE_S + 60, every=0.05
-        )
-        t_back, wall_back = time.monotonic(), time.time()
-        node = wait_for("the fallback static pod to lead", lambda: static_leader_node(lab), 60)
-        t_leads = time.monotonic()
-        last_renewal = tracker.last_deployment_renewal
-    assert last_renewal is not None
-    assert back == [node], (back, node)  # one guard fell back; the others waited
-    # The restored static pod's container started at once (the kubelet's own startedAt,
-    # whole seconds, against when the manifest was seen back, polled every 0.05 s).
-    mirror = lab.client.get(Pod, f"{KCM}-{node}", namespace="kube-system")
-    (cs,) = (mirror.status.containerStatuses if mirror.status else None) or []
-    assert cs.state is not None and cs.state.running is not None, cs
-    assert cs.state.running.startedAt is not None
-    restore_s = round(cs.state.running.startedAt.timestamp() - wall_back, 1)
-    fallback = actions(lab, "Fallback")
-    probe_s = reconcile_probe(lab.client, timeout=60)
-    # The fallback stays while the Deployment cannot take over.
-    time.sleep(3)
-    assert manifests_in_place(lab) == [node]
-    assert len(fallback) == fallbacks_before + 1, fallback
+    try:
+        with LeaseTracker(lab) as tracker:
+            t0 = time.monotonic()
+            break_it()
+            wait_for("no Deployment replica Ready", lambda: ready_deployment_pods(lab) == 0, 120)
+            t_gone = time.monotonic()
+            back = wait_for(
+                "a fallback manifest", lambda: manifests_in_place(lab), GRACE_S + 60, every=0.05
+            )
+            t_back, wall_back = time.monotonic(), time.time()
+            node = wait_for("the fallback static pod to lead", lambda: static_leader_node(lab), 60)
+            t_leads = time.monotonic()
+            last_renewal = tracker.last_deployment_renewal
+        assert last_renewal is not None
+        assert back == [node], (back, node)  # one guard fell back; the others waited
+        # The restored static pod's container started at once (the kubelet's own startedAt,
+        # whole seconds, against when the manifest was seen back, polled every 0.05 s).
+        mirror = lab.client.get(Pod, f"{KCM}-{node}", namespace="kube-system")
+        (cs,) = (mirror.status.containerStatuses if mirror.status else None) or []
+        assert cs.state is not None and cs.state.running is not None, cs
+        assert cs.state.running.startedAt is not None
+        restore_s = round(cs.state.running.startedAt.timestamp() - wall_back, 1)
+        fallback = new_actions(lab, "Fallback", fallbacks_before)
+        probe_s = reconcile_probe(lab.client, timeout=60)
+        # The fallback stays while the Deployment cannot take over.
+        time.sleep(3)
+        assert manifests_in_place(lab) == [node]
+        assert len(fallback) == fallbacks_before + 1, fallback
+    except BaseException:
+        fix_it()  # leave the lab whole for the tests after this one
+        raise
     fix_it()
     t_fix = time.monotonic()
     wait_for("the fallback parked again", lambda: not manifests_in_place(lab), SETTLE_S + 120)
@@ -488,7 +499,7 @@ def test_reaper_on_and_off(glab: tuple[LabHandle, dict[str, bytes]]) -> None:
     reaps_before = len(actions(lab, "Reap"))
     on = _kill_leader(lab)
     report("leader SIGKILLed, reaper on", on)
-    reaps = actions(lab, "Reap")
+    reaps = new_actions(lab, "Reap", reaps_before)
     assert len(reaps) == reaps_before + 1, reaps
     evidence = reaps[-1][1]["evidence"]
     assert any(w in evidence for w in ("started at", "terminated", "replaced")), evidence
