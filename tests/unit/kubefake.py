@@ -242,6 +242,9 @@ def _matches(selector: str, labels: dict[str, str]) -> bool:
             key, values = term.split(" in (", 1)
             if labels.get(key.strip()) not in values.rstrip(")").split(","):
                 return False
+        elif "=" not in term:  # `key`: the label exists
+            if term.strip() not in labels:
+                return False
         else:
             key, value = term.split("=", 1)
             if labels.get(key) != value:
@@ -268,6 +271,7 @@ class FakeCluster:
     events: list[dict[str, Any]] = field(default_factory=list)
     deployments: list[dict[str, Any]] = field(default_factory=list)
     secrets: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
     requests: list[httpx2.Request] = field(default_factory=list)
     forbid: set[str] = field(default_factory=set)
     """Resources ("pods", "leases", "events"), or "<resource>:list" for their LISTs
@@ -335,6 +339,12 @@ class FakeCluster:
                 if item["metadata"]["namespace"] == ns and item["metadata"]["name"] == name:
                     return httpx2.Response(200, json=item)
             return _status(404, "NotFound", f'secrets "{name}" not found')
+        if path == "/api/v1/nodes":
+            sel = params.get("labelSelector", "")
+            return _list(
+                [n for n in self.nodes if _matches(sel, n["metadata"].get("labels") or {})],
+                "NodeList",
+            )
         if path.endswith("/pods"):
             ns = path.split("/namespaces/")[1].split("/")[0]
             sel = params.get("labelSelector", "")

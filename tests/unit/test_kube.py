@@ -469,3 +469,18 @@ def test_one_readiness_rule_for_objects_and_dicts() -> None:
     assert not is_ready({"status": {}}) and not is_ready(Pod()) and not is_ready({})
     not_ready = {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}
     assert ready_condition(not_ready) == (False, None)
+
+
+def test_informer_raises_when_the_server_was_never_reached(tmp_path: Path) -> None:
+    """A first LIST that finds no server is a wrong server or CA, not an outage."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("[Errno 111] Connection refused", request=request)
+
+    async def run() -> None:
+        async with api_for(handler, tmp_path) as api:
+            async for _ in informer(api, Source(resource=Lease, namespace="x")):
+                pass
+
+    with pytest.raises(kube.UnreachableError, match="connection refused"):
+        asyncio.run(run())

@@ -669,3 +669,18 @@ def test_a_helper_pods_create_whose_answer_was_lost_is_sent_again_once_done() ->
     forbidden = ConflictError("x", status=ServerStatus(code=403, reason="Forbidden", message=""))
     with pytest.raises(ConflictError):
         helperpod._create(Flaky([forbidden]), pod, deadline=time.monotonic() + 5)  # type: ignore[arg-type]
+
+
+def test_an_untrusted_server_certificate_is_never_retried() -> None:
+    import ssl
+
+    from kubehoist.kube.retry import retry_error, untrusted
+
+    cause = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed")
+    exc = httpx2.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    exc.__cause__ = cause
+    assert untrusted(exc)
+    assert not retry_error(exc, method="GET")
+    refused = httpx2.ConnectError("[Errno 111] Connection refused")
+    assert not untrusted(refused)
+    assert retry_error(refused, method="GET")

@@ -3,6 +3,7 @@ work."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from kubehoist.cli.options import (
 )
 from kubehoist.components import Component
 from kubehoist.nodefiles import helperpod
+from kubehoist.pivot import phases
 from kubehoist.pivot import run as pivotrun
-from kubehoist.pivot.workflow import Progress
+from kubehoist.pivot.workflow import Phase, Progress
 
 
 def run_options(what: str) -> list[Any]:
@@ -150,7 +152,7 @@ def pivot(
     pivotrun.pivot(
         t, asked=asked, host_root=host_root, dry_run=dry_run, no_rollback=no_rollback,
         manifest=manifest or host_root / "etc/kubernetes/manifests" / f"{comp.name}.yaml",
-        skip=[s for s in skip_phases.split(",") if s],
+        skip=_skip(skip_phases, phases.PIVOT_PHASES),
     )  # fmt: skip
     if dry_run:
         progress.line("dry run: nothing was changed")
@@ -163,6 +165,19 @@ def pivot(
             f"no guard is installed: if every replica is lost, nothing brings {comp.name} "
             f"back; `{prog()} guard install --component {comp.name}` closes that loop"
         )
+
+
+def _skip(value: str, known: Sequence[Phase[Any]]) -> list[str]:
+    """`--skip-phases`, each name one of `known`'s (a typo skips nothing silently)."""
+    names = [p.name for p in known]
+    asked = [s.strip() for s in value.split(",") if s.strip()]
+    for name in asked:
+        if name not in names:
+            raise click.BadParameter(
+                f"{name!r} is not a phase (phases: {', '.join(names)})",
+                param_hint="'--skip-phases'",
+            )
+    return asked
 
 
 @click.command("rollback")
@@ -186,7 +201,7 @@ def rollback(
         client, comp, manifests_dir=manifests_dir, helper_image=helper_image, timeout=timeout,
         progress=progress,
     )  # fmt: skip
-    pivotrun.rollback(t, skip=[s for s in skip_phases.split(",") if s], dry_run=dry_run)
+    pivotrun.rollback(t, skip=_skip(skip_phases, phases.ROLLBACK_PHASES), dry_run=dry_run)
     if dry_run:
         progress.line("dry run: nothing was changed")
     else:

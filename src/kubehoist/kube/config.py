@@ -13,12 +13,15 @@ the merge lightkube only knows one file name.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from cryptography import x509
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError
 
@@ -67,7 +70,53 @@ def load_config(
         ) from None
     if config is None:  # pragma: no cover - only with a default, which we never pass
         raise KubehoistError("kubeconfig: no current context")
+    check_client_certificate(config, where=", ".join(str(f) for f in files))
     return config
+
+
+NOT_BEFORE_SLACK: Final = timedelta(minutes=1)
+"""A certificate issued a moment ago by a host whose clock is slightly ahead is fine."""
+
+
+def check_client_certificate(
+    config: SingleConfig, *, where: str, now: datetime | None = None
+) -> None:
+    """Refuse, in one line naming the kubeconfig and the user, a client certificate that
+    has expired or is not valid yet: the API server would answer 401 Unauthorized and
+    say no more (kubeadm's certificates last a year). A certificate that cannot be read
+    here is left to the TLS layer, which names it."""
+    user = config.user
+    if user is None:
+        return
+    pem: bytes | None = None
+    if user.client_cert_data:
+        try:
+            pem = base64.b64decode(user.client_cert_data, validate=False)
+        except ValueError:
+            return
+    elif user.client_cert:
+        try:
+            pem = Path(str(config.abs_file(user.client_cert))).read_bytes()
+        except OSError:
+            return
+    if not pem:
+        return
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return
+    now = now or datetime.now(UTC)
+    name = config.context.user
+    if now > cert.not_valid_after_utc:
+        raise KubehoistError(
+            f'kubeconfig {where}: user "{name}": client certificate expired on '
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC (renew it: kubeadm certs renew)"
+        )
+    if now + NOT_BEFORE_SLACK < cert.not_valid_before_utc:
+        raise KubehoistError(
+            f'kubeconfig {where}: user "{name}": client certificate is not valid before '
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check this machine's clock)"
+        )
 
 
 def merged_names(merged: Mapping[str, Any], section: str) -> set[str]:

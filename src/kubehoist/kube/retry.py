@@ -32,6 +32,7 @@ PURE but for the deadline, which lives in a context variable.
 from __future__ import annotations
 
 import contextvars
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,10 +110,26 @@ def repeatable(method: str, content_type: str = "") -> bool:
 
 
 def retry_error(exc: BaseException, *, method: str, content_type: str = "") -> bool:
-    """Whether a request that failed with `exc` (no answer) may be sent again."""
+    """Whether a request that failed with `exc` (no answer) may be sent again. A server
+    whose certificate this client does not trust is no outage: never again."""
+    if untrusted(exc):
+        return False
     if isinstance(exc, NOT_SENT):
         return True
     return isinstance(exc, _MAYBE_SENT) and repeatable(method, content_type)
+
+
+def untrusted(exc: BaseException) -> bool:
+    """Whether a connection failed because the server's certificate was not trusted
+    (the kubeconfig's CA is not the one that signed it, or the name does not match)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def retry_status(status: int, *, method: str, content_type: str = "") -> bool:

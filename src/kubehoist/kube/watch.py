@@ -175,6 +175,8 @@ async def informer(
         except GoneError:
             rv = None  # too old: relist (a 410 is normal, not a failure)
         except (UnreachableError, ApiServerError) as exc:
+            if not listed_once and isinstance(exc, UnreachableError):
+                raise  # never reached: a wrong server or a wrong CA, not an outage
             if isinstance(exc, ApiServerError) and exc.status.code not in _RETRYABLE_CODES:
                 # A restarting API server refuses (401/403) until its authenticator and
                 # RBAC caches are warm: after a first successful LIST, a refusal is
