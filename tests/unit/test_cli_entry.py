@@ -127,3 +127,38 @@ def test_kubectl_plugin_completion_speaks_cobra(capsys: pytest.CaptureFixture[st
     assert lines[0].split("\t")[0] == "--output"
     kcomplete.main(["render", "-f", ""])
     assert capsys.readouterr().out.splitlines()[-1] == ":0"  # a file name: the shell's own
+
+
+def test_every_third_party_import_is_declared() -> None:
+    """What src imports, outside the standard library, is a declared dependency."""
+    import ast
+    import re
+    import sys
+
+    distribution = {"yaml": "pyyaml", "prometheus_client": "prometheus-client"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~ ;\[]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    imported: set[str] = set()
+    for path in (ROOT / "src" / "kubehoist").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        optional = {  # `try: import x / except ImportError:` has a way without x
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Try)
+            and any(
+                isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in node.handlers
+            )
+            for stmt in node.body
+            for inner in ast.walk(stmt)
+        }
+        for node in ast.walk(tree):
+            if id(node) in optional:
+                continue
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "kubehoist"}
+    missing = sorted(m for m in third_party if distribution.get(m, m).lower() not in declared)
+    assert missing == [], missing
+    assert {"lightkube", "httpx2", "msgspec", "click", "cryptography"} <= third_party
