@@ -484,3 +484,43 @@ def test_informer_raises_when_the_server_was_never_reached(tmp_path: Path) -> No
 
     with pytest.raises(kube.UnreachableError, match="connection refused"):
         asyncio.run(run())
+
+
+def test_a_slow_consumer_is_never_cancelled_by_the_watch_bound(tmp_path: Path) -> None:
+    """The bound on a watch covers the waits for the next event, not the consumer's
+    own awaits between two items (a timeout across a yield would cancel them)."""
+    l5 = lease(KCM, rv="5")
+    l6 = lease(KCM, rv="6", renew="2026-01-01T00:00:12.000000Z")
+    l7 = lease(KCM, rv="7", renew="2026-01-01T00:00:14.000000Z")
+
+    async def then_silence(*events: dict[str, Any]) -> Any:
+        for event in events:
+            yield (json.dumps(event) + "\n").encode()
+        await asyncio.Event().wait()
+
+    script: list[Callable[[], httpx2.Response]] = [
+        lambda: httpx2.Response(200, json={"metadata": {"resourceVersion": "5"}, "items": [l5]}),
+        lambda: httpx2.Response(200, content=then_silence({"type": "MODIFIED", "object": l6})),
+        lambda: httpx2.Response(200, content=then_silence({"type": "MODIFIED", "object": l7})),
+    ]
+    sent: list[httpx2.Request] = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return script[len(sent) - 1]()
+
+    async def run() -> list[str]:
+        out: list[str] = []
+        async with api_for(handler, tmp_path) as api:  # type: ignore[arg-type]
+            source = Source(resource=Lease, namespace="kube-system")
+            async for item in informer(api, source, resync_s=0.2):
+                out.append(type(item).__name__)
+                if isinstance(item, Upsert):
+                    version = item.obj["metadata"]["resourceVersion"]
+                    if version == "7":
+                        break
+                    await asyncio.sleep(0.5)  # longer than the bound, between two items
+        return out
+
+    assert asyncio.run(run()) == ["Upsert", "Synced", "Upsert", "Upsert"]
+    assert [params(r).get("resourceVersion") for r in sent] == [None, "5", "6"]

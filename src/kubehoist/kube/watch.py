@@ -154,24 +154,33 @@ async def informer(
                 timeout_s=watch_timeout_s,
             )
             # Bounded: on expiry the loop opens a new watch from `rv` (see module doc).
-            # The back-off starts again once a watch delivers or lasts its period: a
-            # LIST that succeeds before a watch that fails does not reset it.
-            try:
-                async with contextlib.aclosing(stream), asyncio.timeout(resync_s):
-                    async for kind, obj in stream:
-                        new_rv = resource_version(obj)
-                        k = key(obj)
-                        if kind in ("ADDED", "MODIFIED"):
-                            prev = store.get(k)
-                            if prev is None or resource_version(prev) != new_rv:
-                                store[k] = obj
-                                yield Upsert(obj=obj)
-                        elif kind == "DELETED" and store.pop(k, None) is not None:
-                            yield Delete(obj=obj)
-                        rv = new_rv or rv
+            # The timeout covers the waits for the next event only, never the consumer's
+            # time between two items (a timeout across a `yield` would cancel whatever
+            # the consumer awaits then). The back-off starts again once a watch delivers
+            # or lasts its period: a LIST that succeeds before a watch that fails does
+            # not reset it.
+            deadline = asyncio.get_running_loop().time() + resync_s
+            async with contextlib.aclosing(stream):
+                while True:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            kind, obj = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
                         attempt = 0
-            except TimeoutError:
-                attempt = 0
+                        break
+                    new_rv = resource_version(obj)
+                    k = key(obj)
+                    if kind in ("ADDED", "MODIFIED"):
+                        prev = store.get(k)
+                        if prev is None or resource_version(prev) != new_rv:
+                            store[k] = obj
+                            yield Upsert(obj=obj)
+                    elif kind == "DELETED" and store.pop(k, None) is not None:
+                        yield Delete(obj=obj)
+                    rv = new_rv or rv
+                    attempt = 0
         except GoneError:
             rv = None  # too old: relist (a 410 is normal, not a failure)
         except (UnreachableError, ApiServerError) as exc:
