@@ -60,6 +60,12 @@ def preflight(ctx: Context) -> str:
     return f"ok: {len(ctx.nodes)} control-plane node(s) run the static {ctx.component.name}"
 
 
+# How long preflight waits for a control plane's missing mirror pod before it refuses: a
+# kubelet that has just restarted makes it again within seconds (in the lab's CI, a
+# mirror pod was missing for a moment right after `kubeadm upgrade node`).
+MIRROR_WAIT_S = 30.0
+
+
 def _preflight_checks(ctx: Context) -> list[str]:
     client, comp = ctx.client, ctx.component
     out: list[str] = []
@@ -72,15 +78,27 @@ def _preflight_checks(ctx: Context) -> list[str]:
         )
     running: list[str] = []
     commands: dict[str, tuple[str, ...]] = {}
-    for node in cps:
+
+    def read_mirror(node: str) -> bool:
         pod = mirror_pod(client, comp.name, node)
-        if pod is not None and pod.spec is not None:
-            running.append(node)
-            for c in pod.spec.containers:
-                if c.name == comp.name or len(pod.spec.containers) == 1:
-                    commands[node] = tuple((c.command or []) + (c.args or []))
+        if pod is None or pod.spec is None:
+            return False
+        running.append(node)
+        for c in pod.spec.containers:
+            if c.name == comp.name or len(pod.spec.containers) == 1:
+                commands[node] = tuple((c.command or []) + (c.args or []))
+        return True
+
     parked = set(ctx.state.parked)
-    missing = [n for n in cps if n not in running and n not in parked]
+    missing = [n for n in cps if not read_mirror(n) and n not in parked]
+    if missing and not parked:
+        # A kubelet that has just restarted (kubeadm upgrade node, a node reboot) makes
+        # its mirror pods again within seconds, deleting an outdated one first: wait a
+        # little before taking "no mirror pod" for "no static pod".
+        deadline = time.monotonic() + min(ctx.timeout, MIRROR_WAIT_S)
+        while missing and time.monotonic() < deadline:
+            time.sleep(1.0)
+            missing = [n for n in missing if not read_mirror(n)]
     if missing and not parked:
         raise KubehoistError(
             f"no static pod {comp.name} on control-plane node(s) {', '.join(missing)} "

@@ -29,7 +29,7 @@ from typing import Any
 from lightkube import Client
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Secret
+from lightkube.resources.core_v1 import Pod, Secret
 
 from kubehoist import certexpiry, hostfiles
 from kubehoist.components import Component, FileRole
@@ -38,6 +38,7 @@ from kubehoist.constants import (
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
+    selector_labels,
 )
 from kubehoist.errors import KubehoistError
 from kubehoist.kube import leases
@@ -220,10 +221,17 @@ def rolled_out(dep: Deployment) -> bool:
 def wait_rolled(
     client: Client, component: Component, *, timeout: float, line: Callable[[str], None]
 ) -> str:
-    """Wait until every replica runs the new template and a pod of it leads."""
+    """Wait until every replica runs the new template, no pod of an older one is left
+    (terminating pods included: one may still be running on the old credentials), and
+    a pod of it leads."""
+    labels: dict[str, Any] = dict(selector_labels(component.name))
 
     def rolled() -> bool:
-        return rolled_out(client.get(Deployment, component.name, namespace=NAMESPACE))
+        dep = client.get(Deployment, component.name, namespace=NAMESPACE)
+        if not rolled_out(dep):
+            return False
+        want = int(dep.spec.replicas or 1) if dep.spec else 1
+        return len(list(client.list(Pod, namespace=NAMESPACE, labels=labels))) <= want
 
     took = leases.wait_until(
         f"Deployment {NAMESPACE}/{component.name} to roll", rolled, timeout=timeout, interval=0.5
