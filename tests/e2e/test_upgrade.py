@@ -30,6 +30,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod, Secret
 
 from kubehoist import kubeversion
+from kubehoist.election import node_of_host
 from tests.e2e.conftest import LabHandle, host_port, kubehoist, lab_root, start_lab
 
 pytestmark = pytest.mark.lab
@@ -217,6 +218,7 @@ def test_kubeadm_upgrade_of_a_pivoted_guarded_ha_cluster(ulab: LabHandle) -> Non
         live = node_root(lab, node) / "etc/kubernetes/manifests" / f"{comp}.yaml"
         assert hashlib.sha256(live.read_bytes()).hexdigest() == sha, (node, comp)
     deadline = time.monotonic() + 120
-    while not all(holder(lab, c).rpartition("_")[0] in cps for c in COMPONENTS):
+    # a static pod's identity is its node's hostname (an FQDN on some lab nodes)
+    while not all(node_of_host(holder(lab, c).rpartition("_")[0], cps) for c in COMPONENTS):
         assert time.monotonic() < deadline, [holder(lab, c) for c in COMPONENTS]
         time.sleep(1)
