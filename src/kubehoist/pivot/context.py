@@ -65,12 +65,13 @@ def mirror_pod(client: Client, component: str, node: str) -> Pod | None:
     return get_or_none(client, Pod, f"{component}-{node}", namespace=NAMESPACE)
 
 
-def deployment_pods(client: Client, component: str) -> list[Pod]:
+def deployment_pods(client: Client, component: str, *, terminating: bool = False) -> list[Pod]:
+    """The Deployment's pods; those being deleted too when `terminating`."""
     labels: dict[str, Any] = dict(selector_labels(component))
     return [
         p
         for p in client.list(Pod, namespace=NAMESPACE, labels=labels)
-        if p.metadata and p.metadata.deletionTimestamp is None
+        if terminating or (p.metadata and p.metadata.deletionTimestamp is None)
     ]
 
 

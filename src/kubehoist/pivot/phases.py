@@ -92,9 +92,6 @@ def _preflight_checks(ctx: Context) -> list[str]:
     parked = set(ctx.state.parked)
     missing = [n for n in cps if not read_mirror(n) and n not in parked]
     if missing and not parked:
-        # A kubelet that has just restarted (kubeadm upgrade node, a node reboot) makes
-        # its mirror pods again within seconds, deleting an outdated one first: wait a
-        # little before taking "no mirror pod" for "no static pod".
         deadline = time.monotonic() + min(ctx.timeout, MIRROR_WAIT_S)
         while missing and time.monotonic() < deadline:
             time.sleep(1.0)

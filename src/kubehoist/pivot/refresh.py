@@ -29,7 +29,7 @@ from typing import Any
 from lightkube import Client
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.resources.core_v1 import Secret
 
 from kubehoist import certexpiry, hostfiles
 from kubehoist.components import Component, FileRole
@@ -38,7 +38,6 @@ from kubehoist.constants import (
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
-    selector_labels,
 )
 from kubehoist.errors import KubehoistError
 from kubehoist.kube import leases
@@ -203,11 +202,16 @@ def apply(client: Client, p: Plan) -> None:
         ) from None
 
 
+def desired_replicas(dep: Deployment) -> int:
+    """PURE: the replicas a Deployment asks for (1 when unset, as the API defaults it)."""
+    return int(dep.spec.replicas or 1) if dep.spec else 1
+
+
 def rolled_out(dep: Deployment) -> bool:
     """PURE: whether a Deployment's rollout is complete: its controller saw the latest
     generation and every replica runs the new template and is Ready, none of the old."""
-    st, spec, meta = dep.status, dep.spec, dep.metadata
-    want = int(spec.replicas or 1) if spec else 1
+    st, meta = dep.status, dep.metadata
+    want = desired_replicas(dep)
     return bool(
         st
         and meta
@@ -224,14 +228,13 @@ def wait_rolled(
     """Wait until every replica runs the new template, no pod of an older one is left
     (terminating pods included: one may still be running on the old credentials), and
     a pod of it leads."""
-    labels: dict[str, Any] = dict(selector_labels(component.name))
 
     def rolled() -> bool:
         dep = client.get(Deployment, component.name, namespace=NAMESPACE)
         if not rolled_out(dep):
-            return False
-        want = int(dep.spec.replicas or 1) if dep.spec else 1
-        return len(list(client.list(Pod, namespace=NAMESPACE, labels=labels))) <= want
+            return False  # the pods are listed only once the rollout is complete
+        every = phases.deployment_pods(client, component.name, terminating=True)
+        return len(every) <= desired_replicas(dep)
 
     took = leases.wait_until(
         f"Deployment {NAMESPACE}/{component.name} to roll", rolled, timeout=timeout, interval=0.5
