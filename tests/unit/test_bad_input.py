@@ -97,12 +97,12 @@ class TlsServer:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(tmp / "tls.crt", tmp / "tls.key")
         self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)  # here: the thread may start after close()
         self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
         self.stop = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        self.sock.settimeout(0.2)
         while not self.stop.is_set():
             try:
                 conn, _ = self.sock.accept()

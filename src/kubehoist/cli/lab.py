@@ -20,7 +20,7 @@ import click
 from kubehoist.cli.options import prog
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
-from kubehoist.lab import labstate, supervisor
+from kubehoist.lab import labstate, procs, supervisor
 from kubehoist.lab import spec as specmod
 from kubehoist.lab.spec import LabSpec
 
@@ -220,7 +220,10 @@ def _stop(spec: LabSpec, *, quiet: bool = False, timeout: float = 90) -> None:
                     )
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                time.sleep(0.5)
+            # the lock goes with the process, but wait for the process itself too
+            gone_by = time.monotonic() + 10
+            while procs.alive(pid) and time.monotonic() < gone_by:
+                time.sleep(0.1)
     asyncio.run(supervisor.cleanup_leftovers(spec))
 
 

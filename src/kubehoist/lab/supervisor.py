@@ -29,6 +29,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
@@ -465,6 +466,9 @@ async def cleanup_leftovers(spec: LabSpec) -> None:
     netns.teardown(spec)
 
 
+_HELD_LOCKS: list[IO[str]] = []
+
+
 def supervise(spec: LabSpec, binaries: Binaries) -> int:
     """The supervisor's main (in the detached process)."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
@@ -474,6 +478,9 @@ def supervise(spec: LabSpec, binaries: Binaries) -> int:
     except BlockingIOError:
         log.error("another supervisor runs this lab")
         return 1
+    # Held until the process is gone: were it closed when this function returns, `lab
+    # down` would see the lab stopped while the interpreter is still shutting down.
+    _HELD_LOCKS.append(lock)
     (spec.run_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
     asyncio.run(Supervisor(spec, binaries).run())
     return 0
