@@ -130,6 +130,7 @@ def fill(kubeconfig: Path, have: int, want: int) -> float:
     return time.monotonic() - start
 
 
+# --- the API server's metrics ----------------------------------------------------------------
 def scrape(client: Client) -> dict[str, float]:
     """Sums of the API server's counters this benchmark reads, keyed by a short name."""
     resp = client._client._client.get("/metrics")  # the admin kubeconfig may read it

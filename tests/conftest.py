@@ -16,10 +16,11 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
-# The files that take longest start first, so that under xdist (scripts/test runs
-# `--dist loadfile --no-loadscope-reorder`) no worker runs one alone at the end while
-# the other waits; the unit tests, short, come last and fill the gaps. Measured in CI:
-# test_upgrade.py alone takes 14-17 minutes (its own 3-control-plane lab, two versions).
+# The longest file starts first and the unit tests, short, come last to fill the gaps
+# (scripts/test runs `--dist loadfile --no-loadscope-reorder`). test_upgrade.py alone
+# took 19.5 min in the cold CI run of 2d849a7 (its own 3-control-plane lab, two
+# versions). That run's pytest took 3361 s against 3324-3336 s before this order: no
+# gain measured, test_versions' v1.35 labs became the tail (docs/bench.md).
 _LONGEST_FIRST = ("tests/e2e/test_upgrade.py",)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import signal
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -18,7 +19,7 @@ def die_with_parent() -> None:
 def alive(pid: int) -> bool:
     """True while the process exists and is not a zombie (reaped or not)."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
     # the state follows the command in parentheses, which may itself hold ") "
