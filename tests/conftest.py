@@ -16,19 +16,31 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
-# The longest file starts first and the unit tests, short, come last to fill the gaps
-# (scripts/test runs `--dist loadfile --no-loadscope-reorder`). test_upgrade.py alone
-# took 19.5 min in the cold CI run of 2d849a7 (its own 3-control-plane lab, two
-# versions). That run's pytest took 3361 s against 3324-3336 s before this order: no
-# gain measured, test_versions' v1.35 labs became the tail (docs/bench.md).
-_LONGEST_FIRST = ("tests/e2e/test_upgrade.py",)
+# The order in which scripts/test's two workers take the test files (`--dist loadfile
+# --no-loadscope-reorder`): long files first, so that no long one is left for the end;
+# test_upgrade.py (about 20 min, its own 3-control-plane lab) not before about 20 min
+# in, since on a cold machine it waits for the v1.35 binaries that scripts/test builds
+# beside the first tests at the lowest CPU priority (test_versions.py too); the one that
+# needs promtool, built after them, and the short unit tests last.
+_FIRST = (
+    "tests/e2e/test_demo.py",
+    "tests/e2e/test_guard.py",
+    "tests/e2e/test_api_outage.py",
+    "tests/e2e/test_upgrade.py",
+    "tests/e2e/test_versions.py",
+)
+_LAST = ("tests/e2e/test_alerts.py",)
 
 
 def _run_order(item: pytest.Item) -> int:
     path = item.nodeid.split("::", 1)[0]
-    if path in _LONGEST_FIRST:
-        return _LONGEST_FIRST.index(path)
-    return len(_LONGEST_FIRST) + (1 if path.startswith("tests/unit/") else 0)
+    if path in _FIRST:
+        return _FIRST.index(path)
+    if path in _LAST:
+        return len(_FIRST) + 1 + _LAST.index(path)
+    if path.startswith("tests/unit/"):
+        return len(_FIRST) + 1 + len(_LAST)
+    return len(_FIRST)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -110,3 +110,30 @@ def test_lab_build_of_an_unsupported_version_is_one_line(
         "error: Kubernetes v1.37.0: not a version the lab builds (supported: v1.35.4, v1.36.3)\n"
     )
     assert not (tmp_path / "bin").exists()
+
+
+@pytest.mark.parametrize(("flags", "want_tools"), [([], False), (["--tools"], True)])
+def test_lab_build_makes_the_tests_promtool_only_with_tools(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: list[str], want_tools: bool
+) -> None:
+    """The lab's binaries (and a demo) need no promtool; scripts/test builds it with
+    --tools beside the first tests."""
+    from click.testing import CliRunner
+
+    from kubehoist.cli import cli
+    from kubehoist.lab import images
+
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    for name in (*binaries.ALL_BINARIES, *binaries.TOOL_BINARIES):
+        (ready / name).write_bytes(b"\0" * 1024)
+    monkeypatch.setenv("KUBEHOIST_BIN_DIR", str(ready))
+    calls: list[str] = []
+    monkeypatch.setattr(binaries, "ensure", lambda v: calls.append(v) or binaries.locate(v))
+    monkeypatch.setattr(binaries, "ensure_tools", lambda: calls.append("tools"))
+    monkeypatch.setattr(images, "lab_images", lambda bins, v: [])
+    result = CliRunner().invoke(cli, ["lab", "build", "--kubernetes-version", "v1.35.4", *flags])
+    assert result.exit_code == 0, result.output
+    assert calls == ["v1.35.4", *(["tools"] if want_tools else [])]
+    assert ("promtool " in result.stdout) == want_tools
+    assert "kube-apiserver" in result.stdout

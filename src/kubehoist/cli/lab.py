@@ -73,15 +73,24 @@ def _version_option(f: Any) -> Any:
 
 @lab.command("build")
 @_version_option
-def build(kubernetes_version: str) -> None:
+@click.option(
+    "--tools/--no-tools",
+    default=False,
+    show_default=True,
+    help="Also build the tests' tools (promtool, which checks the alerting rules).",
+)
+def build(kubernetes_version: str, tools: bool) -> None:
     """Build (or find in the cache) the lab's binaries and image archives of one
-    Kubernetes version, and the tests' promtool."""
+    Kubernetes version (and with --tools the tests' promtool)."""
     from kubehoist.lab import images
 
     start = time.monotonic()
     bins = binmod.ensure(kubernetes_version)
-    binmod.ensure_tools()
-    for name in (*binmod.ALL_BINARIES, *binmod.TOOL_BINARIES):
+    names: tuple[str, ...] = binmod.ALL_BINARIES
+    if tools:
+        binmod.ensure_tools()  # promtool's place does not depend on the version
+        names = (*names, *binmod.TOOL_BINARIES)
+    for name in names:
         path = bins.path(name)
         click.echo(f"{name:<24} {path.stat().st_size / 2**20:7.1f} MiB  {path}")
     for archive in images.lab_images(bins, kubernetes_version):

@@ -174,7 +174,7 @@ def ensure(
 
 def ensure_tools(*, progress: bool = True) -> Binaries:
     """Return a ready promtool (`KUBEHOIST_BIN_DIR`'s, else the cache's), building it
-    when the cache lacks it (`lab build` does)."""
+    when the cache lacks it (`lab build --tools` does)."""
     bins = locate()
     path = bins.path("promtool")
     if bins.promtool_dir == cache_root() / "bin" / f"promtool-{PROMTOOL_VERSION}":
