@@ -21,6 +21,13 @@ those waits: how long the controllers were away in total), each step's wall time
 worst latency, and the probes the API server refused (an API server restarting: not a
 controllers' outage, counted apart). Times are this process's monotonic clock.
 
+The probe reaches the API servers through the control-plane endpoint, as the
+Deployment's pods do, so an API server restarting under the probe's own connection
+also reads as "away". The same figures are therefore also taken on the API servers'
+side ("server"): for each probe object, its ReplicaSet's creationTimestamp minus its
+Deployment's (both stamped by the API servers, on one clock, 1 s resolution): what the
+controllers took, whichever way the probe saw it. A lag over 2 s counts as away there.
+
 A benchmark that prints figures, not a test: it asserts nothing about them.
 """
 
@@ -35,8 +42,9 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
+from lightkube.resources.apps_v1 import Deployment, ReplicaSet
 
-from kubehoist.kube.probe import ReconcileProbe
+from kubehoist.kube.probe import PROBE_LABEL, ReconcileProbe
 from kubehoist.measure import Sample, baseline_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for `bench.common`
@@ -48,6 +56,7 @@ VARIANTS = ("static", "pivoted")
 QUIET_S = 10.0
 AFTER_S = 10.0
 SLOW_S = 1.0  # a probe waiting this much over the baseline counts as "controllers away"
+SERVER_SLOW_S = 2.0  # the same on the API servers' side: their stamps have 1 s resolution
 
 
 @dataclass
@@ -70,6 +79,9 @@ class Run:
     create_errors: int = 0
     rewatches: int = 0
     wall_s: float = 0.0
+    server_outage_s: float | None = None
+    server_away_s: float | None = None
+    server_step_worst_s: dict[str, float | None] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -82,21 +94,30 @@ class Run:
             "samples": self.samples,
             "unreconciled": self.unreconciled,
             "refused_by_api": self.create_errors,
+            "server_outage_s": self.server_outage_s,
+            "server_away_s": None if self.server_away_s is None else round(self.server_away_s, 1),
+            "server_step_worst_s": self.server_step_worst_s,
         }
 
 
 def away_seconds(samples: list[Sample], *, baseline: float, end: float) -> float:
     """PURE: the length of the union of [sent + baseline + SLOW_S, answered] over probes
     that waited longer than baseline + SLOW_S (an unanswered one waits until `end`)."""
-    spans = sorted(
-        (s.sent + baseline + SLOW_S, s.reconciled if s.reconciled is not None else end)
-        for s in samples
-        if (s.reconciled if s.reconciled is not None else end) - s.sent > baseline + SLOW_S
+    return spans_union(
+        [
+            (s.sent + baseline + SLOW_S, s.reconciled if s.reconciled is not None else end)
+            for s in samples
+            if (s.reconciled if s.reconciled is not None else end) - s.sent > baseline + SLOW_S
+        ]
     )
+
+
+def spans_union(spans: list[tuple[float, float]]) -> float:
+    """PURE: the length of the union of [a, b] spans."""
     total, cur_a, cur_b = 0.0, None, None
-    for a, b in spans:
+    for a, b in sorted(spans):
         if cur_b is None or a > cur_b:
-            if cur_b is not None and cur_a is not None:
+            if cur_a is not None and cur_b is not None:
                 total += cur_b - cur_a
             cur_a, cur_b = a, b
         else:
@@ -104,6 +125,26 @@ def away_seconds(samples: list[Sample], *, baseline: float, end: float) -> float
     if cur_a is not None and cur_b is not None:
         total += cur_b - cur_a
     return total
+
+
+async def server_stamps(client: AsyncClient, probe: ReconcileProbe) -> list[tuple[float, float]]:
+    """(Deployment created, its ReplicaSet created) per probe object that has both, as
+    the API servers stamped them (epoch seconds, 1 s resolution)."""
+    labels = {PROBE_LABEL: probe.run}
+    made: dict[str, float] = {}
+    async for rs in client.list(ReplicaSet, namespace=probe.namespace, labels=labels):
+        meta = rs.metadata
+        if meta is None or meta.creationTimestamp is None:
+            continue
+        for ref in meta.ownerReferences or []:
+            if ref.kind == "Deployment":
+                made[ref.name] = meta.creationTimestamp.timestamp()
+    pairs = []
+    async for dep in client.list(Deployment, namespace=probe.namespace, labels=labels):
+        meta = dep.metadata
+        if meta and meta.name in made and meta.creationTimestamp is not None:
+            pairs.append((meta.creationTimestamp.timestamp(), made[meta.name]))
+    return pairs
 
 
 def kh(lab: common.Lab, *args: str, timeout: float = 1800) -> str:
@@ -136,6 +177,7 @@ async def one_variant(variant: str, lab: common.Lab) -> Run:
         kh(lab, "guard", "install", "--component", "kube-controller-manager")
     client = AsyncClient(KubeConfig.from_file(str(lab.kubeconfig)), trust_env=False)
     probe = ReconcileProbe(client)
+    wall_minus_mono = time.time() - time.monotonic()
     async with probe:
         await asyncio.sleep(QUIET_S)
         started = time.monotonic()
@@ -153,6 +195,11 @@ async def one_variant(variant: str, lab: common.Lab) -> Run:
         await asyncio.sleep(AFTER_S)
         await probe.stop(drain=5.0)
     stopped = time.monotonic()
+    try:
+        stamps = await server_stamps(client, probe)
+    except Exception as exc:  # figures not observed, not assumed
+        common.log(f"{variant}: the API servers' stamps were not read: {exc}")
+        stamps = []
     await probe.cleanup()
     samples = probe.samples()
     quiet = [s for s in samples if started - QUIET_S <= s.sent < started - 0.5]
@@ -170,15 +217,32 @@ async def one_variant(variant: str, lab: common.Lab) -> Run:
     for st in run.steps:
         inside = [s for s in samples if st.start <= s.sent <= st.end]
         st.worst_s = round(max(map(waited, inside)) - run.baseline_s, 3) if inside else None
+    lo, hi = started + wall_minus_mono, finished + AFTER_S + wall_minus_mono
+    lags = [(d, r) for d, r in stamps if lo - 1 <= d <= hi]
+    if lags:
+        run.server_outage_s = max(r - d for d, r in lags)
+        run.server_away_s = spans_union(
+            [(d + SERVER_SLOW_S, r) for d, r in lags if r - d > SERVER_SLOW_S]
+        )
+        for st in run.steps:
+            a, b = st.start + wall_minus_mono, st.end + wall_minus_mono
+            inside_lags = [r - d for d, r in lags if a - 1 <= d <= b]
+            run.server_step_worst_s[st.name] = max(inside_lags) if inside_lags else None
     return run
 
 
 def table(runs: list[Run]) -> str:
-    rows = [["variant", "outage (s)", "away (s)", "wall (s)", "refused", "steps (s)"]]
+    rows = [["variant", "outage (s)", "away (s)", "server outage (s)", "server away (s)",
+             "wall (s)", "refused", "steps (s)"]]  # fmt: skip
+
+    def seen(v: float | None) -> str:
+        return "not observed" if v is None else f"{v:.1f}"
+
     for r in runs:
         f = r.figures()
         steps = ", ".join(f"{k} {v}" for k, v in f["steps"].items())
         rows.append([r.variant, f"{f['outage_s']:.2f}", f"{f['away_s']:.2f}",
+                     seen(r.server_outage_s), seen(r.server_away_s),
                      f"{f['wall_s']:.0f}", str(f["refused_by_api"]), steps])  # fmt: skip
     out = common.render_table(rows)
     by = {r.variant: r for r in runs}

@@ -117,3 +117,11 @@ def test_away_seconds_is_the_union_of_the_long_waits() -> None:
         (5.5 - start) + (20.0 - (10.0 + b + SLOW_S))
     )
     assert away_seconds(samples[:1], baseline=b, end=20.0) == 0.0
+
+
+def test_spans_union_merges_overlaps_and_keeps_gaps() -> None:
+    from bench.upgrade import spans_union
+
+    assert spans_union([]) == 0.0
+    assert spans_union([(5.0, 7.0), (0.0, 2.0), (1.0, 3.0)]) == pytest.approx(5.0)
+    assert spans_union([(0.0, 10.0), (2.0, 3.0)]) == pytest.approx(10.0)
