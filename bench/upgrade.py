@@ -65,6 +65,7 @@ class Step:
     start: float
     end: float
     worst_s: float | None = None
+    server_worst_s: float | None = None
 
 
 @dataclass
@@ -81,7 +82,6 @@ class Run:
     wall_s: float = 0.0
     server_outage_s: float | None = None
     server_away_s: float | None = None
-    server_step_worst_s: dict[str, float | None] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -96,7 +96,7 @@ class Run:
             "refused_by_api": self.create_errors,
             "server_outage_s": self.server_outage_s,
             "server_away_s": None if self.server_away_s is None else round(self.server_away_s, 1),
-            "server_step_worst_s": self.server_step_worst_s,
+            "server_step_worst_s": {s.name: s.server_worst_s for s in self.steps},
         }
 
 
@@ -227,7 +227,7 @@ async def one_variant(variant: str, lab: common.Lab) -> Run:
         for st in run.steps:
             a, b = st.start + wall_minus_mono, st.end + wall_minus_mono
             inside_lags = [r - d for d, r in lags if a - 1 <= d <= b]
-            run.server_step_worst_s[st.name] = max(inside_lags) if inside_lags else None
+            st.server_worst_s = max(inside_lags) if inside_lags else None
     return run
 
 
