@@ -130,7 +130,7 @@ def spans_union(spans: list[tuple[float, float]]) -> float:
 async def server_stamps(client: AsyncClient, probe: ReconcileProbe) -> list[tuple[float, float]]:
     """(Deployment created, its ReplicaSet created) per probe object that has both, as
     the API servers stamped them (epoch seconds, 1 s resolution)."""
-    labels = {PROBE_LABEL: probe.run}
+    labels: dict[str, Any] = {PROBE_LABEL: probe.run}
     made: dict[str, float] = {}
     async for rs in client.list(ReplicaSet, namespace=probe.namespace, labels=labels):
         meta = rs.metadata
