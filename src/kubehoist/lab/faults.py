@@ -87,7 +87,7 @@ def _wait(what: str, done: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.3)
 
 
-def _apiserver_ready(spec: LabSpec, node: LabNode) -> bool:
+def apiserver_ready(spec: LabSpec, node: LabNode) -> bool:
     try:
         ctx = ssl.create_default_context(cafile=str(spec.pki_dir / "ca.crt"))
     except OSError as exc:
@@ -127,7 +127,7 @@ def apiserver_start(spec: LabSpec, node: LabNode) -> None:
         raise KubehoistError(f"{live}: no kube-apiserver manifest on {node.name}")
     _wait(
         f"kube-apiserver on {node.name} to be ready",
-        lambda: _apiserver_ready(spec, node),
+        lambda: apiserver_ready(spec, node),
         START_TIMEOUT_S,
     )
 

@@ -14,12 +14,15 @@ kubelet` (the node's shim) starts the new one.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from lightkube.resources.core_v1 import Node
 
 from kubehoist.errors import KubehoistError
 from kubehoist.lab import binaries as binmod
@@ -126,6 +129,76 @@ def restart_kubelet(spec: LabSpec, node: LabNode) -> None:
         )
 
 
+STEADY_S = 5.0
+"""How long a restarted control plane's API server must answer /readyz without a break
+before the next node: longer than twice the load balancer's health-check period
+(forward.Balancer.check_every), so the balancer has seen it ready too."""
+
+
+def kubelet_back(node: Node, version: str, since: datetime.datetime) -> bool:
+    """Whether a Node object shows the kubelet of `version` posting Ready since `since`
+    (a condition's heartbeat is in whole seconds: `since` should be too)."""
+    info = node.status.nodeInfo if node.status else None
+    if info is None or info.kubeletVersion != version:
+        return False
+    return any(
+        c.type == "Ready"
+        and c.status == "True"
+        and c.lastHeartbeatTime is not None
+        and c.lastHeartbeatTime >= since
+        for c in ((node.status.conditions if node.status else None) or [])
+    )
+
+
+@dataclasses.dataclass
+class Steady:
+    """Whether a check has passed without a break for `needed` seconds."""
+
+    needed: float
+    since: float | None = None
+
+    def passed(self, ok: bool, now: float) -> bool:
+        if not ok:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= self.needed
+
+
+def wait_back_in_service(spec: LabSpec, node: LabNode, version: str, *, timeout: float) -> None:
+    """Wait until a node whose kubelet was just restarted is back, as an operator checks
+    before the next node: its Node object shows the new kubelet version posting Ready,
+    and on a control plane its API server answers /readyz (the cluster CA verified)
+    without a break for STEADY_S. An API server that listens but is not ready yet
+    (its authorizer's caches still filling) may answer even an administrator 403, and
+    the balancer stops sending it connections only once a health check has seen that."""
+    from lightkube import Client, KubeConfig
+
+    from kubehoist.lab import faults
+
+    since = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    deadline = time.monotonic() + timeout
+    client = Client(KubeConfig.from_file(str(spec.admin_kubeconfig)), trust_env=False)
+    steady = Steady(STEADY_S)
+    want = f"Node Ready at kubelet {version}"
+    if node.control_plane:
+        want += f", kube-apiserver /readyz 200 for {STEADY_S:.0f}s"
+    while time.monotonic() <= deadline:
+        try:
+            back = kubelet_back(client.get(Node, node.name), version, since)
+        except Exception:  # an API server restarting: ask again
+            back = False
+        if node.control_plane:
+            back = steady.passed(back and faults.apiserver_ready(spec, node), time.monotonic())
+        if back:
+            return
+        time.sleep(0.5)
+    raise KubehoistError(
+        f"node {node.name}: not back in service {timeout:.0f}s after its kubelet restarted ({want})"
+    )
+
+
 def upgrade_cluster(
     spec: LabSpec,
     version: str,
@@ -165,8 +238,12 @@ def upgrade_cluster(
         line(f"node {name}: kubeadm {' '.join(args)}")
         kubeadm.run_in_node(spec, node, *args, timeout=timeout)
         restart_kubelet(spec, node)
+        wait_back_in_service(spec, node, version, timeout=timeout)
         took[name] = time.monotonic() - start
-        line(f"node {name}: upgraded to {version}, kubelet restarted ({took[name]:.1f}s)")
+        line(
+            f"node {name}: upgraded to {version}, kubelet restarted, back in service "
+            f"({took[name]:.1f}s)"
+        )
     if set(chosen) == set(order):
         # The whole lab runs the version now (a later `lab up` boots it so).
         dataclasses.replace(spec, kubernetes_version=version).save()
