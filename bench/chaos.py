@@ -25,8 +25,8 @@ containerd-kill     the leader's node's containerd SIGKILLed (restarted after 5 
 node-netcut         the leader's node cut off the LAN (its veth's link down) until
                     another holds the Lease, then back
 apiserver-restart   one kube-apiserver stopped, 20 s, started
-                    (kubehoist.lab.faults; not run while the lab lacks it)
-etcd-restart        etcd restarted (kubehoist.lab.faults; likewise)
+                    (kubehoist.lab.faults)
+etcd-restart        etcd restarted (kubehoist.lab.faults)
 guard-leader-kill   every replica lost (scale to 0) and the guards' leader's container
                     SIGKILLed while it falls back (just before, or just after, the
                     fallback manifest is back), then scaled back to 2
@@ -82,6 +82,7 @@ from lightkube.resources.core_v1 import ConfigMap, Namespace, Pod
 
 from kubehoist.kube import leases
 from kubehoist.kube.probe import ReconcileProbe, zero_replica_deployment
+from kubehoist.lab import faults as labfaults
 from kubehoist.lab import freezes, instances, leaderlogs, leaders, oracle, podproc
 from kubehoist.lab import node as labnode
 from kubehoist.lab.binaries import locate
@@ -91,11 +92,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, f
 
 from bench import common
 from bench.common import COMPONENT, NAMESPACE, Lab
-
-try:  # the kubeadm topology's faults (branch kubeadmlab)
-    from kubehoist.lab import faults as labfaults  # type: ignore[attr-defined,unused-ignore]
-except ImportError:  # pragma: no cover - depends on the lab
-    labfaults = None
 
 GUARD_LEASE = f"kubehoist-guard-{COMPONENT}"
 GUARD_POD = f"kubehoist-guard-{COMPONENT}-"
@@ -109,7 +105,6 @@ SWEEPS_S = 2.5  # two sweeps of the log keeper: the last lines and ends are arch
 KEEP_NS = "chaos-keep"
 KEEP_CONFIGMAPS = 4
 KEEP_DEPLOYMENTS = 2
-NOT_RUN = "not run (lab lacks faults)"
 CONTAINERD_OUTAGE_S = 30.0  # after a containerd kill: its restart (5 s) and catching up
 
 KINDS = (
@@ -128,13 +123,6 @@ KINDS = (
     "cold-start",
     "pivot-rollback",
 )
-NEEDS_FAULTS = frozenset({"apiserver-restart", "etcd-restart"})
-
-
-def runnable(kind: str) -> bool:
-    """Whether this lab can inject `kind`: the API server and etcd kinds need
-    `kubehoist.lab.faults` (the kubeadm topology's)."""
-    return kind not in NEEDS_FAULTS or labfaults is not None
 
 
 def schedule(kinds: Sequence[str], rounds: int, seed: int) -> list[str]:
@@ -159,7 +147,7 @@ def p95(values: Sequence[float]) -> float:
 class Round:
     n: int
     kind: str
-    status: str = ""  # "recovered", "not recovered", NOT_RUN, "error"
+    status: str = ""  # "recovered", "not recovered", "error"
     detail: str = ""
     node: str = ""  # where the fault hit
     old_holder: str = ""
@@ -574,7 +562,6 @@ class Chaos:
         return {holder}
 
     async def f_apiserver_restart(self, r: Round) -> set[str]:
-        assert labfaults is not None
         node = self.rng.choice(self.spec.control_planes)
         r.node = node.name
         await asyncio.to_thread(labfaults.apiserver_stop, self.spec, node)
@@ -582,15 +569,17 @@ class Chaos:
         await asyncio.sleep(20)
         await asyncio.to_thread(labfaults.apiserver_start, self.spec, node)
         r.t_heal = time.monotonic()
+        back = r.t_heal - r.t0
+        r.detail = f"kube-apiserver on {node.name} stopped; /readyz 200 again {back:.1f}s later"
         return set()
 
     async def f_etcd_restart(self, r: Round) -> set[str]:
-        assert labfaults is not None
         node = self.rng.choice(self.spec.control_planes)
         r.node = node.name
         self._fault_start(r)
         await asyncio.to_thread(labfaults.etcd_restart, self.spec, node)
         r.t_heal = time.monotonic()
+        r.detail = f"etcd on {node.name} stopped; a new one ready after {r.t_heal - r.t0:.1f}s"
         return set()
 
     async def _scale(self, replicas: int) -> None:
@@ -847,11 +836,6 @@ class Chaos:
         for n, kind in enumerate(kinds, 1):
             common.log(f"round {n}/{len(kinds)}: {kind}")
             r = Round(n=n, kind=kind)
-            if not runnable(kind):
-                r.status = NOT_RUN
-                rounds.append(r)
-                common.log(f"  {NOT_RUN}")
-                continue
             try:
                 await self.one_round(r)
             except Exception as exc:
@@ -945,25 +929,21 @@ def summarize(rounds: Sequence[Round], kinds: Sequence[str]) -> dict[str, Any]:
         rs = [r for r in rounds if r.kind == kind]
         if not rs:
             continue
-        ran = [r for r in rs if r.status != NOT_RUN]
-        if not ran:
-            out[kind] = {"rounds": len(rs), "status": NOT_RUN}
-            continue
         entry: dict[str, Any] = {
-            "rounds": len(ran),
-            "recovered": sum(1 for r in ran if r.status == "recovered"),
-            "two_leaders": sum(len(r.overlaps) for r in ran),
-            "frozen_leader": sum(len(r.frozen) for r in ran),
-            "guard_violations": sum(len(r.violations) for r in ran),
-            "objects_lost": sum(len(r.lost) for r in ran),
-            "files_not_restored": sum(len(r.files) for r in ran),
+            "rounds": len(rs),
+            "recovered": sum(1 for r in rs if r.status == "recovered"),
+            "two_leaders": sum(len(r.overlaps) for r in rs),
+            "frozen_leader": sum(len(r.frozen) for r in rs),
+            "guard_violations": sum(len(r.violations) for r in rs),
+            "objects_lost": sum(len(r.lost) for r in rs),
+            "files_not_restored": sum(len(r.files) for r in rs),
         }
         for label, get in (
             ("leader_s", Round.leader_s),
             ("reconcile_s", Round.reconcile_s),
             ("settled_s", Round.settled_s),
         ):
-            values = [v for r in ran if (v := get(r)) is not None]
+            values = [v for r in rs if (v := get(r)) is not None]
             entry[label] = (
                 {
                     "median": round(statistics.median(values), 2),
@@ -996,9 +976,6 @@ def table(summary: dict[str, Any]) -> str:
         return "-" if v is None else f"{v['median']:.1f} / {v['p95']:.1f} / {v['max']:.1f}"
 
     for kind, e in summary.items():
-        if e.get("status") == NOT_RUN:
-            rows.append([kind, str(e["rounds"]), NOT_RUN, "", "", "", "", "", "", ""])
-            continue
         rows.append(
             [
                 kind,
@@ -1025,26 +1002,51 @@ async def bench(args: argparse.Namespace, lab: Lab, kinds: Sequence[str]) -> dic
         rounds = await chaos.run(kinds)
     finally:
         await chaos.close()
-    stamps = await asyncio.to_thread(line_stamp_lateness, lab.root, chaos.outages)
-    tolerance_ms = max(
-        float(leaders.TOLERANCE_MS), chaos.max_late_ms, float(stamps.get("max_ms", 0))
+    return await asyncio.to_thread(
+        judged_result,
+        lab.root,
+        rounds,
+        outages=chaos.outages,
+        max_late_ms=chaos.max_late_ms,
+        head={
+            "seed": args.seed,
+            "kinds": list(dict.fromkeys(kinds)),
+            "setup": chaos.setup,
+            "wall_s": round(time.monotonic() - started, 1),
+        },
     )
-    final = await asyncio.to_thread(
-        oracle.judge, lab.root, COMPONENT, tolerance=tolerance_ms / 1000
-    )
+
+
+def judged_result(
+    root: Path,
+    rounds: Sequence[Round],
+    *,
+    outages: Sequence[tuple[str, datetime, datetime]],
+    max_late_ms: float,
+    head: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's raw numbers: its rounds, and the whole run judged once more by the
+    strict oracle from the lab's archived logs at `root`, at the larger of the nominal
+    tolerance and the measurement error seen in the run."""
+    stamps = line_stamp_lateness(root, outages)
     exits = [r.exit_stamp_late_ms for r in rounds if r.exit_stamp_late_ms is not None]
+    tolerance_ms = max(
+        float(leaders.TOLERANCE_MS),
+        max_late_ms,
+        *exits,
+        float(stamps.get("max_ms", 0)),
+    )
+    final = oracle.judge(root, COMPONENT, tolerance=tolerance_ms / 1000)
+    kinds = head.get("kinds") or list(dict.fromkeys(r.kind for r in rounds))
     return {
         **common.run_info(),
-        "seed": args.seed,
-        "kinds": list(dict.fromkeys(kinds)),
+        **head,
+        "kinds": kinds,
         "tolerance_ms": round(tolerance_ms, 1),
         "nominal_tolerance_ms": leaders.TOLERANCE_MS,
-        "faults_module": labfaults is not None,
-        "setup": chaos.setup,
-        "wall_s": round(time.monotonic() - started, 1),
         "line_stamp_lateness": stamps,
         "exit_stamp_lateness_ms": {"n": len(exits), "max": max(exits)} if exits else {"n": 0},
-        "summary": summarize(rounds, list(dict.fromkeys(kinds))),
+        "summary": summarize(rounds, kinds),
         "final_oracle": {
             "intervals": len(final.leaders.intervals),
             "two_leaders": [o.describe() for o in final.leaders.overlaps],
@@ -1055,6 +1057,33 @@ async def bench(args: argparse.Namespace, lab: Lab, kinds: Sequence[str]) -> dic
         },
         "rounds": [round_json(r) for r in rounds],
     }
+
+
+def containerd_outages(rounds: Sequence[Round]) -> list[tuple[str, datetime, datetime]]:
+    """The containerd outages of recorded rounds, as the run counted them: from the
+    daemon's restart, CONTAINERD_OUTAGE_S long (a run's own list is kept in memory)."""
+    out = []
+    for r in rounds:
+        if r.kind == "containerd-kill" and r.t0_wall and r.t_heal is not None:
+            start = datetime.fromisoformat(r.t0_wall) + timedelta(seconds=r.t_heal - r.t0)
+            out.append((r.node, start, start + timedelta(seconds=CONTAINERD_OUTAGE_S)))
+    return out
+
+
+def judge_cut_short(partial: Path, root: Path) -> dict[str, Any]:
+    """`--judge`: a run stopped before its last round (killed at a deadline) left its
+    rounds in `<json>.partial` and, with `--keep-lab`, its lab: judge the whole run
+    once more, as the run would have at its end."""
+    rounds = rounds_from([partial])
+    if not rounds:
+        raise SystemExit(f"error: {partial}: no rounds recorded")
+    return judged_result(
+        root,
+        rounds,
+        outages=containerd_outages(rounds),
+        max_late_ms=max((r.tolerance_ms or 0.0 for r in rounds), default=0.0),
+        head={"cut_short": True, "partial": str(partial), "rounds_recorded": len(rounds)},
+    )
 
 
 def round_json(r: Round) -> dict[str, Any]:
@@ -1075,8 +1104,6 @@ def failures(result: dict[str, Any]) -> list[str]:
     for text in [*final.get("two_leaders", []), *final.get("violations", [])]:
         out.append(f"whole run: {text}")
     for r in result["rounds"]:
-        if r["status"] == NOT_RUN:
-            continue
         what = []
         if r["status"] != "recovered":
             what.append(f"{r['status']} ({r['error']})")
@@ -1140,9 +1167,21 @@ def main() -> int:
         metavar="JSON",
         help="only print the table of earlier runs' --json files (or <json>.partial)",
     )
+    ap.add_argument(
+        "--judge",
+        type=Path,
+        metavar="PARTIAL",
+        help="judge a run cut short: its <json>.partial and its kept lab at --root",
+    )
     args = ap.parse_args()
     if args.report:
         return report(args.report)
+    if args.judge:
+        try:
+            result = judge_cut_short(args.judge, args.root.resolve())
+        except (OSError, ValueError, instances.LeadersError) as e:
+            ap.error(f"--judge: {e}")
+        return show(result, args.json)
     if os.geteuid() != 0:
         ap.error("the lab needs root")
     if args.rounds < 1:
@@ -1151,10 +1190,16 @@ def main() -> int:
     lab = Lab(root=args.root.resolve(), port=args.host_port)
     with common.lab_up(lab, keep=args.keep_lab, reuse=args.reuse_lab, control_planes=3):
         result = asyncio.run(bench(args, lab, kinds))
+    return show(result, args.json)
+
+
+def show(result: dict[str, Any], path: Path | None) -> int:
+    """Print a run's figures and write its raw numbers; 1 if anything failed."""
     common.print_run_info(result)
+    wall = f", wall {result['wall_s']:.0f}s" if "wall_s" in result else " (cut short)"
     print(
-        f"seed {result['seed']}, {len(result['rounds'])} rounds, tolerance "
-        f"{result['tolerance_ms']} ms, wall {result['wall_s']:.0f}s"
+        f"seed {result.get('seed', '?')}, {len(result['rounds'])} rounds, tolerance "
+        f"{result['tolerance_ms']} ms{wall}"
     )
     print()
     print(table(result["summary"]))
@@ -1166,7 +1211,7 @@ def main() -> int:
         f"{len(f['two_leaders'])} two-leaders overlaps, {len(f['frozen_leader'])} frozen-leader "
         f"overlaps, {f['guard_actions']} guard actions, {len(f['violations'])} violations"
     )
-    return common.finish(result, failures(result), args.json)
+    return common.finish(result, failures(result), path)
 
 
 if __name__ == "__main__":

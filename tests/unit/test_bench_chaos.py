@@ -1,5 +1,5 @@
 """bench/chaos.py's pure parts: the seeded schedule, the per-kind summary, what counts
-as a failed round, and kinds that cannot run being reported as such."""
+as a failed round, and a run cut short judged whole."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from bench import chaos
+
+from kubehoist.lab.instances import LeadersError
 
 
 def test_the_schedule_is_seeded_and_balanced_in_blocks() -> None:
@@ -41,29 +43,30 @@ def rnd(n: int, kind: str, **kw: object) -> chaos.Round:
     return r
 
 
-def test_summary_per_kind_and_not_run_kinds_are_not_passed() -> None:
+def test_summary_per_kind() -> None:
     rounds = [
         rnd(1, "leader-sigkill"),
         rnd(2, "leader-sigkill", t_valid=111.0, frozen=["x"]),
-        chaos.Round(n=3, kind="etcd-restart", status=chaos.NOT_RUN),
+        rnd(3, "etcd-restart", status="not recovered", t_valid=None),
     ]
-    s = chaos.summarize(rounds, ["leader-sigkill", "etcd-restart"])
-    assert s["etcd-restart"] == {"rounds": 1, "status": chaos.NOT_RUN}
+    s = chaos.summarize(rounds, ["leader-sigkill", "etcd-restart", "cold-start"])
+    assert "cold-start" not in s  # no round of it
+    e = s["etcd-restart"]
+    assert (e["rounds"], e["recovered"], e["leader_s"]) == (1, 0, None)
     k = s["leader-sigkill"]
     assert (k["rounds"], k["recovered"], k["frozen_leader"], k["two_leaders"]) == (2, 2, 1, 0)
     assert k["leader_s"] == {"median": 7.0, "p95": 11.0, "max": 11.0}
     text = chaos.table(s)
-    assert chaos.NOT_RUN in text and "7.0 / 11.0 / 11.0" in text
+    assert "7.0 / 11.0 / 11.0" in text
 
 
-def test_failures_are_rounds_not_recovered_or_with_findings_never_not_run_ones() -> None:
+def test_failures_are_rounds_not_recovered_or_with_findings() -> None:
     rounds = [
         rnd(1, "leader-sigkill"),
         rnd(2, "leader-freeze", frozen=["client-go's"]),  # not a failure
         rnd(3, "rollout", overlaps=["two leaders"]),
         rnd(4, "scale-to-zero", status="not recovered", error="TimeoutError: x"),
         rnd(5, "cold-start", lost=["configmap/keep-0: 404"]),
-        chaos.Round(n=6, kind="apiserver-restart", status=chaos.NOT_RUN),
     ]
     result = {"rounds": [{**r.__dict__} for r in rounds]}
     got = chaos.failures(result)
@@ -80,3 +83,32 @@ def test_rounds_of_earlier_runs_are_read_back_from_json_or_partial(tmp_path: Pat
     back = chaos.rounds_from([full, partial])
     assert back == rounds
     assert chaos.report([full, partial]) == 1  # a lost object is a failed round
+
+
+def test_containerd_outages_of_recorded_rounds_start_at_the_restart() -> None:
+    r = rnd(7, "containerd-kill", node="cp-2", t0_wall="2026-12-03T06:00:00+00:00")
+    r.t0, r.t_heal = 100.0, 105.5
+    other = rnd(8, "kubelet-kill", node="cp-1", t0_wall="2026-12-03T06:01:00+00:00")
+    other.t_heal = 110.0
+    [(node, start, end)] = chaos.containerd_outages([r, other])
+    assert node == "cp-2"
+    assert start.isoformat() == "2026-12-03T06:00:05.500000+00:00"
+    assert (end - start).total_seconds() == chaos.CONTAINERD_OUTAGE_S
+
+
+def test_a_run_cut_short_is_judged_whole_from_its_partial(tmp_path: Path) -> None:
+    partial = tmp_path / "run.json.partial"
+    partial.write_text(json.dumps([chaos.round_json(rnd(1, "leader-sigkill", tolerance_ms=250.0))]))
+    with pytest.raises(LeadersError, match="not a lab root"):
+        chaos.judge_cut_short(partial, tmp_path / "nowhere")
+    (tmp_path / "lab" / "nodes").mkdir(parents=True)  # a lab with no logs
+    result = chaos.judge_cut_short(partial, tmp_path / "lab")
+    assert result["cut_short"] and result["rounds_recorded"] == 1
+    assert result["tolerance_ms"] == 250.0  # the largest error the run measured
+    assert result["summary"]["leader-sigkill"]["rounds"] == 1
+    assert result["final_oracle"]["intervals"] == 0
+    assert chaos.failures(result) == []
+    empty = tmp_path / "empty.json.partial"
+    empty.write_text("[]")
+    with pytest.raises(SystemExit, match="no rounds recorded"):
+        chaos.judge_cut_short(empty, tmp_path / "lab")
