@@ -158,6 +158,7 @@ class Round:
     t_valid: float | None = None  # first renewal by a holder the fault did not take away
     t_reconciled: float | None = None  # first probe answered after t_valid
     t_settled: float | None = None
+    outage_s: float | None = None  # the longest a probe sent in the round waited
     overlaps: list[str] = field(default_factory=list)  # two leaders (kubehoist's to answer)
     frozen: list[str] = field(default_factory=list)  # a frozen leader's (client-go's)
     violations: list[str] = field(default_factory=list)  # the guard's
@@ -784,6 +785,7 @@ class Chaos:
         if r.killed_container:
             await self._await_exit(r.killed_container)
         await self.stop_probe()
+        r.outage_s = longest_wait(self.samples, until=time.monotonic())
         self.samples.clear()
         await asyncio.sleep(SWEEPS_S)
         await self.judge(r)
@@ -922,6 +924,15 @@ def line_stamp_lateness(
     }
 
 
+def longest_wait(samples: Sequence[Any], *, until: float) -> float | None:
+    """The reconcile outage of a round: the longest a probe sent in it waited for its
+    ReplicaSet (one never answered waits until `until`, when the probe stopped). Unlike
+    `leader`, it counts only time with nobody reconciling: a rollout's old leader leads
+    on until its pod goes."""
+    waits = [(s.reconciled if s.reconciled is not None else until) - s.sent for s in samples]
+    return round(max(waits), 3) if waits else None
+
+
 # --- the summary -------------------------------------------------------------------------------
 def summarize(rounds: Sequence[Round], kinds: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -941,6 +952,7 @@ def summarize(rounds: Sequence[Round], kinds: Sequence[str]) -> dict[str, Any]:
         for label, get in (
             ("leader_s", Round.leader_s),
             ("reconcile_s", Round.reconcile_s),
+            ("outage_s", lambda r: r.outage_s),
             ("settled_s", Round.settled_s),
         ):
             values = [v for r in rs if (v := get(r)) is not None]
@@ -964,6 +976,7 @@ def table(summary: dict[str, Any]) -> str:
         "recovered",
         "leader med/p95/max s",
         "reconcile med/p95/max s",
+        "outage med/p95/max s",
         "two leaders",
         "frozen",
         "guard viol.",
@@ -983,6 +996,7 @@ def table(summary: dict[str, Any]) -> str:
                 str(e["recovered"]),
                 triple(e["leader_s"]),
                 triple(e["reconcile_s"]),
+                triple(e.get("outage_s")),
                 str(e["two_leaders"]),
                 str(e["frozen_leader"]),
                 str(e["guard_violations"]),

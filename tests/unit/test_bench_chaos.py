@@ -12,6 +12,7 @@ import pytest
 from bench import chaos
 
 from kubehoist.lab.instances import LeadersError
+from kubehoist.measure import Sample
 
 
 def test_the_schedule_is_seeded_and_balanced_in_blocks() -> None:
@@ -112,3 +113,18 @@ def test_a_run_cut_short_is_judged_whole_from_its_partial(tmp_path: Path) -> Non
     empty.write_text("[]")
     with pytest.raises(SystemExit, match="no rounds recorded"):
         chaos.judge_cut_short(empty, tmp_path / "lab")
+
+
+def test_the_outage_is_the_longest_wait_of_a_probe_never_answered_until_it_stopped() -> None:
+    samples = [
+        Sample(seq=0, sent=10.0, reconciled=10.2),
+        Sample(seq=1, sent=10.25, reconciled=14.0),
+        Sample(seq=2, sent=10.5, reconciled=None),  # never answered: waits until 20.0
+    ]
+    assert chaos.longest_wait(samples, until=20.0) == 9.5
+    assert chaos.longest_wait(samples[:2], until=20.0) == 3.75
+    assert chaos.longest_wait([], until=20.0) is None
+    rounds = [rnd(1, "rollout", outage_s=2.5), rnd(2, "rollout", outage_s=0.5)]
+    s = chaos.summarize(rounds, ["rollout"])
+    assert s["rollout"]["outage_s"] == {"median": 1.5, "p95": 2.5, "max": 2.5}
+    assert "1.5 / 2.5 / 2.5" in chaos.table(s)
