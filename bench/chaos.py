@@ -227,11 +227,13 @@ def _now_wall() -> datetime:
 
 # --- the run ---------------------------------------------------------------------------------
 class Chaos:
-    def __init__(self, lab: Lab, args: argparse.Namespace) -> None:
+    def __init__(self, lab: Lab, args: argparse.Namespace, done: Sequence[Round] = ()) -> None:
         self.lab = lab
         self.args = args
         self.spec = LabSpec.load(lab.root)
-        self.rng = random.Random(args.seed)
+        self.done = list(done)  # a resumed run's rounds so far
+        # The faults' own draws (which node, when to kill); a resumed run draws anew.
+        self.rng = random.Random(f"{args.seed}/{len(done)}" if done else args.seed)
         self.client = AsyncClient(KubeConfig.from_file(str(lab.kubeconfig)), trust_env=False)
         self.recorder = Recorder(self.client)
         self.expected: dict[str, bytes] = {}  # node -> the original manifest
@@ -241,8 +243,10 @@ class Chaos:
         self.probe: ReconcileProbe | None = None
         self.samples: list[Any] = []
         self.setup: dict[str, float] = {}
-        self.outages: list[tuple[str, datetime, datetime]] = []  # containerd down: node, when
-        self.max_late_ms = 0.0  # the latest stamp measured so far (measured_error_ms)
+        # containerd down: node, when
+        self.outages: list[tuple[str, datetime, datetime]] = containerd_outages(done)
+        # the latest stamp measured so far (measured_error_ms)
+        self.max_late_ms = max((r.tolerance_ms or 0.0 for r in done), default=0.0)
         json_path: Path | None = getattr(args, "json", None)
         self.partial = json_path.with_name(json_path.name + ".partial") if json_path else None
 
@@ -358,7 +362,7 @@ class Chaos:
         common.log("kubehoist guard install")
         await asyncio.to_thread(self._guard_install)
         self.setup["guard_install_s"] = round(time.monotonic() - t, 1)
-        await self._keep_objects()
+        await self._keep_objects(create=not self.done)
         await self.wait_settled()
 
     def _pivot_argv(self) -> list[str]:
@@ -371,22 +375,27 @@ class Chaos:
     def _guard_install(self) -> None:
         self.kubehoist("guard", "install", "--settle", f"{SETTLE_S:g}", "--grace", f"{GRACE_S:g}")
 
-    async def _keep_objects(self) -> None:
-        with contextlib.suppress(ApiError):
-            await self.client.create(Namespace(metadata=ObjectMeta(name=KEEP_NS)))
+    async def _keep_objects(self, *, create: bool) -> None:
+        """The objects that must outlive the run, created unless `create` is false (a
+        resumed run: they must be there already, or one was lost in between)."""
+        if create:
+            with contextlib.suppress(ApiError):
+                await self.client.create(Namespace(metadata=ObjectMeta(name=KEEP_NS)))
         for i in range(KEEP_CONFIGMAPS):
             name = f"keep-{i}"
             cm = ConfigMap(metadata=ObjectMeta(name=name, namespace=KEEP_NS), data={"n": str(i)})
-            with contextlib.suppress(ApiError):
-                await self.client.create(cm)
+            if create:
+                with contextlib.suppress(ApiError):
+                    await self.client.create(cm)
             got = await self.client.get(ConfigMap, name, namespace=KEEP_NS)
             self.keep[f"configmap/{name}"] = str(got.metadata.uid if got.metadata else "")
         for i in range(KEEP_DEPLOYMENTS):
             name = f"keep-{i}"
             labels = {"app": name}
             dep = zero_replica_deployment(name, KEEP_NS, selector=labels)
-            with contextlib.suppress(ApiError):
-                await self.client.create(dep)
+            if create:
+                with contextlib.suppress(ApiError):
+                    await self.client.create(dep)
             got_dep = await self.client.get(Deployment, name, namespace=KEEP_NS)
             self.keep[f"deployment/{name}"] = str(got_dep.metadata.uid if got_dep.metadata else "")
 
@@ -834,8 +843,10 @@ class Chaos:
         ]
 
     async def run(self, kinds: Sequence[str]) -> list[Round]:
-        rounds: list[Round] = []
+        rounds: list[Round] = list(self.done)
         for n, kind in enumerate(kinds, 1):
+            if n <= len(self.done):
+                continue
             common.log(f"round {n}/{len(kinds)}: {kind}")
             r = Round(n=n, kind=kind)
             try:
@@ -1007,12 +1018,17 @@ def table(summary: dict[str, Any]) -> str:
     return common.render_table(rows)
 
 
-async def bench(args: argparse.Namespace, lab: Lab, kinds: Sequence[str]) -> dict[str, Any]:
-    chaos = Chaos(lab, args)
+async def bench(
+    args: argparse.Namespace, lab: Lab, kinds: Sequence[str], done: Sequence[Round] = ()
+) -> dict[str, Any]:
+    """The run: `kinds` in order, after `done` (the rounds of a run resumed)."""
+    chaos = Chaos(lab, args, done)
     started = time.monotonic()
     try:
         await chaos.prepare()
         common.log(f"settled; {len(kinds)} round(s), seed {args.seed}")
+        if done:
+            common.log(f"resumed after round {len(done)}")
         rounds = await chaos.run(kinds)
     finally:
         await chaos.close()
@@ -1027,6 +1043,7 @@ async def bench(args: argparse.Namespace, lab: Lab, kinds: Sequence[str]) -> dic
             "kinds": list(dict.fromkeys(kinds)),
             "setup": chaos.setup,
             "wall_s": round(time.monotonic() - started, 1),
+            **({"resumed_after_round": len(done)} if done else {}),
         },
     )
 
@@ -1082,6 +1099,20 @@ def containerd_outages(rounds: Sequence[Round]) -> list[tuple[str, datetime, dat
             start = datetime.fromisoformat(r.t0_wall) + timedelta(seconds=r.t_heal - r.t0)
             out.append((r.node, start, start + timedelta(seconds=CONTAINERD_OUTAGE_S)))
     return out
+
+
+def resumable(partial: Path, kinds: Sequence[str]) -> list[Round]:
+    """The rounds of a run cut short, checked to be the start of `kinds` (the same
+    seeded schedule) with rounds left to run."""
+    done = rounds_from([partial])
+    if [r.kind for r in done] != list(kinds[: len(done)]):
+        raise ValueError(
+            f"{partial}: its {len(done)} rounds are not the start of this schedule "
+            "(give the run's own --seed, --rounds and --kinds)"
+        )
+    if len(done) >= len(kinds):
+        raise ValueError(f"{partial}: all {len(kinds)} rounds were run already")
+    return done
 
 
 def judge_cut_short(partial: Path, root: Path) -> dict[str, Any]:
@@ -1182,6 +1213,13 @@ def main() -> int:
         help="only print the table of earlier runs' --json files (or <json>.partial)",
     )
     ap.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PARTIAL",
+        help="continue a run cut short after its last round: the rounds in PARTIAL, its "
+        "kept lab at --root (started again if down), the same --seed, --rounds and --kinds",
+    )
+    ap.add_argument(
         "--judge",
         type=Path,
         metavar="PARTIAL",
@@ -1202,8 +1240,17 @@ def main() -> int:
         ap.error("--rounds must be at least 1")
     kinds = schedule(args.kinds, args.rounds, args.seed)
     lab = Lab(root=args.root.resolve(), port=args.host_port)
-    with common.lab_up(lab, keep=args.keep_lab, reuse=args.reuse_lab, control_planes=3):
-        result = asyncio.run(bench(args, lab, kinds))
+    done: list[Round] = []
+    if args.resume:
+        try:
+            done = resumable(args.resume, kinds)
+        except (OSError, ValueError) as e:
+            ap.error(f"--resume: {e}")
+        common.log(f"lab up at {lab.root} (started again if it is down)")
+        common.run(common.kubehoist_cmd("lab", "up", "--root", str(lab.root)))
+    reuse = args.reuse_lab or bool(done)
+    with common.lab_up(lab, keep=args.keep_lab, reuse=reuse, control_planes=3):
+        result = asyncio.run(bench(args, lab, kinds, done))
     return show(result, args.json)
 
 

@@ -128,3 +128,18 @@ def test_the_outage_is_the_longest_wait_of_a_probe_never_answered_until_it_stopp
     s = chaos.summarize(rounds, ["rollout"])
     assert s["rollout"]["outage_s"] == {"median": 1.5, "p95": 2.5, "max": 2.5}
     assert "1.5 / 2.5 / 2.5" in chaos.table(s)
+
+
+def test_a_run_resumes_only_on_its_own_schedule_with_rounds_left(tmp_path: Path) -> None:
+    kinds = chaos.schedule(chaos.KINDS, 20, seed=3)
+    partial = tmp_path / "run.json.partial"
+    partial.write_text(
+        json.dumps([chaos.round_json(rnd(i + 1, k)) for i, k in enumerate(kinds[:5])])
+    )
+    done = chaos.resumable(partial, kinds)
+    assert [r.kind for r in done] == kinds[:5] and [r.n for r in done] == [1, 2, 3, 4, 5]
+    other = chaos.schedule(chaos.KINDS, 20, seed=4)
+    with pytest.raises(ValueError, match="not the start of this schedule"):
+        chaos.resumable(partial, other)
+    with pytest.raises(ValueError, match="all 5 rounds were run already"):
+        chaos.resumable(partial, kinds[:5])
