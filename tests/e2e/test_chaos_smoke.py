@@ -55,8 +55,9 @@ def test_one_round_of_every_kind_recovers_with_the_oracle_clean() -> None:
     final = result["final_oracle"]
     assert final["intervals"] > len(rounds) // 2, final  # the leaders were seen at all
     assert final["guard_actions"] > 0, final  # total-loss rounds made the guards act
-    # The oracle forgives only the measurement error, and that stays far below the
-    # double leadership a wrong release would make.
+    # The oracle forgives only the measurement error (the latest stamp measured, at
+    # least 100 ms), and that stays far below the double leadership a wrong release
+    # of the Lease would make.
     stamps = result["line_stamp_lateness"]
     assert stamps["lines"] > 0, stamps
-    assert stamps["max_ms"] <= result["tolerance_ms"] < RENEW_DEADLINE_MS, stamps
+    assert result["tolerance_ms"] < RENEW_DEADLINE_MS, (result["tolerance_ms"], stamps)
