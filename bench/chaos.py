@@ -363,6 +363,8 @@ class Chaos:
         await asyncio.to_thread(self._guard_install)
         self.setup["guard_install_s"] = round(time.monotonic() - t, 1)
         await self._keep_objects(create=not self.done)
+        if self.done:  # what the oracle finds now was reported in the rounds before
+            await asyncio.to_thread(self._mark_judged)
         await self.wait_settled()
 
     def _pivot_argv(self) -> list[str]:
@@ -822,21 +824,34 @@ class Chaos:
         self.max_late_ms = max(self.max_late_ms, float(stamps.get("max_ms", 0.0)))
         return max(float(leaders.TOLERANCE_MS), self.max_late_ms)
 
+    def _mark_judged(self) -> None:
+        """A resumed run: the overlaps and violations in the lab's logs so far are the
+        earlier rounds' (in their records), not the next round's."""
+        tolerance = max(float(leaders.TOLERANCE_MS), self.max_late_ms) / 1000
+        self._new_findings(oracle.judge(self.spec.root, COMPONENT, tolerance=tolerance))
+
+    def _new_findings(self, judged: oracle.OracleReport) -> tuple[list[leaders.Overlap], list[str]]:
+        """The overlaps and violations in `judged` not reported before (the oracle
+        judges the whole run each time)."""
+        overlaps = []
+        for o in (*judged.leaders.overlaps, *judged.leaders.frozen):
+            key = (o.first.instance.name, o.second.instance.name, instances.iso(o.start) or "")
+            if key not in self.seen_overlaps:
+                self.seen_overlaps.add(key)
+                overlaps.append(o)
+        violations = [v.text for v in judged.violations if v.text not in self.seen_violations]
+        self.seen_violations.update(violations)
+        return overlaps, violations
+
     async def judge(self, r: Round) -> None:
         r.tolerance_ms = round(await asyncio.to_thread(self.measured_error_ms, r), 1)
         judged = await asyncio.to_thread(
             oracle.judge, self.spec.root, COMPONENT, tolerance=r.tolerance_ms / 1000
         )
-        for o in (*judged.leaders.overlaps, *judged.leaders.frozen):
-            key = (o.first.instance.name, o.second.instance.name, instances.iso(o.start) or "")
-            if key in self.seen_overlaps:
-                continue
-            self.seen_overlaps.add(key)
+        overlaps, violations = self._new_findings(judged)
+        for o in overlaps:
             (r.overlaps if o.kind == leaders.TWO_LEADERS else r.frozen).append(o.describe())
-        for v in judged.violations:
-            if v.text not in self.seen_violations:
-                self.seen_violations.add(v.text)
-                r.violations.append(v.text)
+        r.violations += violations
         r.lost = await self.lost_objects()
         r.files += [
             v.text for v in oracle.check_manifests(self.node_roots(), MANIFEST, self.expected)

@@ -15,10 +15,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from lightkube import AsyncClient
 from lightkube.resources.coordination_v1 import Lease
@@ -206,6 +206,35 @@ def container_state(pod: Pod) -> tuple[str, int]:
     return "", 0
 
 
+T = TypeVar("T")
+
+LEASE_QUIET_S = 6.0
+"""A Lease watch silent this long is opened again: a held Lease is renewed every retry
+period (2 s), and a connection whose API server was cut off (no FIN: a partition, a
+node's link down) would otherwise hang for good (lightkube's watch has no read
+timeout). A silent Lease nobody renews costs one LIST each time, nothing more."""
+PODS_QUIET_S = 30.0
+"""The same bound for a watch of pods (quiet for long stretches in a settled lab)."""
+
+
+async def quiet_bounded(stream: AsyncIterator[T], quiet_s: float) -> AsyncIterator[T]:
+    """`stream`'s items; TimeoutError once it has been silent for `quiet_s` (the time a
+    consumer takes between two items is not counted). The stream is closed at the end."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(quiet_s):
+                    item = await anext(stream)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
 @dataclass
 class Recorder:
     """Watches Leases and the component's pods in the namespace for the whole run; a
@@ -237,9 +266,8 @@ class Recorder:
             await asyncio.sleep(0.2)
 
     async def _lease_once(self, name: str) -> None:
-        async for _typ, lease in self.client.watch(
-            Lease, namespace=NAMESPACE, fields={"metadata.name": name}
-        ):
+        stream = self.client.watch(Lease, namespace=NAMESPACE, fields={"metadata.name": name})
+        async for _typ, lease in quiet_bounded(stream, LEASE_QUIET_S):
             now = time.monotonic()
             holder = (lease.spec.holderIdentity if lease.spec else None) or ""
             rv = (lease.metadata.resourceVersion if lease.metadata else None) or ""
@@ -248,7 +276,8 @@ class Recorder:
 
     async def _pods_once(self, labels: dict[str, Any] | None = None) -> None:
         """The pods named after the component (of those with `labels`, if given)."""
-        async for typ, pod in self.client.watch(Pod, namespace=NAMESPACE, labels=labels):
+        stream = self.client.watch(Pod, namespace=NAMESPACE, labels=labels)
+        async for typ, pod in quiet_bounded(stream, PODS_QUIET_S):
             now = time.monotonic()
             meta = pod.metadata
             name = (meta.name if meta else None) or ""

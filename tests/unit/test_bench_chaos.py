@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from bench import chaos
@@ -143,3 +146,29 @@ def test_a_run_resumes_only_on_its_own_schedule_with_rounds_left(tmp_path: Path)
         chaos.resumable(partial, other)
     with pytest.raises(ValueError, match="all 5 rounds were run already"):
         chaos.resumable(partial, kinds[:5])
+
+
+def test_findings_are_reported_once_also_after_a_resume() -> None:
+    def overlap(a: str, b: str, minute: int) -> SimpleNamespace:
+        start = datetime(2026, 12, 3, 6, minute, tzinfo=UTC)
+        return SimpleNamespace(
+            first=SimpleNamespace(instance=SimpleNamespace(name=a)),
+            second=SimpleNamespace(instance=SimpleNamespace(name=b)),
+            start=start,
+        )
+
+    def report(overlaps: list[SimpleNamespace], violations: list[str]) -> Any:
+        return SimpleNamespace(
+            leaders=SimpleNamespace(overlaps=overlaps[:1], frozen=overlaps[1:]),
+            violations=[SimpleNamespace(text=v) for v in violations],
+        )
+
+    run = chaos.Chaos.__new__(chaos.Chaos)  # no lab: only what the oracle found so far
+    run.seen_overlaps, run.seen_violations = set(), set()
+    old = [overlap("a", "b", 1), overlap("c", "d", 2)]
+    got, vs = run._new_findings(report(old, ["reap of x"]))  # what a resume marks seen
+    assert (len(got), vs) == (2, ["reap of x"])
+    new = overlap("e", "f", 3)
+    got, vs = run._new_findings(report([old[0], old[1], new], ["reap of x", "fallback y"]))
+    assert got == [new] and vs == ["fallback y"]
+    assert run._new_findings(report([old[0], new], ["fallback y"])) == ([], [])
