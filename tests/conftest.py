@@ -17,13 +17,15 @@ if os.environ.get("CI"):
 
 
 # The order in which scripts/test's two workers take the test files (`--dist loadfile
-# --no-loadscope-reorder`): long files first, so that no long one is left for the end;
+# --no-loadscope-reorder`): long files first, so that no long one is left for the end
+# (test_chaos_smoke.py, one round of each fault kind on its own 5-node lab, ~10-15 min);
 # test_upgrade.py (about 20 min, its own 3-control-plane lab) not before about 20 min
 # in, since on a cold machine it waits for the v1.35 binaries that scripts/test builds
 # beside the first tests at the lowest CPU priority (test_versions.py too); the one that
 # needs promtool, built after them, and the short unit tests last.
 _FIRST = (
     "tests/e2e/test_demo.py",
+    "tests/e2e/test_chaos_smoke.py",
     "tests/e2e/test_guard.py",
     "tests/e2e/test_api_outage.py",
     "tests/e2e/test_upgrade.py",
