@@ -1076,12 +1076,8 @@ def judged_result(
     tolerance and the measurement error seen in the run."""
     stamps = line_stamp_lateness(root, outages)
     exits = [r.exit_stamp_late_ms for r in rounds if r.exit_stamp_late_ms is not None]
-    tolerance_ms = max(
-        float(leaders.TOLERANCE_MS),
-        max_late_ms,
-        *exits,
-        float(stamps.get("max_ms", 0)),
-    )
+    # `max_late_ms` already holds every killed leader's exit stamp (measured_error_ms).
+    tolerance_ms = max(float(leaders.TOLERANCE_MS), max_late_ms, float(stamps.get("max_ms", 0)))
     final = oracle.judge(root, COMPONENT, tolerance=tolerance_ms / 1000)
     kinds = head.get("kinds") or list(dict.fromkeys(r.kind for r in rounds))
     return {
