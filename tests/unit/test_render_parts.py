@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -163,3 +164,32 @@ def test_replicas_and_server_options_are_checked() -> None:
         render(POD, RenderOptions(now=NOW, replicas=0, secret_name="s", secret_exists=True))
     with pytest.raises(KubehoistError, match="--server http://x"):
         render(POD, RenderOptions(now=NOW, server="http://x", secret_name="s", secret_exists=True))
+
+
+def test_the_http2_health_check_is_tightened_and_the_static_pods_values_kept() -> None:
+    options = RenderOptions(now=NOW, secret_name="s", secret_exists=True)
+    ctx = mutators.PodContext(
+        pod=POD, options=options, command=("kube-controller-manager",), args=None,
+        port=10357, image="i", secret_name="s", writable_dirs=(),
+    )  # fmt: skip
+    out, _ = mutators.apply(dict(POD.spec), ctx)
+    env = {e["name"]: e["value"] for e in out["containers"][0]["env"]}
+    assert env["HTTP2_READ_IDLE_TIMEOUT_SECONDS"] == "5"
+    assert env["HTTP2_PING_TIMEOUT_SECONDS"] == "3"
+    # Both together stay within the default renew deadline (10 s).
+    assert (
+        int(env["HTTP2_READ_IDLE_TIMEOUT_SECONDS"]) + int(env["HTTP2_PING_TIMEOUT_SECONDS"]) <= 15
+    )
+
+    spec = copy.deepcopy(dict(POD.spec))
+    spec["containers"][0]["env"] = [
+        {"name": "HTTP2_PING_TIMEOUT_SECONDS", "value": "2"},
+        {"name": "TZ", "value": "UTC"},
+    ]
+    out, _ = mutators.bound_dead_connections(spec, ctx)
+    assert out["containers"][0]["env"] == [
+        {"name": "HTTP2_PING_TIMEOUT_SECONDS", "value": "2"},
+        {"name": "TZ", "value": "UTC"},
+        {"name": "HTTP2_READ_IDLE_TIMEOUT_SECONDS", "value": "5"},
+    ]
+    assert spec["containers"][0]["env"][0]["value"] == "2"  # the input is not touched

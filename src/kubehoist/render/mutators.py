@@ -89,6 +89,37 @@ def set_command(spec: PodSpec, ctx: PodContext) -> tuple[PodSpec, tuple[str, ...
     return out, ()
 
 
+HTTP2_HEALTH_ENV: tuple[tuple[str, str], ...] = (
+    ("HTTP2_READ_IDLE_TIMEOUT_SECONDS", "5"),
+    ("HTTP2_PING_TIMEOUT_SECONDS", "3"),
+)
+"""client-go's HTTP/2 connection health check (k8s.io/apimachinery util/net): a PING
+after this many seconds without a frame, the connection closed when it is not answered
+within the second. Upstream's defaults are 30 and 15."""
+
+
+def bound_dead_connections(spec: PodSpec, ctx: PodContext) -> tuple[PodSpec, tuple[str, ...]]:
+    """A connection to an API server that went silent is dropped within 8 s, not 45 s.
+
+    A static pod talks to its own node's API server; the Deployment's pods go through the
+    load-balanced endpoint, where every HTTP/2 connection is pinned to one API server.
+    When that server's node drops off the network without a FIN, client-go leaves the
+    connection only when its health check fails: 30 s without a frame, then 15 s without
+    an answer to a PING. Measured (bench/chaos.py, node-netcut): a standby pinned to a
+    cut-off control plane could not read the Lease for 44 s, three lease durations; a
+    leader pinned so would miss its renew deadline (10 s) and exit. 5 + 3 s leaves a
+    dead connection within the default renew deadline, while a live one (renewals every
+    2 s) is never pinged. Values the static pod already sets are kept.
+    """
+    out = copy.deepcopy(spec)
+    container = out["containers"][0]
+    env = list(container.get("env") or [])
+    have = {e.get("name") for e in env if isinstance(e, dict)}
+    env.extend({"name": k, "value": v} for k, v in HTTP2_HEALTH_ENV if k not in have)
+    container["env"] = env
+    return out, ()
+
+
 def drop_host_paths(spec: PodSpec, ctx: PodContext) -> tuple[PodSpec, tuple[str, ...]]:
     """Remove hostPath volumes and their mounts: a Deployment's pods are not on that node."""
     out = copy.deepcopy(spec)
@@ -273,6 +304,7 @@ def harden(spec: PodSpec, ctx: PodContext) -> tuple[PodSpec, tuple[str, ...]]:
 MUTATORS: tuple[Mutator, ...] = (
     keep_component_container,
     set_command,
+    bound_dead_connections,
     drop_host_paths,
     mount_credentials,
     mount_writable_dirs,
