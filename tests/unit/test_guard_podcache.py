@@ -122,13 +122,32 @@ def test_a_failed_watch_is_out_of_sync_until_listed_again() -> None:
         assert until(lambda: bool(client.watch_calls))
         client.pods = [pod("b")]  # what happened while the watch was broken
         client.rv = "99"
-        client.events.put(ApiError(status=Status(code=410, message="too old resource version")))
+        client.events.put(ConnectionError("connection reset"))
         assert until(lambda: c.snapshot() is None, timeout=2)  # no stale answer meanwhile
         assert until(lambda: c.lists == 2)
         snap = c.snapshot()
         assert snap is not None and [p["metadata"]["uid"] for p in snap] == ["b"]
         assert until(lambda: len(client.watch_calls) == 2)
         assert client.watch_calls[1]["resource_version"] == "99"
+    finally:
+        c.stop()
+
+
+def test_a_watch_resumed_from_too_old_a_version_is_listed_again_at_once() -> None:
+    client = FakeClient([pod("a")], rv="10")
+    c = cache(client, retry_s=30.0).start()
+    try:
+        assert wait_synced(c, 5)
+        assert until(lambda: bool(client.watch_calls))
+        client.pods = [pod("b")]
+        client.rv = "99"
+        client.events.put(ApiError(status=Status(code=410, message="too old resource version")))
+        assert until(lambda: c.lists == 2, timeout=2)  # at once, not after retry_s (30 s)
+        snap = c.snapshot()
+        assert snap is not None and [p["metadata"]["uid"] for p in snap] == ["b"]
+        assert until(lambda: len(client.watch_calls) == 2)
+        assert client.watch_calls[1]["resource_version"] == "99"
+        assert client.watch_calls[1]["server_timeout"] == podcache.WATCH_TIMEOUT_S
     finally:
         c.stop()
 

@@ -16,9 +16,15 @@ guard slower but never wrong; the Lease itself is still read afresh every round 
 released only with its resourceVersion.
 
 A selector whose watch failed is not in sync until its next LIST: `snapshot()` then
-answers None and the guard LISTs as before. Every `RESYNC_S` each watch is closed and
-the selector LISTed again, which bounds how long a connection that hangs without
-failing could keep the view stale.
+answers None and the guard LISTs as before. A watch can also hang without failing: the
+guard reaches the API through an endpoint that may pin its connection to an API server
+whose node dropped off the network. Each WATCH asks the server to end it after
+`WATCH_TIMEOUT_S` (lightkube resumes it from the last version seen), and kubehoist's
+transport gives it a read timeout 10 s later (`kube.transport.bound_watch_read`), so
+a dead connection fails, and the selector is listed again, within 30 s of its last
+byte. A resume from a version the API server no longer holds (410 Gone: the watch
+cache moved on while the selection was quiet) lists again at once. Every `RESYNC_S`
+the selector is LISTed again anyway.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod
 
 RETRY_S = 1.0
@@ -38,9 +44,11 @@ RETRY_S = 1.0
 RESYNC_S = 300.0
 """How often each selector is LISTed again although its watch is healthy."""
 
-WATCH_TIMEOUT_S = 240
+WATCH_TIMEOUT_S = 20
 """The server-side timeout asked for each WATCH (the client resumes it from the last
-resourceVersion seen when the server closes it)."""
+resourceVersion seen when the server closes it): with the transport's read bound, the
+longest a dead connection keeps the view stale is this plus 10 s. It costs one WATCH
+request per selector and period (0.1 a second for a guard's two selectors)."""
 
 Json = dict[str, Any]
 
@@ -74,6 +82,7 @@ class PodCache:
         self._synced = [False for _ in self.selectors]
         self._stop = threading.Event()
         self._clients: list[Client | None] = [None for _ in self.selectors]
+        self._timers: list[threading.Timer | None] = [None for _ in self.selectors]
         self.lists = 0
         """LISTs made so far (every selector together)."""
         self.events = 0
@@ -106,6 +115,9 @@ class PodCache:
 
     def stop(self) -> None:
         self._stop.set()
+        for timer in list(self._timers):
+            if timer is not None:
+                timer.cancel()
         for client in list(self._clients):
             _close(client)
 
@@ -117,11 +129,18 @@ class PodCache:
                 self._clients[index] = client
                 timer = threading.Timer(self.resync_s, _resync, args=(resync, client))
                 timer.daemon = True
+                self._timers[index] = timer
                 timer.start()
                 try:
                     self._list_and_watch(index, client)
                 finally:
                     timer.cancel()
+                    self._timers[index] = None
+            except ApiError as exc:
+                if exc.status.code == 410:  # resumed from too old a version: LIST at once
+                    with self._lock:
+                        self._synced[index] = False
+                    continue
             except Exception:  # any failure: out of sync, list again
                 pass
             finally:
@@ -178,7 +197,9 @@ def _resync(flag: threading.Event, client: Client) -> None:
 
 
 def _close(client: Client | None) -> None:
-    """Close a client from another thread: its open WATCH fails at once."""
+    """Close a client from another thread. A WATCH blocked reading on it is not woken:
+    it fails at its next request, when the server has ended it (`WATCH_TIMEOUT_S`) or
+    its read timed out."""
     if client is None:
         return
     with contextlib.suppress(Exception):  # closing is best effort

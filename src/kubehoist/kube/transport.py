@@ -4,6 +4,14 @@ Every request kubehoist makes goes through one `CountingTransport` (sync) or
 `AsyncCountingTransport`, which counts it in a `RequestLog` and, when asked, prints
 one line per request on stderr (`-v`), so "how many requests does status make" is
 measured, not guessed. Tests put an `httpx2.MockTransport` inside instead of TLS.
+
+The same transport bounds every WATCH that asks the server to end it
+(`timeoutSeconds`): lightkube reads a watch with no read timeout, so a connection that
+died without a FIN (pinned through a load balancer to an API server whose node
+dropped off the network) would keep a watch silent for good, and closing the client
+from another thread does not wake a read blocked on it. With a read timeout of the
+server's own timeout plus `WATCH_READ_GRACE_S`, a healthy watch always ends first
+(the server closes it, lightkube resumes it), and a dead one fails within that bound.
 """
 
 from __future__ import annotations
@@ -25,6 +33,26 @@ from lightkube.config.models import User
 
 from kubehoist.kube.errors import parse_call
 from kubehoist.kube.retry import RetryPolicy, away, retry_error, retry_settling, retry_status
+
+WATCH_READ_GRACE_S = 10.0
+"""How much later than its `timeoutSeconds` a silent WATCH's read times out."""
+
+
+def bound_watch_read(request: httpx2.Request) -> None:
+    """Give a WATCH with `timeoutSeconds` a read timeout (see the module docstring)."""
+    params = request.url.params
+    if params.get("watch") not in ("true", "1"):
+        return
+    try:
+        server_s = float(params.get("timeoutSeconds") or "")
+    except ValueError:
+        return
+    if server_s <= 0:
+        return
+    timeout = dict(request.extensions.get("timeout") or {})
+    if timeout.get("read") is None:
+        timeout["read"] = server_s + WATCH_READ_GRACE_S
+        request.extensions["timeout"] = timeout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +128,7 @@ class CountingTransport(httpx2.BaseTransport):
         self.log = log
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        bound_watch_read(request)
         start = time.monotonic()
         try:
             response = self._inner.handle_request(request)
@@ -121,6 +150,7 @@ class AsyncCountingTransport(httpx2.AsyncBaseTransport):
         self.log = log
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        bound_watch_read(request)
         start = time.monotonic()
         try:
             response = await self._inner.handle_async_request(request)
