@@ -72,13 +72,14 @@ class OutageProxy:
     """127.0.0.1:<port> -> `upstream`, byte for byte (TLS passes through untouched),
     until `outage(seconds)`: every open connection reset, every new one reset at once
     (kubehoist's client sees a reset or an EOF in the TLS handshake, as when an API
-    server restarts) until the outage ends."""
+    server restarts) until the outage ends; or `silence()`: see there."""
 
     upstream: tuple[str, int]
     down_until: float = 0.0
     refused: int = 0
     _listener: socket.socket = field(init=False)
     _open: set[socket.socket] = field(default_factory=set)
+    _silent: set[socket.socket] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
 
@@ -103,10 +104,22 @@ class OutageProxy:
         for sock in conns:
             _reset(sock)
 
+    def silence(self) -> None:
+        """Every open connection goes silent, as one to an API server whose node dropped
+        off the network: kept open, nothing forwarded either way, nothing closed. New
+        connections are served as before (the balancer's other API servers)."""
+        with self._lock:
+            self._silent |= self._open
+            self._open = set()
+
     def close(self) -> None:
         self._closed = True
         _reset(self._listener)
         self.outage(0)
+        with self._lock:
+            silent, self._silent = list(self._silent), set()
+        for sock in silent:
+            _reset(sock)
 
     def _accept(self) -> None:
         while not self._closed:
@@ -132,7 +145,8 @@ class OutageProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if src not in self._silent:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
